@@ -1,0 +1,206 @@
+//! Per-part and whole-object checksums.
+//!
+//! S3's full-object CRC64NVME is composed from the part CRCs (CRC combination needs
+//! only each part's length), so parts may be checksummed in any order. Expected
+//! sha256/md5 digests need the bytes in order: [`OrderedDigest`] accepts parts in
+//! any order and hashes them as soon as their predecessors have been hashed.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use crc_fast::{CrcAlgorithm, Digest};
+use md5::Digest as _;
+
+use crate::error::TransferError;
+use crate::pool::FrozenPart;
+
+/// Streaming CRC64NVME of one part.
+pub struct PartCrc(Digest);
+
+impl Default for PartCrc {
+    fn default() -> Self {
+        Self(Digest::new(CrcAlgorithm::Crc64Nvme))
+    }
+}
+
+impl PartCrc {
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn value(&self) -> u64 {
+        self.0.finalize()
+    }
+}
+
+pub fn crc64nvme(data: &[u8]) -> u64 {
+    crc_fast::checksum(CrcAlgorithm::Crc64Nvme, data)
+}
+
+/// The CRC of `a ++ b` from the CRCs of `a` and `b`.
+pub fn combine(crc_a: u64, crc_b: u64, len_b: u64) -> u64 {
+    crc_fast::checksum_combine(CrcAlgorithm::Crc64Nvme, crc_a, crc_b, len_b)
+}
+
+/// The base64 of the big-endian CRC, as S3's `x-amz-checksum-crc64nvme` carries it.
+pub fn to_base64(crc: u64) -> String {
+    BASE64.encode(crc.to_be_bytes())
+}
+
+/// Whole-object checksum composed from parts listed in part order.
+pub fn compose(parts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    parts
+        .into_iter()
+        .fold(crc64nvme(&[]), |acc, (crc, len)| combine(acc, crc, len))
+}
+
+/// Digests the caller expects the object to have, each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Lowercase hex.
+    pub sha256: Option<String>,
+    /// Lowercase hex.
+    pub md5: Option<String>,
+    pub size: Option<u64>,
+}
+
+impl Expected {
+    pub fn needs_digest(&self) -> bool {
+        self.sha256.is_some() || self.md5.is_some()
+    }
+
+    /// Checks a finished digest and size; the first mismatch is the error.
+    pub fn verify(&self, size: u64, digest: Option<&OrderedDigest>) -> Result<(), TransferError> {
+        if let Some(expected) = self.size
+            && expected != size
+        {
+            return Err(TransferError::SizeMismatch {
+                expected,
+                actual: size,
+            });
+        }
+        let Some(digest) = digest else {
+            return Ok(());
+        };
+        if let Some(expected) = &self.sha256 {
+            let actual = hex::encode(digest.sha256.clone().finalize());
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(TransferError::ChecksumMismatch {
+                    algorithm: "sha256",
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        if let Some(expected) = &self.md5 {
+            let actual = hex::encode(digest.md5.clone().finalize());
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(TransferError::ChecksumMismatch {
+                    algorithm: "md5",
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// sha256 + md5 over parts handed in any order, hashed in order.
+#[derive(Default)]
+pub struct OrderedDigest {
+    sha256: sha2::Sha256,
+    md5: md5::Md5,
+    next: u32,
+    /// Parts ahead of their turn, each with the budget share that pays for it.
+    waiting: BTreeMap<u32, (Bytes, Option<FrozenPart>)>,
+    hashed_bytes: u64,
+    want_sha256: bool,
+    want_md5: bool,
+}
+
+impl OrderedDigest {
+    pub fn new(expected: &Expected) -> Self {
+        Self {
+            next: 1,
+            want_sha256: expected.sha256.is_some(),
+            want_md5: expected.md5.is_some(),
+            ..Self::default()
+        }
+    }
+
+    /// Accepts part `number` (1-based); hashes it and any parts it unblocks.
+    /// `budget` is released once the part has been hashed.
+    pub fn add(&mut self, number: u32, bytes: Bytes, budget: Option<FrozenPart>) {
+        self.waiting.insert(number, (bytes, budget));
+        while let Some((bytes, _budget)) = self.waiting.remove(&self.next) {
+            if self.want_sha256 {
+                sha2::Digest::update(&mut self.sha256, &bytes);
+            }
+            if self.want_md5 {
+                self.md5.update(&bytes);
+            }
+            self.hashed_bytes += bytes.len() as u64;
+            self.next += 1;
+        }
+    }
+
+    pub fn hashed_bytes(&self) -> u64 {
+        self.hashed_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn crc64nvme_matches_the_published_check_value() {
+        assert_eq!(crc64nvme(b"123456789"), 0xae8b_1486_0a79_9888);
+    }
+
+    #[test]
+    fn out_of_order_parts_hash_like_the_whole() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = Expected {
+            sha256: Some(hex::encode(sha2::Sha256::digest(&data))),
+            md5: Some(hex::encode(md5::Md5::digest(&data))),
+            size: Some(10_000),
+        };
+        let mut digest = OrderedDigest::new(&expected);
+        let chunks: Vec<Bytes> = data.chunks(3000).map(Bytes::copy_from_slice).collect();
+        digest.add(3, chunks[2].clone(), None);
+        digest.add(1, chunks[0].clone(), None);
+        assert_eq!(digest.hashed_bytes(), 3000);
+        digest.add(4, chunks[3].clone(), None);
+        digest.add(2, chunks[1].clone(), None);
+        assert_eq!(digest.hashed_bytes(), 10_000);
+        expected.verify(10_000, Some(&digest)).unwrap();
+        let wrong = Expected {
+            sha256: Some("00".repeat(32)),
+            ..Expected::default()
+        };
+        assert_eq!(
+            wrong.verify(10_000, Some(&digest)).unwrap_err().kind(),
+            "checksum_mismatch"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn composed_crc_equals_crc_of_the_whole(data in proptest::collection::vec(any::<u8>(), 0..4096), cuts in proptest::collection::vec(0usize..4096, 0..6)) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.push(0);
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let parts = cuts.windows(2).map(|w| {
+                let part = &data[w[0]..w[1]];
+                (crc64nvme(part), part.len() as u64)
+            });
+            prop_assert_eq!(compose(parts), crc64nvme(&data));
+        }
+    }
+}

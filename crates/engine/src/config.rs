@@ -1,0 +1,127 @@
+//! The engine's configuration: a plain struct with documented defaults.
+//!
+//! The engine reads no environment variables; the binary maps flags and `FERRY_*`
+//! variables onto this struct and calls [`EngineConfig::validate`] at start-up.
+
+use std::time::Duration;
+
+use crate::error::TransferError;
+use crate::plan::{MAX_PART_SIZE, MIB, MIN_PART_SIZE};
+use crate::retry::RetryPolicy;
+
+/// Bounds for parts in flight per transfer; more than this only adds contention.
+pub const MAX_CONCURRENT_PARTS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Preferred part size; enlarged when an object would need more than 10,000
+    /// parts. Default 16 MiB (see docs/benchmarks.md).
+    pub part_size: u64,
+    /// Parts downloaded or uploaded at once, per transfer. Default 8.
+    pub max_concurrent_parts: usize,
+    /// Bytes of part buffers all transfers of this engine may hold at once.
+    /// Default 1 GiB: a ceiling, not a reservation — it caps the largest part,
+    /// and 1 GiB parts are what lets an unknown-length stream reach S3's 5 TiB.
+    pub memory_budget: usize,
+    pub retry: RetryPolicy,
+    /// How often `Observer::on_progress` is called at most.
+    pub progress_interval: Duration,
+    pub source: SourceConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response; there is deliberately no
+    /// total-request timeout, so a slow but steady large download never expires.
+    pub read_timeout: Duration,
+    pub max_redirects: usize,
+    /// Extra PEM certificates trusted besides the system roots.
+    pub extra_ca_pem: Option<Vec<u8>>,
+    pub user_agent: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            part_size: 16 * MIB,
+            max_concurrent_parts: 8,
+            memory_budget: 1024 * MIB as usize,
+            retry: RetryPolicy::default(),
+            progress_interval: Duration::from_secs(1),
+            source: SourceConfig::default(),
+        }
+    }
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            max_redirects: 10,
+            extra_ca_pem: None,
+            user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Every problem at once, so a misconfigured deployment is fixed in one go.
+    pub fn validate(&self) -> Result<(), TransferError> {
+        let mut problems = Vec::new();
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&self.part_size) {
+            problems.push(format!(
+                "part size {} is outside S3's {MIN_PART_SIZE}..={MAX_PART_SIZE} bytes",
+                self.part_size
+            ));
+        }
+        if !(1..=MAX_CONCURRENT_PARTS).contains(&self.max_concurrent_parts) {
+            problems.push(format!(
+                "max concurrent parts {} is outside 1..={MAX_CONCURRENT_PARTS}",
+                self.max_concurrent_parts
+            ));
+        }
+        if (self.memory_budget as u64) < self.part_size {
+            problems.push(format!(
+                "memory budget {} bytes cannot hold one part of {} bytes",
+                self.memory_budget, self.part_size
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            problems.push("retry attempts must be at least 1".to_owned());
+        }
+        if self.source.read_timeout.is_zero() || self.source.connect_timeout.is_zero() {
+            problems.push("source timeouts must be positive".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TransferError::InvalidConfig {
+                reason: problems.join("; "),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn every_problem_is_reported_together() {
+        let config = EngineConfig {
+            part_size: MIB,
+            max_concurrent_parts: 0,
+            ..EngineConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("part size"), "{message}");
+        assert!(message.contains("max concurrent parts"), "{message}");
+    }
+}

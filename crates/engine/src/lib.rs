@@ -1,0 +1,48 @@
+//! ferry's streaming multipart engine: bytes from an HTTP(S) URL into S3, never
+//! touching disk, within one memory budget.
+//!
+//! # Layout (in data-flow order)
+//! - [`source`]: probe the URL (length, ranges, validator), then ranged or streamed reads.
+//! - [`plan`]: pure arithmetic cutting an object into at most 10,000 S3 parts.
+//! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
+//! - [`checksum`]: per-part CRC64NVME, its full-object composition, ordered sha256/md5.
+//! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
+//! - [`transfer`]: orchestration; owns every task it spawns.
+//! - [`events`]: the [`Observer`] through which progress leaves the engine.
+//! - [`error`]: typed errors with a retry class and a stable kind.
+//!
+//! # Invariants
+//! 1. Bytes in flight never exceed the memory budget; no body is ever read whole.
+//! 2. A part counts as done only after S3 acknowledged it.
+//! 3. The engine reads no environment variables and knows nothing of queues.
+//! 4. No task outlives the transfer that spawned it.
+//! 5. A failed transfer leaves neither an object nor an open multipart upload.
+
+pub mod checksum;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod plan;
+pub mod pool;
+pub mod retry;
+pub mod sink;
+pub mod source;
+pub mod transfer;
+
+pub use checksum::Expected;
+pub use config::{EngineConfig, SourceConfig};
+pub use error::{ErrorClass, TransferError};
+pub use events::{NoopObserver, Observer, PartDone, Progress, RetrySide};
+pub use retry::RetryPolicy;
+pub use sink::Destination;
+pub use source::SourceRequest;
+pub use transfer::{Engine, TransferOutcome, TransferSpec};
+
+/// S3 client settings the engine relies on: it computes and sends its own
+/// checksums, and retries itself (one retry policy, observable per part).
+pub fn s3_config(base: &aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
+    base.clone()
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+}

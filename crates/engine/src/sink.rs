@@ -1,0 +1,306 @@
+//! The S3 side: create / upload part / complete (sorted) / abort, and a single
+//! PutObject for objects smaller than one part.
+//!
+//! Every upload carries CRC64NVME: per part, and the full-object value at
+//! Complete (`ChecksumType::FullObject`), so S3 checks the bytes it stored.
+//! Payload signing is off: the CRC already covers the body, and hashing every
+//! byte with SHA-256 for SigV4 would cost a CPU-second or more per GiB.
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+    StorageClass,
+};
+use bytes::Bytes;
+
+use crate::checksum;
+use crate::error::{S3Operation, TransferError};
+
+/// Where and how the object is stored.
+#[derive(Debug, Clone, Default)]
+pub struct Destination {
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub storage_class: Option<String>,
+}
+
+/// A part S3 acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: u32,
+    pub etag: String,
+    pub crc: u64,
+    pub len: u64,
+}
+
+/// What S3 reports about a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub etag: String,
+    /// Base64 CRC64NVME as S3 reported it; `None` when the server reports none.
+    pub crc64nvme: Option<String>,
+    pub size: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct S3Sink {
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Sink {
+    pub fn new(client: aws_sdk_s3::Client) -> Self {
+        Self { client }
+    }
+
+    pub async fn create(&self, dest: &Destination) -> Result<String, TransferError> {
+        let op = S3Operation::CreateMultipartUpload;
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
+            .set_content_type(dest.content_type.clone())
+            .set_metadata(metadata(dest))
+            .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
+            .send()
+            .await
+            .map_err(|err| s3_error(op, err))?;
+        output.upload_id.ok_or_else(|| missing(op, "upload id"))
+    }
+
+    pub async fn upload_part(
+        &self,
+        dest: &Destination,
+        upload_id: &str,
+        number: u32,
+        body: Bytes,
+        crc: u64,
+    ) -> Result<String, TransferError> {
+        let op = S3Operation::UploadPart;
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id)
+            .part_number(part_number(number))
+            .content_length(body.len() as i64)
+            .checksum_crc64_nvme(checksum::to_base64(crc))
+            .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|err| s3_error(op, err))?;
+        output.e_tag.ok_or_else(|| missing(op, "ETag"))
+    }
+
+    /// Completes with `parts` sorted by number (S3 rejects any other order).
+    pub async fn complete(
+        &self,
+        dest: &Destination,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        full_crc: u64,
+        size: u64,
+    ) -> Result<StoredObject, TransferError> {
+        let op = S3Operation::CompleteMultipartUpload;
+        let mut sorted: Vec<&UploadedPart> = parts.iter().collect();
+        sorted.sort_by_key(|p| p.number);
+        let completed = sorted
+            .into_iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(part_number(p.number))
+                    .e_tag(&p.etag)
+                    .checksum_crc64_nvme(checksum::to_base64(p.crc))
+                    .build()
+            })
+            .collect();
+        let output = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .checksum_crc64_nvme(checksum::to_base64(full_crc))
+            .checksum_type(ChecksumType::FullObject)
+            .mpu_object_size(size as i64)
+            .send()
+            .await
+            .map_err(|err| s3_error(op, err))?;
+        Ok(StoredObject {
+            etag: output.e_tag.ok_or_else(|| missing(op, "ETag"))?,
+            crc64nvme: output.checksum_crc64_nvme,
+            size: Some(size),
+        })
+    }
+
+    pub async fn abort(&self, dest: &Destination, upload_id: &str) -> Result<(), TransferError> {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(err) if err.code() == Some("NoSuchUpload") => Ok(()),
+            Err(err) => Err(s3_error(S3Operation::AbortMultipartUpload, err)),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        dest: &Destination,
+        body: Bytes,
+        crc: u64,
+    ) -> Result<StoredObject, TransferError> {
+        let op = S3Operation::PutObject;
+        let size = body.len() as u64;
+        let output = self
+            .client
+            .put_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .content_length(size as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(checksum::to_base64(crc))
+            .set_content_type(dest.content_type.clone())
+            .set_metadata(metadata(dest))
+            .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
+            .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|err| s3_error(op, err))?;
+        Ok(StoredObject {
+            etag: output.e_tag.ok_or_else(|| missing(op, "ETag"))?,
+            crc64nvme: output.checksum_crc64_nvme,
+            size: Some(size),
+        })
+    }
+
+    /// The object now at the destination, if any, with its checksum.
+    pub async fn head(&self, dest: &Destination) -> Result<Option<StoredObject>, TransferError> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some(StoredObject {
+                etag: output.e_tag.unwrap_or_default(),
+                crc64nvme: output.checksum_crc64_nvme,
+                size: output.content_length.and_then(|l| u64::try_from(l).ok()),
+            })),
+            Err(SdkError::ServiceError(ctx)) if ctx.raw().status().as_u16() == 404 => Ok(None),
+            Err(err) => Err(s3_error(S3Operation::HeadObject, err)),
+        }
+    }
+
+    /// Deletes an object this transfer stored but must not leave behind.
+    pub async fn delete(&self, dest: &Destination) -> Result<(), TransferError> {
+        self.client
+            .delete_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| s3_error(S3Operation::PutObject, err))
+    }
+}
+
+fn part_number(number: u32) -> i32 {
+    // Part numbers are at most 10,000 by construction of every plan.
+    i32::try_from(number).unwrap_or(i32::MAX)
+}
+
+fn metadata(dest: &Destination) -> Option<HashMap<String, String>> {
+    (!dest.metadata.is_empty()).then(|| dest.metadata.clone())
+}
+
+fn missing(operation: S3Operation, what: &str) -> TransferError {
+    TransferError::S3 {
+        operation,
+        code: None,
+        message: format!("response carried no {what}"),
+        transient: false,
+    }
+}
+
+/// Maps an SDK error to ours, deciding whether it is worth a retry.
+pub(crate) fn s3_error<E, R>(operation: S3Operation, err: SdkError<E, R>) -> TransferError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + HasStatus,
+{
+    let code = err.code().map(str::to_owned);
+    let (transient, message) = match &err {
+        SdkError::TimeoutError(_) => (true, "timed out".to_owned()),
+        SdkError::DispatchFailure(failure) => (
+            !failure.is_user(),
+            format!(
+                "request not sent: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&err)
+            ),
+        ),
+        SdkError::ResponseError(_) => (true, "unreadable response".to_owned()),
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status_code();
+            let transient = status >= 500
+                || status == 429
+                || matches!(
+                    code.as_deref(),
+                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                );
+            let message = match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => format!("HTTP {status}"),
+            };
+            (transient, message)
+        }
+        _ => (
+            false,
+            aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        ),
+    };
+    TransferError::S3 {
+        operation,
+        code,
+        message,
+        transient,
+    }
+}
+
+/// The HTTP status of a raw response, whatever the SDK's response type.
+pub(crate) trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

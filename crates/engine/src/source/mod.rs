@@ -1,0 +1,321 @@
+//! The HTTP(S) source: one probe, then ranged reads or one resumable stream.
+//!
+//! The object stored is the resource byte for byte as served: requests ask for
+//! `identity` encoding and nothing is ever decompressed (reqwest is built without
+//! its decoders). Every body is read chunk by chunk into a pooled part buffer; no
+//! body is ever read whole.
+
+mod range;
+mod stream;
+
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Client, Response, StatusCode, Url};
+
+pub use range::ContentRange;
+pub use stream::BodyStream;
+
+use crate::checksum::PartCrc;
+use crate::config::SourceConfig;
+use crate::error::TransferError;
+use crate::pool::PartBuffer;
+
+/// What to fetch: the URL and the caller's request headers (e.g. Authorization).
+#[derive(Clone)]
+pub struct SourceRequest {
+    pub url: Url,
+    pub headers: HeaderMap,
+}
+
+impl std::fmt::Debug for SourceRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the query string nor the headers may ever reach a log.
+        f.debug_struct("SourceRequest")
+            .field("scheme", &self.url.scheme())
+            .field("host", &self.url.host_str())
+            .field("headers", &self.headers.len())
+            .finish()
+    }
+}
+
+/// What pins the content across requests: a strong ETag, else Last-Modified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validator {
+    ETag(String),
+    LastModified(String),
+}
+
+impl Validator {
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        match text(header::ETAG) {
+            // A weak ETag may not be used with If-Range (RFC 9110 §13.1.5).
+            Some(etag) if !etag.starts_with("W/") => Some(Self::ETag(etag.to_owned())),
+            _ => text(header::LAST_MODIFIED).map(|date| Self::LastModified(date.to_owned())),
+        }
+    }
+
+    pub fn as_header_value(&self) -> &str {
+        match self {
+            Self::ETag(value) | Self::LastModified(value) => value,
+        }
+    }
+}
+
+/// What the first request learned about the resource.
+pub struct Probe {
+    /// Total length, when the server said.
+    pub length: Option<u64>,
+    /// Whether ranged reads work (the probe's own Range was honoured).
+    pub ranges: bool,
+    pub validator: Option<Validator>,
+    pub content_type: Option<String>,
+    /// The probe's body, starting at byte 0: the first bytes when `ranges`,
+    /// otherwise the whole resource. `None` for an empty resource.
+    pub(crate) body: Option<Response>,
+}
+
+#[derive(Clone)]
+pub struct HttpSource {
+    client: Client,
+    read_timeout: Duration,
+}
+
+impl HttpSource {
+    pub fn new(config: &SourceConfig) -> Result<Self, TransferError> {
+        let mut builder = Client::builder()
+            .user_agent(config.user_agent.clone())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
+            // One connection per ranged part: CDNs throttle per connection, and
+            // HTTP/2 would multiplex every part onto one.
+            .http1_only()
+            .tcp_nodelay(true)
+            // Proxies only when the operator configures one explicitly.
+            .no_proxy();
+        if let Some(pem) = &config.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|err| {
+                TransferError::InvalidConfig {
+                    reason: format!("extra CA bundle: {err}"),
+                }
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|err| TransferError::InvalidConfig {
+                reason: format!("http client: {err}"),
+            })?;
+        Ok(Self {
+            client,
+            read_timeout: config.read_timeout,
+        })
+    }
+
+    pub fn check(request: &SourceRequest) -> Result<(), TransferError> {
+        match request.url.scheme() {
+            "http" | "https" => Ok(()),
+            other => Err(TransferError::InvalidSource {
+                reason: format!("scheme {other:?} is not http or https"),
+            }),
+        }
+    }
+
+    /// Asks for the first `first_len` bytes and learns length, range support and
+    /// validator from the answer. The answer's body is kept for reading.
+    pub async fn probe(
+        &self,
+        request: &SourceRequest,
+        first_len: u64,
+    ) -> Result<Probe, TransferError> {
+        Self::check(request)?;
+        let response = self
+            .get(request)
+            .header(header::RANGE, format!("bytes=0-{}", first_len.max(1) - 1))
+            .send()
+            .await
+            .map_err(TransferError::source_request)?;
+        let headers = response.headers();
+        let validator = Validator::from_headers(headers);
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let range = ContentRange::from_response(&response)?;
+                let Some(total) = range.total else {
+                    // Ranges without a total are no use for planning; read it
+                    // from the start as one stream instead.
+                    return self.probe_without_range(request).await;
+                };
+                range.expect(0, first_len.min(total).max(1) - 1, Some(total))?;
+                Ok(Probe {
+                    length: Some(total),
+                    ranges: true,
+                    validator,
+                    content_type,
+                    body: Some(response),
+                })
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                // The only resource with no satisfiable first byte is an empty one.
+                let range = ContentRange::from_response(&response)?;
+                if range.total != Some(0) {
+                    return Err(TransferError::SourceRange {
+                        detail: "416 for the first byte of a non-empty resource".into(),
+                    });
+                }
+                Ok(Probe {
+                    length: Some(0),
+                    ranges: true,
+                    validator,
+                    content_type,
+                    body: None,
+                })
+            }
+            StatusCode::OK => Ok(Probe {
+                length: response.content_length(),
+                ranges: false,
+                validator,
+                content_type,
+                body: Some(response),
+            }),
+            status => Err(TransferError::SourceStatus {
+                status: status.as_u16(),
+            }),
+        }
+    }
+
+    async fn probe_without_range(&self, request: &SourceRequest) -> Result<Probe, TransferError> {
+        let response = self.send_checked(self.get(request)).await?;
+        if response.status() != StatusCode::OK {
+            return Err(TransferError::SourceStatus {
+                status: response.status().as_u16(),
+            });
+        }
+        Ok(Probe {
+            length: response.content_length(),
+            ranges: false,
+            validator: Validator::from_headers(response.headers()),
+            content_type: None,
+            body: Some(response),
+        })
+    }
+
+    /// Requests bytes `start..=end` (or `start..` when `end` is `None`) pinned to
+    /// `validator`; the answer must be a 206 for exactly that range.
+    pub async fn get_range(
+        &self,
+        request: &SourceRequest,
+        start: u64,
+        end: Option<u64>,
+        total: Option<u64>,
+        validator: Option<&Validator>,
+    ) -> Result<Response, TransferError> {
+        let range = match end {
+            Some(end) => format!("bytes={start}-{end}"),
+            None => format!("bytes={start}-"),
+        };
+        let mut builder = self.get(request).header(header::RANGE, range);
+        if let Some(validator) = validator {
+            builder = builder.header(header::IF_RANGE, validator.as_header_value());
+        }
+        let response = self.send_checked(builder).await?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            // If-Range answered with the whole (new) representation.
+            StatusCode::OK | StatusCode::PRECONDITION_FAILED => {
+                return Err(TransferError::SourceChanged);
+            }
+            status => {
+                return Err(TransferError::SourceStatus {
+                    status: status.as_u16(),
+                });
+            }
+        }
+        let range = ContentRange::from_response(&response)?;
+        let expected_end = end.or(total.map(|t| t - 1));
+        range.expect_start(start, expected_end, total)?;
+        if let (Some(validator), Some(now)) =
+            (validator, Validator::from_headers(response.headers()))
+            && matches!(validator, Validator::ETag(_))
+            && *validator != now
+        {
+            return Err(TransferError::SourceChanged);
+        }
+        Ok(response)
+    }
+
+    /// Reads `response` into `buffer` until it holds `want` bytes or the body ends.
+    /// Returns whether the body ended. Bytes read are counted even on error, so
+    /// the caller can resume from the last good offset.
+    pub async fn read_into(
+        &self,
+        response: &mut Response,
+        buffer: &mut PartBuffer,
+        want: usize,
+        crc: &mut PartCrc,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<bool, TransferError> {
+        while buffer.len() < want {
+            let Some(chunk) = self.next_chunk(response).await? else {
+                return Ok(true);
+            };
+            let room = want - buffer.len();
+            if chunk.len() > room {
+                return Err(TransferError::SourceRange {
+                    detail: format!("{} bytes more than requested", chunk.len() - room),
+                });
+            }
+            crc.update(&chunk);
+            buffer.extend_from_slice(&chunk);
+            on_bytes(chunk.len() as u64);
+        }
+        Ok(false)
+    }
+
+    pub(crate) async fn next_chunk(
+        &self,
+        response: &mut Response,
+    ) -> Result<Option<bytes::Bytes>, TransferError> {
+        match response.chunk().await {
+            Ok(chunk) => Ok(chunk),
+            Err(err) if err.is_timeout() => Err(TransferError::SourceStalled {
+                idle_secs: self.read_timeout.as_secs(),
+            }),
+            Err(err) => Err(TransferError::source_request(err)),
+        }
+    }
+
+    fn get(&self, request: &SourceRequest) -> reqwest::RequestBuilder {
+        self.client
+            .get(request.url.clone())
+            .headers(request.headers.clone())
+            .header(header::ACCEPT_ENCODING, "identity")
+    }
+
+    async fn send_checked(
+        &self,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Response, TransferError> {
+        let response = builder
+            .send()
+            .await
+            .map_err(TransferError::source_request)?;
+        let status = response.status();
+        if status.is_success() || status == StatusCode::PRECONDITION_FAILED {
+            Ok(response)
+        } else {
+            Err(TransferError::SourceStatus {
+                status: status.as_u16(),
+            })
+        }
+    }
+}

@@ -1,0 +1,792 @@
+//! Orchestration of one transfer: probe, plan, move parts, verify, complete.
+//!
+//! Reads like a table of contents: [`Engine::transfer`] probes the source and picks
+//! one of three paths — a single PutObject, parallel ranged parts, or one stream
+//! cut into parts. Every task it spawns lives in a `JoinSet` owned by the call,
+//! and any failure aborts the multipart upload before the error is returned.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checksum::{self, Expected, OrderedDigest, PartCrc};
+use crate::config::EngineConfig;
+use crate::error::{ErrorClass, TransferError};
+use crate::events::{Observer, PartDone, Progress, RetrySide};
+use crate::plan::{GrowingPlan, KnownPlan, MAX_PARTS, PartSpec};
+use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
+use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
+use crate::source::{BodyStream, HttpSource, Probe, SourceRequest, Validator};
+
+/// One copy job: from where, to where, and what the bytes must hash to.
+#[derive(Debug, Clone)]
+pub struct TransferSpec {
+    pub source: SourceRequest,
+    pub destination: Destination,
+    pub expected: Expected,
+}
+
+/// What a finished transfer stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOutcome {
+    pub size: u64,
+    pub etag: String,
+    /// Base64 CRC64NVME of the whole object (the value S3 reports, when it does).
+    pub checksum_crc64nvme: String,
+    /// Whether S3 reported the same full-object checksum we computed.
+    pub checksum_confirmed_by_s3: bool,
+    pub parts: u32,
+    pub part_size: u64,
+    pub duration: Duration,
+    pub retries: u32,
+    /// Bytes received from the source, retries included.
+    pub bytes_fetched: u64,
+}
+
+/// The streaming multipart engine. Cheap to clone; clones share the memory pool.
+#[derive(Clone)]
+pub struct Engine {
+    config: Arc<EngineConfig>,
+    source: HttpSource,
+    sink: S3Sink,
+    pool: MemoryPool,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, s3: aws_sdk_s3::Client) -> Result<Self, TransferError> {
+        config.validate()?;
+        Ok(Self {
+            source: HttpSource::new(&config.source)?,
+            sink: S3Sink::new(s3),
+            pool: MemoryPool::new(config.memory_budget),
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn pool(&self) -> &MemoryPool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Copies `spec.source` to `spec.destination`. On any error no object and no
+    /// open multipart upload is left behind.
+    pub async fn transfer(
+        &self,
+        spec: &TransferSpec,
+        observer: Arc<dyn Observer>,
+        cancel: &CancellationToken,
+    ) -> Result<TransferOutcome, TransferError> {
+        let started = Instant::now();
+        let run = Arc::new(Run {
+            engine: self.clone(),
+            spec: spec.clone(),
+            cancel: cancel.child_token(),
+            acknowledged: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            retries: AtomicU32::new(0),
+            last_progress: Mutex::new(None),
+            digest: spec
+                .expected
+                .needs_digest()
+                .then(|| Mutex::new(OrderedDigest::new(&spec.expected))),
+            total: AtomicU64::new(u64::MAX),
+            observer,
+        });
+        let probe = self.probe(&run).await?;
+        if let Some(length) = probe.length {
+            run.total.store(length, Ordering::Relaxed);
+            if let Some(expected) = spec.expected.size
+                && expected != length
+            {
+                return Err(TransferError::SizeMismatch {
+                    expected,
+                    actual: length,
+                });
+            }
+        }
+        run.observer.on_start(probe.length);
+        let stored = match (probe.ranges, probe.length) {
+            (true, Some(length)) => run.ranged(probe, length).await?,
+            _ => run.streamed(probe).await?,
+        };
+        run.emit_progress(true);
+        Ok(TransferOutcome {
+            duration: started.elapsed(),
+            retries: run.retries.load(Ordering::Relaxed),
+            bytes_fetched: run.fetched.load(Ordering::Relaxed),
+            ..stored
+        })
+    }
+
+    async fn probe(&self, run: &Run) -> Result<Probe, TransferError> {
+        HttpSource::check(&run.spec.source)?;
+        self.config
+            .retry
+            .run(
+                &run.cancel,
+                |err, attempt| run.retried(RetrySide::Download, err, attempt),
+                |_| self.source.probe(&run.spec.source, self.config.part_size),
+            )
+            .await
+    }
+}
+
+/// The shared state of one transfer, handed to its part tasks.
+struct Run {
+    engine: Engine,
+    spec: TransferSpec,
+    cancel: CancellationToken,
+    acknowledged: AtomicU64,
+    fetched: AtomicU64,
+    retries: AtomicU32,
+    last_progress: Mutex<Option<Instant>>,
+    digest: Option<Mutex<OrderedDigest>>,
+    /// Source length, `u64::MAX` while unknown.
+    total: AtomicU64,
+    observer: Arc<dyn Observer>,
+}
+
+impl Run {
+    /// Known length and working ranges: parts are fetched in parallel, each with
+    /// its own ranged GET; part 1 reuses the probe's answer.
+    async fn ranged(
+        self: &Arc<Self>,
+        probe: Probe,
+        length: u64,
+    ) -> Result<TransferOutcome, TransferError> {
+        let config = &self.engine.config;
+        let plan = KnownPlan::new(length, config.part_size, self.engine.pool.budget() as u64)?;
+        // The probe asked for `config.part_size` bytes; that is part 1 only when
+        // the plan kept the preferred size.
+        let mut first = probe.body.filter(|_| plan.part_size == config.part_size);
+        let validator = probe.validator;
+        if plan.is_single_put() {
+            let mut buffer = self.reserve(length).await?;
+            let mut crc = PartCrc::default();
+            if length > 0 {
+                self.fetch_range(
+                    plan.part(1),
+                    &mut buffer,
+                    &mut crc,
+                    first.take(),
+                    validator.as_ref(),
+                )
+                .await?;
+            }
+            return self.single_put(buffer, crc, plan.part_size).await;
+        }
+        let upload_id = self.create_upload().await?;
+        let result = self.ranged_parts(&plan, first, validator, &upload_id).await;
+        self.finish(result, &upload_id, plan.part_size, length)
+            .await
+    }
+
+    async fn ranged_parts(
+        self: &Arc<Self>,
+        plan: &KnownPlan,
+        mut first: Option<Response>,
+        validator: Option<Validator>,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, TransferError> {
+        let validator = Arc::new(validator);
+        let mut parts = PartSet::new(self);
+        for spec in plan.parts() {
+            let permit = parts.slot().await?;
+            let mut buffer = parts.reserve(spec.len).await?;
+            let run = Arc::clone(self);
+            let validator = Arc::clone(&validator);
+            let upload_id = upload_id.to_owned();
+            let first = first.take();
+            parts.spawn(async move {
+                let _permit = permit;
+                let started = Instant::now();
+                let mut crc = PartCrc::default();
+                run.fetch_range(
+                    spec,
+                    &mut buffer,
+                    &mut crc,
+                    first,
+                    validator.as_ref().as_ref(),
+                )
+                .await?;
+                let downloaded = started.elapsed();
+                run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
+                    .await
+            });
+        }
+        parts.finish().await
+    }
+
+    /// Unknown length or no ranges: one body read in order, cut into parts that
+    /// upload while the next part is read.
+    async fn streamed(self: &Arc<Self>, probe: Probe) -> Result<TransferOutcome, TransferError> {
+        let config = &self.engine.config;
+        let budget = self.engine.pool.budget() as u64;
+        let known = probe
+            .length
+            .map(|length| KnownPlan::new(length, config.part_size, budget))
+            .transpose()?;
+        let growing = GrowingPlan::new(config.part_size, budget);
+        let part_len = |number: u32| match known {
+            Some(plan) => plan.part(number).len,
+            None => growing.part_size(number),
+        };
+        let mut stream =
+            BodyStream::new(self.engine.source.clone(), self.spec.source.clone(), probe);
+        let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
+        if stream.at_end().await? {
+            return self.single_put(first, first_crc, part_len(1)).await;
+        }
+        let upload_id = self.create_upload().await?;
+        let result = self
+            .streamed_parts(&mut stream, first, first_crc, &part_len, &upload_id)
+            .await;
+        let part_size = known.map_or(growing.base, |p| p.part_size);
+        let size = stream.offset();
+        self.finish(result, &upload_id, part_size, size).await
+    }
+
+    async fn streamed_parts(
+        self: &Arc<Self>,
+        stream: &mut BodyStream,
+        first: PartBuffer,
+        first_crc: PartCrc,
+        part_len: &dyn Fn(u32) -> u64,
+        upload_id: &str,
+    ) -> Result<Vec<UploadedPart>, TransferError> {
+        let mut parts = PartSet::new(self);
+        let mut next = Some((first, first_crc));
+        let mut number = 1;
+        while let Some((buffer, crc)) = next.take() {
+            let permit = parts.slot().await?;
+            let run = Arc::clone(self);
+            let upload_id = upload_id.to_owned();
+            parts.spawn(async move {
+                let _permit = permit;
+                run.upload_part(number, buffer, crc.value(), &upload_id, Duration::ZERO)
+                    .await
+            });
+            if stream.at_end().await? {
+                break;
+            }
+            number += 1;
+            if number > MAX_PARTS {
+                return Err(TransferError::TooLarge {
+                    size: stream.offset(),
+                    reason: "the stream outgrew 10,000 parts within the memory budget".into(),
+                });
+            }
+            let filled = tokio::select! {
+                biased;
+                failed = parts.first_failure() => return Err(failed),
+                filled = self.fill_from_stream(stream, part_len(number)) => filled?,
+            };
+            next = Some(filled);
+        }
+        parts.finish().await
+    }
+
+    async fn fill_from_stream(
+        &self,
+        stream: &mut BodyStream,
+        len: u64,
+    ) -> Result<(PartBuffer, PartCrc), TransferError> {
+        let mut buffer = self.reserve(len).await?;
+        let mut crc = PartCrc::default();
+        let count = |n| self.downloaded(n);
+        let mut on_retry = |err: &TransferError, attempt| {
+            self.retried(RetrySide::Download, err, attempt);
+        };
+        stream
+            .fill(
+                &mut buffer,
+                usize::try_from(len).unwrap_or(usize::MAX),
+                &mut crc,
+                &count,
+                &self.engine.config.retry,
+                &self.cancel,
+                &mut on_retry,
+            )
+            .await?;
+        Ok((buffer, crc))
+    }
+
+    /// Reads `spec` into `buffer`, resuming from the last good byte after errors.
+    async fn fetch_range(
+        &self,
+        spec: PartSpec,
+        buffer: &mut PartBuffer,
+        crc: &mut PartCrc,
+        mut first: Option<Response>,
+        validator: Option<&Validator>,
+    ) -> Result<(), TransferError> {
+        let source = &self.engine.source;
+        let retry = &self.engine.config.retry;
+        let want = usize::try_from(spec.len).unwrap_or(usize::MAX);
+        let total = Some(self.total.load(Ordering::Relaxed));
+        let count = |n| self.downloaded(n);
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let mut response = match first.take() {
+                    Some(response) => response,
+                    None => {
+                        let start = spec.offset + buffer.len() as u64;
+                        source
+                            .get_range(
+                                &self.spec.source,
+                                start,
+                                Some(spec.last_byte()),
+                                total,
+                                validator,
+                            )
+                            .await?
+                    }
+                };
+                source
+                    .read_into(&mut response, buffer, want, crc, &count)
+                    .await?;
+                if buffer.len() < want {
+                    return Err(TransferError::SourceLength {
+                        expected: spec.len,
+                        received: buffer.len() as u64,
+                    });
+                }
+                Ok(())
+            };
+            let err = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(TransferError::Cancelled),
+                result = result => match result {
+                    Ok(()) => return Ok(()),
+                    Err(err) => err,
+                },
+            };
+            attempt += 1;
+            if !retryable(&err) || attempt >= retry.max_attempts {
+                return Err(err);
+            }
+            self.retried(RetrySide::Download, &err, attempt);
+            backoff(retry, attempt, &self.cancel).await?;
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        number: u32,
+        buffer: PartBuffer,
+        crc: u64,
+        upload_id: &str,
+        downloaded: Duration,
+    ) -> Result<UploadedPart, TransferError> {
+        let len = buffer.len() as u64;
+        let (bytes, frozen) = buffer.freeze();
+        let started = Instant::now();
+        let etag = self
+            .engine
+            .config
+            .retry
+            .run(
+                &self.cancel,
+                |err, attempt| self.retried(RetrySide::Upload, err, attempt),
+                |_| {
+                    self.engine.sink.upload_part(
+                        &self.spec.destination,
+                        upload_id,
+                        number,
+                        bytes.clone(),
+                        crc,
+                    )
+                },
+            )
+            .await?;
+        let uploaded = started.elapsed();
+        self.hash_or_recycle(number, bytes, frozen);
+        self.acknowledged.fetch_add(len, Ordering::Relaxed);
+        self.observer.on_part_done(PartDone {
+            number,
+            len,
+            download: downloaded,
+            upload: uploaded,
+        });
+        self.emit_progress(false);
+        Ok(UploadedPart {
+            number,
+            etag,
+            crc,
+            len,
+        })
+    }
+
+    /// Hands a finished part to the in-order digest, or back to the pool.
+    fn hash_or_recycle(&self, number: u32, bytes: Bytes, frozen: FrozenPart) {
+        match &self.digest {
+            // The budget share travels with the bytes until they are hashed.
+            Some(digest) => lock(digest).add(number, bytes, Some(frozen)),
+            None => self.engine.pool.recycle(bytes, frozen),
+        }
+    }
+
+    async fn single_put(
+        &self,
+        buffer: PartBuffer,
+        crc: PartCrc,
+        part_size: u64,
+    ) -> Result<TransferOutcome, TransferError> {
+        let size = buffer.len() as u64;
+        let crc = crc.value();
+        let (bytes, frozen) = buffer.freeze();
+        if let Some(digest) = &self.digest {
+            lock(digest).add(1, bytes.clone(), None);
+        }
+        self.verify_expected(size)?;
+        let stored = self
+            .engine
+            .config
+            .retry
+            .run(
+                &self.cancel,
+                |err, attempt| self.retried(RetrySide::Upload, err, attempt),
+                |_| {
+                    self.engine
+                        .sink
+                        .put(&self.spec.destination, bytes.clone(), crc)
+                },
+            )
+            .await?;
+        self.engine.pool.recycle(bytes, frozen);
+        self.acknowledged.fetch_add(size, Ordering::Relaxed);
+        self.outcome(stored, crc, 1, part_size, size).await
+    }
+
+    async fn create_upload(&self) -> Result<String, TransferError> {
+        self.engine
+            .config
+            .retry
+            .run(
+                &self.cancel,
+                |err, attempt| self.retried(RetrySide::Upload, err, attempt),
+                |_| self.engine.sink.create(&self.spec.destination),
+            )
+            .await
+    }
+
+    /// Completes after every check passed, or aborts the upload.
+    async fn finish(
+        &self,
+        parts: Result<Vec<UploadedPart>, TransferError>,
+        upload_id: &str,
+        part_size: u64,
+        size: u64,
+    ) -> Result<TransferOutcome, TransferError> {
+        let completed = async {
+            let mut parts = parts?;
+            parts.sort_by_key(|p| p.number);
+            let sum: u64 = parts.iter().map(|p| p.len).sum();
+            if sum != size {
+                return Err(TransferError::SizeMismatch {
+                    expected: size,
+                    actual: sum,
+                });
+            }
+            self.verify_expected(size)?;
+            let full_crc = checksum::compose(parts.iter().map(|p| (p.crc, p.len)));
+            let stored = self.complete(&parts, upload_id, full_crc, size).await?;
+            let count = u32::try_from(parts.len()).unwrap_or(MAX_PARTS);
+            self.outcome(stored, full_crc, count, part_size, size).await
+        }
+        .await;
+        if let Err(err) = &completed {
+            tracing::debug!(error = %err, "aborting multipart upload");
+            self.abort(upload_id).await;
+        }
+        completed
+    }
+
+    async fn complete(
+        &self,
+        parts: &[UploadedPart],
+        upload_id: &str,
+        full_crc: u64,
+        size: u64,
+    ) -> Result<StoredObject, TransferError> {
+        let sink = &self.engine.sink;
+        let dest = &self.spec.destination;
+        let mut attempts = 0;
+        let result = self
+            .engine
+            .config
+            .retry
+            .run(
+                &self.cancel,
+                |err, attempt| self.retried(RetrySide::Complete, err, attempt),
+                |attempt| {
+                    attempts = attempt + 1;
+                    sink.complete(dest, upload_id, parts, full_crc, size)
+                },
+            )
+            .await;
+        match result {
+            // A retried Complete may find its upload gone because an earlier
+            // try succeeded after all: the object there is ours if its checksum is.
+            Err(err) if attempts > 1 && err.kind() == "s3_upload_gone" => {
+                match sink.head(dest).await? {
+                    Some(stored)
+                        if stored.crc64nvme.as_deref() == Some(&checksum::to_base64(full_crc))
+                            && stored.size == Some(size) =>
+                    {
+                        Ok(stored)
+                    }
+                    _ => Err(err),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Compares S3's reported checksum with ours; a mismatch deletes the object.
+    async fn outcome(
+        &self,
+        stored: StoredObject,
+        crc: u64,
+        parts: u32,
+        part_size: u64,
+        size: u64,
+    ) -> Result<TransferOutcome, TransferError> {
+        let ours = checksum::to_base64(crc);
+        let confirmed = match stored.crc64nvme.as_deref() {
+            Some(theirs) if theirs != ours => {
+                let _ = self.engine.sink.delete(&self.spec.destination).await;
+                return Err(TransferError::ChecksumMismatch {
+                    algorithm: "crc64nvme",
+                    expected: ours,
+                    actual: theirs.to_owned(),
+                });
+            }
+            Some(_) => true,
+            None => false,
+        };
+        Ok(TransferOutcome {
+            size,
+            etag: stored.etag,
+            checksum_crc64nvme: ours,
+            checksum_confirmed_by_s3: confirmed,
+            parts,
+            part_size,
+            duration: Duration::ZERO,
+            retries: 0,
+            bytes_fetched: 0,
+        })
+    }
+
+    fn verify_expected(&self, size: u64) -> Result<(), TransferError> {
+        let digest = self.digest.as_ref().map(lock);
+        self.spec.expected.verify(size, digest.as_deref())
+    }
+
+    /// Best effort, and deliberately not cancellable: an upload left open costs
+    /// money until a lifecycle rule or `ferry gc` finds it.
+    async fn abort(&self, upload_id: &str) {
+        let retry = &self.engine.config.retry;
+        let never = CancellationToken::new();
+        let result = retry
+            .run(
+                &never,
+                |_, _| {},
+                |_| self.engine.sink.abort(&self.spec.destination, upload_id),
+            )
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "could not abort multipart upload");
+        }
+    }
+
+    async fn reserve(&self, len: u64) -> Result<PartBuffer, TransferError> {
+        let started = Instant::now();
+        let len = usize::try_from(len).map_err(|_| TransferError::TooLarge {
+            size: len,
+            reason: "part larger than this machine can address".into(),
+        })?;
+        let buffer = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Err(TransferError::Cancelled),
+            buffer = self.engine.pool.reserve(len) => buffer?,
+        };
+        self.observer.on_memory_wait(started.elapsed());
+        Ok(buffer)
+    }
+
+    fn downloaded(&self, bytes: u64) {
+        self.fetched.fetch_add(bytes, Ordering::Relaxed);
+        self.observer.on_downloaded(bytes);
+    }
+
+    fn retried(&self, side: RetrySide, err: &TransferError, attempt: u32) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(side = side.as_str(), attempt, error = %err, "retrying");
+        self.observer.on_retry(side, err, attempt);
+    }
+
+    fn emit_progress(&self, force: bool) {
+        let interval = self.engine.config.progress_interval;
+        {
+            let mut last = lock(&self.last_progress);
+            if !force && last.is_some_and(|at| at.elapsed() < interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        self.observer.on_progress(Progress {
+            bytes_done: self.acknowledged.load(Ordering::Relaxed),
+            bytes_total: (total != u64::MAX).then_some(total),
+        });
+    }
+}
+
+/// The part tasks of one transfer, with their concurrency limit. Dropping it
+/// aborts any task still running.
+struct PartSet<'a> {
+    run: &'a Arc<Run>,
+    tasks: JoinSet<Result<UploadedPart, TransferError>>,
+    slots: Arc<Semaphore>,
+    done: Vec<UploadedPart>,
+}
+
+impl<'a> PartSet<'a> {
+    fn new(run: &'a Arc<Run>) -> Self {
+        Self {
+            run,
+            tasks: JoinSet::new(),
+            slots: Arc::new(Semaphore::new(run.engine.config.max_concurrent_parts)),
+            done: Vec::new(),
+        }
+    }
+
+    /// Waits for a free slot, noticing failed parts while it waits.
+    async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.run.cancel.cancelled() => return Err(TransferError::Cancelled),
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.collect(joined)?;
+                }
+                permit = Arc::clone(&self.slots).acquire_owned() => {
+                    return permit.map_err(|_| TransferError::Cancelled);
+                }
+            }
+        }
+    }
+
+    /// Reserves memory for the next part (in part order), noticing failures.
+    async fn reserve(&mut self, len: u64) -> Result<PartBuffer, TransferError> {
+        loop {
+            tokio::select! {
+                biased;
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.collect(joined)?;
+                }
+                buffer = self.run.reserve(len) => return buffer,
+            }
+        }
+    }
+
+    /// Resolves with the first part failure; pends forever while all is well.
+    async fn first_failure(&mut self) -> TransferError {
+        loop {
+            match self.tasks.join_next().await {
+                Some(joined) => {
+                    if let Err(err) = self.collect(joined) {
+                        return err;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        task: impl Future<Output = Result<UploadedPart, TransferError>> + Send + 'static,
+    ) {
+        self.tasks.spawn(task);
+    }
+
+    fn collect(
+        &mut self,
+        joined: Result<Result<UploadedPart, TransferError>, tokio::task::JoinError>,
+    ) -> Result<(), TransferError> {
+        match joined {
+            Ok(Ok(part)) => {
+                self.done.push(part);
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err),
+            Err(join) => Err(TransferError::S3 {
+                operation: crate::error::S3Operation::UploadPart,
+                code: None,
+                message: format!("part task ended abnormally: {join}"),
+                transient: true,
+            }),
+        }
+    }
+
+    /// Waits for every part; the first real failure stops the others.
+    async fn finish(mut self) -> Result<Vec<UploadedPart>, TransferError> {
+        let mut failure = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(err) = self.collect(joined) {
+                self.run.cancel.cancel();
+                if failure
+                    .as_ref()
+                    .is_none_or(|f: &TransferError| f.class() == ErrorClass::Cancelled)
+                {
+                    failure = Some(err);
+                }
+            }
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(std::mem::take(&mut self.done)),
+        }
+    }
+}
+
+impl Drop for PartSet<'_> {
+    fn drop(&mut self) {
+        // An early return (a failed part, cancellation) must not leave part
+        // tasks running against an upload that is about to be aborted.
+        self.tasks.abort_all();
+    }
+}
+
+fn retryable(err: &TransferError) -> bool {
+    err.class() == ErrorClass::Transient && !matches!(err, TransferError::SourceChanged)
+}
+
+async fn backoff(
+    retry: &crate::retry::RetryPolicy,
+    attempt: u32,
+    cancel: &CancellationToken,
+) -> Result<(), TransferError> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(TransferError::Cancelled),
+        () = tokio::time::sleep(retry.delay(attempt)) => Ok(()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

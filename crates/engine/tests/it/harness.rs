@@ -1,0 +1,144 @@
+//! Shared set-up: an engine wired to moto, and checks on what S3 holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::plan::MIB;
+use ferry_engine::{
+    Destination, Engine, EngineConfig, Expected, NoopObserver, RetryPolicy, SourceRequest,
+    TransferError, TransferOutcome, TransferSpec,
+};
+use ferry_testkit::{Moto, unique_name};
+use tokio_util::sync::CancellationToken;
+
+pub const PART: usize = 5 * MIB as usize;
+
+pub struct Harness {
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub engine: Engine,
+}
+
+pub fn test_config() -> EngineConfig {
+    let mut config = EngineConfig {
+        part_size: PART as u64,
+        max_concurrent_parts: 4,
+        memory_budget: 64 * MIB as usize,
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+        ..EngineConfig::default()
+    };
+    config.source.read_timeout = Duration::from_millis(800);
+    config
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: EngineConfig) -> Self {
+        let moto = Moto::shared();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            ferry_engine::s3_config(&moto.s3_builder().await).build(),
+        );
+        let bucket = unique_name("bucket");
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let engine = Engine::new(config, s3.clone()).unwrap();
+        Self { s3, bucket, engine }
+    }
+
+    pub fn spec(&self, url: &str, key: &str) -> TransferSpec {
+        TransferSpec {
+            source: SourceRequest {
+                url: url.parse().unwrap(),
+                headers: Default::default(),
+            },
+            destination: Destination {
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                ..Destination::default()
+            },
+            expected: Expected::default(),
+        }
+    }
+
+    pub async fn run(&self, spec: &TransferSpec) -> Result<TransferOutcome, TransferError> {
+        self.engine
+            .transfer(spec, Arc::new(NoopObserver), &CancellationToken::new())
+            .await
+    }
+
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let output = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(output.body.collect().await.unwrap().to_vec())
+    }
+
+    /// The full-object CRC64NVME moto computed for the stored object.
+    pub async fn reported_crc(&self, key: &str) -> Option<String> {
+        self.s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap()
+            .checksum_crc64_nvme
+    }
+
+    pub async fn open_uploads(&self) -> usize {
+        self.s3
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads
+            .unwrap_or_default()
+            .len()
+    }
+
+    /// After a failure: no object and no multipart upload left behind.
+    pub async fn assert_nothing_left(&self, key: &str) {
+        assert!(
+            self.object(key).await.is_none(),
+            "object {key} must not exist"
+        );
+        assert_eq!(
+            self.open_uploads().await,
+            0,
+            "no multipart upload may stay open"
+        );
+    }
+
+    /// After a success: the object is byte for byte `data`, checksums agree.
+    pub async fn assert_stored(&self, key: &str, data: &[u8], outcome: &TransferOutcome) {
+        let stored = self.object(key).await.expect("object stored");
+        assert_eq!(stored.len(), data.len(), "stored length");
+        assert_eq!(
+            ferry_testkit::sha256_hex(&stored),
+            ferry_testkit::sha256_hex(data),
+            "stored bytes differ"
+        );
+        assert_eq!(outcome.size, data.len() as u64);
+        let crc = ferry_engine::checksum::to_base64(ferry_engine::checksum::crc64nvme(data));
+        assert_eq!(outcome.checksum_crc64nvme, crc, "our full-object checksum");
+        assert_eq!(
+            self.reported_crc(key).await.as_deref(),
+            Some(crc.as_str()),
+            "moto's full-object checksum"
+        );
+        assert_eq!(self.open_uploads().await, 0);
+    }
+}

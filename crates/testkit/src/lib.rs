@@ -1,0 +1,47 @@
+//! Test support for ferry: real servers, started by the tests that need them.
+//!
+//! - [`moto`]: the AWS APIs (S3, SQS, DynamoDB) through moto's server mode.
+//! - [`origin`]: an HTTP(S) origin with fault injection and served-bytes counters.
+//! - [`tls`]: a throwaway CA so HTTPS origins can be trusted explicitly.
+//!
+//! Only ever a dev-dependency. Helpers panic with a clear message on misuse:
+//! a missing dependency fails loudly, it never skips a test.
+
+pub mod moto;
+pub mod origin;
+pub mod tls;
+
+use sha2::Digest as _;
+
+pub use moto::Moto;
+pub use origin::{Behavior, Origin};
+pub use tls::TestCa;
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn test_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A name unique within this test run, for buckets, queues and tables.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,118 @@
+//! moto's server mode (S3, SQS, DynamoDB) on an ephemeral loopback port.
+//!
+//! One server per test binary, shared by its tests (each uses its own bucket,
+//! queue and table names). The server runs `scripts/moto_server.py` from the
+//! project's virtualenv, made by `scripts/setup`; its life is tied to a pipe
+//! held by this process, so it ends when the tests end, however they end.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+pub struct Moto {
+    endpoint: String,
+    _child: Mutex<(Child, ChildStdin)>,
+}
+
+static SHARED: OnceLock<Moto> = OnceLock::new();
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The Python of the project's virtualenv; panics with the fix when missing.
+pub fn venv_python() -> PathBuf {
+    let python = std::env::var_os("FERRY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} not found: run scripts/setup (it installs moto into .venv)",
+        python.display()
+    );
+    python
+}
+
+impl Moto {
+    /// The test binary's shared server, started on first use.
+    pub fn shared() -> &'static Moto {
+        SHARED.get_or_init(Moto::start)
+    }
+
+    pub fn start() -> Moto {
+        let script = workspace_root().join("scripts/moto_server.py");
+        let mut child = Command::new(venv_python())
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto server");
+        let stdout = child.stdout.take().expect("moto stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read moto port");
+        let port: u16 = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("moto server did not start (said {line:?})"));
+        let stdin = child.stdin.take().expect("moto stdin");
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _child: Mutex::new((child, stdin)),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// SDK settings pointing at this server with dummy credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "ferry-testkit",
+            ))
+            .load()
+            .await
+    }
+
+    /// An S3 client builder with path-style addressing (moto needs it).
+    pub async fn s3_builder(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true)
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(self.s3_builder().await.build())
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config().await)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Ok(mut guard) = self._child.lock() {
+            let _ = guard.0.kill();
+            let _ = guard.0.wait();
+        }
+    }
+}
