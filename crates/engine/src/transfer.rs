@@ -240,8 +240,13 @@ impl Run {
             Some(plan) => plan.part(number).len,
             None => growing.part_size(number),
         };
-        let mut stream =
-            BodyStream::new(self.engine.source.clone(), self.spec.source.clone(), probe);
+        let mut stream = BodyStream::new(
+            self.engine.source.clone(),
+            self.spec.source.clone(),
+            probe,
+            config.retry,
+            self.cancel.clone(),
+        );
         let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
         if stream.at_end().await? {
             return self.single_put(first, first_crc, part_len(1)).await;
@@ -312,8 +317,6 @@ impl Run {
                 usize::try_from(len).unwrap_or(usize::MAX),
                 &mut crc,
                 &count,
-                &self.engine.config.retry,
-                &self.cancel,
                 &mut on_retry,
             )
             .await?;

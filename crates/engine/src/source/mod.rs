@@ -10,10 +10,12 @@ mod stream;
 
 use std::time::Duration;
 
-use reqwest::header::{self, HeaderMap, HeaderValue};
-use reqwest::{Client, Response, StatusCode, Url};
+use reqwest::header;
+use reqwest::{Client, Response, StatusCode};
 
 pub use range::ContentRange;
+pub use reqwest::Url;
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use stream::BodyStream;
 
 use crate::checksum::PartCrc;

@@ -24,10 +24,18 @@ pub struct BodyStream {
     /// Bytes read past a part boundary, for the next part.
     carry: Option<Bytes>,
     ended: bool,
+    retry: RetryPolicy,
+    cancel: CancellationToken,
 }
 
 impl BodyStream {
-    pub(crate) fn new(source: HttpSource, request: SourceRequest, probe: Probe) -> Self {
+    pub(crate) fn new(
+        source: HttpSource,
+        request: SourceRequest,
+        probe: Probe,
+        retry: RetryPolicy,
+        cancel: CancellationToken,
+    ) -> Self {
         let resumable = probe.body.as_ref().is_some_and(|r| {
             r.headers()
                 .get(ACCEPT_RANGES)
@@ -43,6 +51,8 @@ impl BodyStream {
             validator: probe.validator,
             resumable,
             carry: None,
+            retry,
+            cancel,
         }
     }
 
@@ -57,8 +67,6 @@ impl BodyStream {
         want: usize,
         crc: &mut PartCrc,
         on_bytes: &(dyn Fn(u64) + Sync),
-        retry: &RetryPolicy,
-        cancel: &CancellationToken,
         on_retry: &mut dyn FnMut(&TransferError, u32),
     ) -> Result<(), TransferError> {
         let mut attempt = 0;
@@ -70,14 +78,14 @@ impl BodyStream {
                     attempt += 1;
                     if !self.resumable
                         || err.class() != ErrorClass::Transient
-                        || attempt >= retry.max_attempts
+                        || attempt >= self.retry.max_attempts
                     {
                         return Err(err);
                     }
                     on_retry(&err, attempt);
                     tokio::select! {
-                        () = cancel.cancelled() => return Err(TransferError::Cancelled),
-                        () = tokio::time::sleep(retry.delay(attempt)) => {}
+                        () = self.cancel.cancelled() => return Err(TransferError::Cancelled),
+                        () = tokio::time::sleep(self.retry.delay(attempt)) => {}
                     }
                     match self.reopen().await {
                         Ok(()) => {}

@@ -1,5 +1,8 @@
 //! Engine integration tests: a real HTTP(S) origin with faults, S3 through moto.
 
+// Test helpers outside #[test] functions panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
 mod faults;
 mod harness;
 mod transfers;

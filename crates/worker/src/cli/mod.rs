@@ -1,0 +1,32 @@
+//! The `ferry` command line: one binary, one subcommand per job.
+
+pub mod copy;
+pub mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move files from HTTP(S) URLs into S3"
+)]
+pub struct Cli {
+    /// Log format: `json` (default when not on a terminal) or `text`.
+    #[arg(long, env = "FERRY_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy one URL into S3 now, with a progress bar (no queue).
+    Copy(copy::CopyArgs),
+}

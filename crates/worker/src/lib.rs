@@ -1,0 +1,49 @@
+//! The `ferry` binary's library: CLI commands, configuration, and (in later
+//! modules) the SQS worker loop and the DynamoDB job store.
+//!
+//! `main.rs` stays thin: it parses arguments, sets up logging and maps
+//! [`CliError`] onto the documented exit codes.
+
+pub mod cli;
+pub mod config;
+pub mod redact;
+pub mod s3url;
+
+use tokio_util::sync::CancellationToken;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Failed = 1,
+    Usage = 2,
+    Config = 64,
+}
+
+/// Why a command did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{message} ({kind})")]
+    Failed { kind: &'static str, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Config(_) => ExitCode::Config,
+            Self::Failed { .. } => ExitCode::Failed,
+            Self::Usage(_) => ExitCode::Usage,
+        }
+    }
+}
+
+/// Runs one parsed command until it ends or `cancel` fires.
+pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliError> {
+    match cli.command {
+        cli::Command::Copy(args) => cli::copy::run(args, cancel).await,
+    }
+}

@@ -1,0 +1,71 @@
+"""A small HTTP origin for the quickstart: serves a directory on loopback with
+Range support, ETag and Content-Length, until stdin closes.
+
+Prints `port N` once it listens. Usage: http_origin.py DIR [PORT]
+"""
+
+import http.server
+import os
+import re
+import sys
+import threading
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.translate_path(self.path)
+        if not os.path.isfile(path):
+            self.send_error(404)
+            return
+        size = os.path.getsize(path)
+        stat = os.stat(path)
+        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        start, end, status = 0, size, 200
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if match and self.headers.get("If-Range", etag) == etag:
+            start = int(match.group(1))
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+            status = 206
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        with open(path, "rb") as f:
+            f.seek(start)
+            remaining = end - start
+            while remaining:
+                chunk = f.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+
+
+def main() -> None:
+    directory = sys.argv[1]
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    handler = lambda *a, **kw: Handler(*a, directory=directory, **kw)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"port {server.server_address[1]}", flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+# Shared shell functions for ferry's scripts. Source it; do not run it.
+# Background servers started here read a pipe this shell holds open, so they
+# end when the script ends, however it ends; nothing else is ever killed.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/.ferry"
+mkdir -p "$STATE"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The project's virtualenv with moto (and boto3, which moto brings).
+ensure_venv() {
+  command -v python3 >/dev/null || die "python3 is required"
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    say "creating .venv"
+    python3 -m venv "$ROOT/.venv"
+  fi
+  local stamp="$ROOT/.venv/.requirements"
+  if ! cmp -s "$ROOT/scripts/requirements.txt" "$stamp" 2>/dev/null; then
+    say "installing Python requirements (moto)"
+    "$ROOT/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+    cp "$ROOT/scripts/requirements.txt" "$stamp"
+  fi
+}
+
+# start_piped NAME COMMAND...: runs COMMAND with stdin on a pipe held by this
+# shell, waits for its `port N` line and sets PIPED_PORT=N. Not to be called
+# in a subshell: the pipe would close with it.
+start_piped() {
+  local name="$1"; shift
+  local fifo="$STATE/$name.$$.stdin" out="$STATE/$name.$$.out"
+  rm -f "$fifo" "$out"; mkfifo "$fifo"
+  "$@" <"$fifo" >"$out" 2>"$STATE/$name.log" &
+  eval "exec {fd}>\"$fifo\""
+  rm -f "$fifo"
+  local i
+  for i in $(seq 1 300); do
+    if grep -q '^port ' "$out" 2>/dev/null; then
+      PIPED_PORT="$(sed -n 's/^port //p' "$out")"; return 0
+    fi
+    sleep 0.1
+  done
+  cat "$STATE/$name.log" >&2
+  die "$name did not start"
+}
+
+start_moto() {
+  start_piped moto "$ROOT/.venv/bin/python" "$ROOT/scripts/moto_server.py" 0
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$PIPED_PORT"
+  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+  say "moto (S3, SQS, DynamoDB) on $AWS_ENDPOINT_URL"
+}
+
+start_origin() {
+  local dir="$1"
+  start_piped origin "$ROOT/.venv/bin/python" "$ROOT/scripts/http_origin.py" "$dir" 0
+  ORIGIN="http://127.0.0.1:$PIPED_PORT"
+  say "HTTP origin serving $dir on $ORIGIN"
+}

@@ -1,0 +1,47 @@
+"""Creates ferry's AWS resources on the local emulator (AWS_ENDPOINT_URL).
+
+Usage: local_aws.py BUCKET [QUEUE TABLE]
+Prints shell assignments: FERRY_QUEUE_URL, FERRY_DLQ_URL, FERRY_TABLE.
+"""
+
+import json
+import sys
+
+import boto3
+
+
+def main() -> None:
+    bucket = sys.argv[1]
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    if len(sys.argv) < 4:
+        return
+    queue, table = sys.argv[2], sys.argv[3]
+    sqs = boto3.client("sqs")
+    dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=queue,
+        Attributes={
+            "VisibilityTimeout": "60",
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}
+            ),
+        },
+    )["QueueUrl"]
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    print(f"FERRY_QUEUE_URL={queue_url}")
+    print(f"FERRY_DLQ_URL={dlq_url}")
+    print(f"FERRY_TABLE={table}")
+
+
+if __name__ == "__main__":
+    main()
