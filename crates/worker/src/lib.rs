@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod protection;
 pub mod redact;
 pub mod s3url;
 
