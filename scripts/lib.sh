@@ -49,7 +49,7 @@ start_piped() {
 start_moto() {
   start_piped moto "$ROOT/.venv/bin/python" "$ROOT/scripts/moto_server.py" 0
   export AWS_ENDPOINT_URL="http://127.0.0.1:$PIPED_PORT"
-  export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
   unset AWS_PROFILE AWS_SESSION_TOKEN
   say "moto (S3, SQS, DynamoDB) on $AWS_ENDPOINT_URL"
 }

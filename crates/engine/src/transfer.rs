@@ -265,7 +265,7 @@ impl Run {
         stream: &mut BodyStream,
         first: PartBuffer,
         first_crc: PartCrc,
-        part_len: &dyn Fn(u32) -> u64,
+        part_len: &(dyn Fn(u32) -> u64 + Sync),
         upload_id: &str,
     ) -> Result<Vec<UploadedPart>, TransferError> {
         let mut parts = PartSet::new(self);
@@ -792,4 +792,35 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Workers run transfers on a multi-threaded runtime.
+    #[test]
+    fn transfer_futures_are_send() {
+        let config = EngineConfig::default();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let engine = Engine::new(config, s3).unwrap();
+        let spec = TransferSpec {
+            source: SourceRequest {
+                url: "http://127.0.0.1:9/x".parse().unwrap(),
+                headers: Default::default(),
+            },
+            destination: Destination::default(),
+            expected: Expected::default(),
+        };
+        let cancel = CancellationToken::new();
+        let future = engine.transfer(&spec, Arc::new(crate::NoopObserver), &cancel);
+        assert_send(&future);
+    }
 }

@@ -116,6 +116,144 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Cli
     aws_sdk_s3::Client::from_conf(ferry_engine::s3_config(&builder).build())
 }
 
+/// Settings of `ferry worker`, validated.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues in priority order: the first is drained first.
+    pub queues: Vec<String>,
+    pub table: String,
+    pub dlq_url: Option<String>,
+    pub worker_id: String,
+    pub max_concurrent_jobs: usize,
+    /// Starts of one job (first included) before a transient error is final.
+    pub max_attempts: u32,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// How often the lease is renewed and progress recorded.
+    pub heartbeat: Duration,
+    /// Visibility given to a received message (extended while it runs).
+    pub visibility: Duration,
+    /// Longest long-poll wait.
+    pub poll_wait: Duration,
+    /// Base of the backoff before a transiently failed job runs again.
+    pub retry_base_delay: Duration,
+    /// How long a duplicate of a job running elsewhere stays invisible.
+    pub busy_recheck: Duration,
+    /// Time running jobs get to finish after SIGTERM before they are released.
+    pub shutdown_grace: Duration,
+    pub engine: EngineConfig,
+}
+
+/// The raw `ferry worker` settings as flags and `FERRY_*` variables.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// SQS queue URL(s), highest priority first (repeat or comma-separate).
+    #[arg(
+        long = "queue-url",
+        env = "FERRY_QUEUE_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub queue_urls: Vec<String>,
+    /// DynamoDB table of job records.
+    #[arg(long, env = "FERRY_TABLE")]
+    pub table: String,
+    /// Dead-letter queue for rejected messages; without it they are left to
+    /// the queue's redrive policy.
+    #[arg(long, env = "FERRY_DLQ_URL")]
+    pub dlq_url: Option<String>,
+    /// Jobs run at once by this worker (1..=256); they share one memory budget.
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_JOBS", default_value_t = 4)]
+    pub max_concurrent_jobs: usize,
+    #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+    #[arg(long, env = "FERRY_LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+    #[arg(long, env = "FERRY_HEARTBEAT_SECS", default_value_t = 5)]
+    pub heartbeat_secs: u64,
+    #[arg(long, env = "FERRY_POLL_WAIT_SECS", default_value_t = 20)]
+    pub poll_wait_secs: u64,
+    #[arg(long, env = "FERRY_RETRY_BASE_DELAY_SECS", default_value_t = 30)]
+    pub retry_base_delay_secs: u64,
+    /// Must fit ECS's stopTimeout (at most 120 s) with room to release jobs.
+    #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECS", default_value_t = 100)]
+    pub shutdown_grace_secs: u64,
+    /// Identifies this worker in leases (default: host name, pid and a random suffix).
+    #[arg(long, env = "FERRY_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    pub fn to_config(&self, engine: EngineConfig) -> Result<WorkerConfig, ConfigError> {
+        let mut problems = Vec::new();
+        if self.queue_urls.iter().any(|q| q.trim().is_empty()) {
+            problems.push("queue URLs must not be empty".to_owned());
+        }
+        if self.table.trim().is_empty() {
+            problems.push("table must not be empty".to_owned());
+        }
+        if !(1..=256).contains(&self.max_concurrent_jobs) {
+            problems.push(format!(
+                "max concurrent jobs {} is outside 1..=256",
+                self.max_concurrent_jobs
+            ));
+        }
+        if self.max_attempts == 0 {
+            problems.push("max attempts must be at least 1".to_owned());
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs * 3 > self.lease_secs {
+            problems.push(format!(
+                "heartbeat ({} s) must be positive and at most a third of the lease ({} s)",
+                self.heartbeat_secs, self.lease_secs
+            ));
+        }
+        if self.lease_secs > 12 * 3600 {
+            problems.push("lease must be under SQS's 12-hour visibility cap".to_owned());
+        }
+        if self.poll_wait_secs > 20 {
+            problems.push("poll wait is at most 20 s (SQS's long-poll limit)".to_owned());
+        }
+        if self.shutdown_grace_secs > 110 {
+            problems.push(format!(
+                "shutdown grace {} s leaves no time to release jobs within ECS's 120 s stopTimeout",
+                self.shutdown_grace_secs
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        Ok(WorkerConfig {
+            queues: self
+                .queue_urls
+                .iter()
+                .map(|q| q.trim().to_owned())
+                .collect(),
+            table: self.table.clone(),
+            dlq_url: self.dlq_url.clone().filter(|d| !d.is_empty()),
+            worker_id,
+            max_concurrent_jobs: self.max_concurrent_jobs,
+            max_attempts: self.max_attempts,
+            lease: Duration::from_secs(self.lease_secs),
+            heartbeat: Duration::from_secs(self.heartbeat_secs),
+            visibility: Duration::from_secs(self.lease_secs),
+            poll_wait: Duration::from_secs(self.poll_wait_secs),
+            retry_base_delay: Duration::from_secs(self.retry_base_delay_secs),
+            busy_recheck: Duration::from_secs(self.lease_secs.max(300)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            engine,
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "ferry".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

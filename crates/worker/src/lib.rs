@@ -6,9 +6,14 @@
 
 pub mod cli;
 pub mod config;
+pub mod job;
 pub mod protection;
+pub mod queue;
 pub mod redact;
+pub mod runner;
 pub mod s3url;
+pub mod store;
+pub mod worker;
 
 use tokio_util::sync::CancellationToken;
 
@@ -46,5 +51,8 @@ impl CliError {
 pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Copy(args) => cli::copy::run(args, cancel).await,
+        cli::Command::Worker(args) => cli::worker::run(args, cancel).await,
+        cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
+        cli::Command::Status(args) => cli::status::run(args).await,
     }
 }

@@ -67,7 +67,7 @@ impl BodyStream {
         want: usize,
         crc: &mut PartCrc,
         on_bytes: &(dyn Fn(u64) + Sync),
-        on_retry: &mut dyn FnMut(&TransferError, u32),
+        on_retry: &mut (dyn FnMut(&TransferError, u32) + Send),
     ) -> Result<(), TransferError> {
         let mut attempt = 0;
         while buffer.len() < want {

@@ -2,6 +2,9 @@
 
 pub mod copy;
 pub mod progress;
+pub mod status;
+pub mod submit;
+pub mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -29,4 +32,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Copy one URL into S3 now, with a progress bar (no queue).
     Copy(copy::CopyArgs),
+    /// Run a worker: take jobs from SQS, record them in DynamoDB.
+    Worker(worker::WorkerCommand),
+    /// Enqueue a job and print its id; `--wait` follows it to the end.
+    Submit(submit::SubmitArgs),
+    /// Print a job record.
+    Status(status::StatusArgs),
 }

@@ -1,0 +1,145 @@
+//! `ferry submit URL s3://BUCKET/KEY`: record a queued job, enqueue it, and
+//! optionally follow it to the end with a progress bar.
+
+use std::time::Duration;
+
+use clap::Args;
+use ferry_engine::source::Url;
+use indicatif::ProgressBar;
+
+use crate::CliError;
+use crate::cli::progress::style_for;
+use crate::cli::status::print_record;
+use crate::job;
+use crate::queue::Queue;
+use crate::s3url::S3Url;
+use crate::store::{self, JobStore, Status};
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    pub url: Url,
+    pub destination: S3Url,
+    /// Job id (default: a random UUID); resubmitting an id never runs it twice.
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Expected sha256 (hex) of the source.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Follow the job to its end; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+    /// Queue to submit to (the first, when a list is configured).
+    #[arg(
+        long = "queue-url",
+        env = "FERRY_QUEUE_URL",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub queue_urls: Vec<String>,
+    #[arg(long, env = "FERRY_TABLE")]
+    pub table: String,
+    /// How often `--wait` reads the record.
+    #[arg(long, default_value_t = 1)]
+    pub poll_secs: u64,
+}
+
+pub async fn run(
+    args: SubmitArgs,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), CliError> {
+    let job_id = args
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut message = serde_json::json!({
+        "version": job::SUPPORTED_VERSION,
+        "job_id": job_id,
+        "url": args.url.as_str(),
+        "bucket": args.destination.bucket,
+        "key": args.destination.key,
+    });
+    if let Some(sha256) = &args.sha256 {
+        message["expected"] = serde_json::json!({ "sha256": sha256 });
+    }
+    let body = message.to_string();
+    // The worker's own validation, so a job the worker would reject is
+    // refused here with the same reason.
+    let job = job::parse(&body, &job_id).map_err(|r| CliError::Usage(r.reason))?;
+    let sdk = crate::config::load_aws().await;
+    let store = JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &args.table);
+    let queue = Queue::new(aws_sdk_sqs::Client::new(&sdk));
+    let failed = |kind: &'static str| {
+        move |err: &dyn std::fmt::Display| CliError::Failed {
+            kind,
+            message: err.to_string(),
+        }
+    };
+    let created = store
+        .create_queued(&job)
+        .await
+        .map_err(|e| failed("store_error")(&e))?;
+    if created {
+        let queue_url = &args.queue_urls[0];
+        queue
+            .send(queue_url, &body)
+            .await
+            .map_err(|e| failed("queue_error")(&e))?;
+    } else {
+        eprintln!("job {job_id} already exists; not enqueued again");
+    }
+    println!("{job_id}");
+    if args.wait {
+        let every = Duration::from_secs(args.poll_secs.max(1));
+        tokio::select! {
+            result = wait(&store, &job_id, every) => result?,
+            () = cancel.cancelled() => {
+                return Err(CliError::Failed {
+                    kind: "interrupted",
+                    message: format!("stopped waiting; job {job_id} continues (ferry status {job_id})"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Follows the record until it is final, with a progress bar on stderr.
+async fn wait(store: &JobStore, job_id: &str, every: Duration) -> Result<(), CliError> {
+    let bar = ProgressBar::new_spinner();
+    let mut styled = false;
+    loop {
+        let record = store.get(job_id).await.map_err(|err| CliError::Failed {
+            kind: "store_error",
+            message: err.to_string(),
+        })?;
+        if let Some(record) = record {
+            let status = store::text(&record, "status").and_then(Status::parse);
+            let total = store::number(&record, "bytes_total");
+            if !styled && total.is_some() {
+                bar.set_style(style_for(total));
+                styled = true;
+            }
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(store::number(&record, "bytes_done").unwrap_or(0));
+            bar.set_message(status.map_or("unknown", Status::as_str));
+            if let Some(status) = status.filter(|s| s.is_final()) {
+                bar.finish_and_clear();
+                print_record(&record, false);
+                return match status {
+                    Status::Succeeded => Ok(()),
+                    _ => Err(CliError::Failed {
+                        kind: "job_failed",
+                        message: format!(
+                            "job {job_id} {}: {}",
+                            status.as_str(),
+                            store::text(&record, "error").unwrap_or("no reason recorded")
+                        ),
+                    }),
+                };
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}

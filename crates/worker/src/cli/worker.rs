@@ -1,0 +1,41 @@
+//! `ferry worker`: parse settings, build clients, run the poll loop.
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::CliError;
+use crate::config::{AwsArgs, ConfigError, EngineArgs, WorkerArgs};
+use crate::worker::{self, Clients};
+
+#[derive(Debug, Args)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(), CliError> {
+    // Every configuration problem at once, before anything starts.
+    let engine = args.engine.to_config();
+    let config = match engine {
+        Ok(engine) => args.worker.to_config(engine)?,
+        Err(mut err) => {
+            if let Err(worker_err) = args.worker.to_config(ferry_engine::EngineConfig::default()) {
+                err.problems.extend(worker_err.problems);
+            }
+            return Err(err.into());
+        }
+    };
+    let sdk = crate::config::load_aws().await;
+    let clients = Clients {
+        s3: crate::config::s3_client(&sdk, &args.aws),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+    };
+    worker::run(config, clients, shutdown)
+        .await
+        .map_err(|err| CliError::Config(ConfigError::one(err.to_string())))
+}

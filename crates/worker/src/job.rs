@@ -1,0 +1,305 @@
+//! The job message (versioned JSON, see docs/jobs.md) and its validation.
+//!
+//! Parsing never panics and never loses the message: anything that is not a
+//! valid job becomes a [`Rejection`] carrying the job id when one can be known
+//! (the message's own `job_id`, else the SQS MessageId) and a reason.
+
+use std::collections::HashMap;
+
+use ferry_engine::source::{HeaderMap, HeaderName, HeaderValue, Url};
+use ferry_engine::{Destination, Expected, SourceRequest, TransferSpec};
+use serde::Deserialize;
+
+use crate::redact::RedactedUrl;
+use crate::s3url::{validate_bucket, validate_key};
+
+/// The message format versions this worker understands.
+pub const SUPPORTED_VERSION: u32 = 1;
+
+/// The message exactly as users write it (docs/jobs.schema.json).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    pub url: String,
+    pub bucket: String,
+    pub key: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default)]
+    pub expected: Option<ExpectedMessage>,
+    #[serde(default)]
+    pub headers: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedMessage {
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub md5: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+}
+
+/// A validated job, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: String,
+    pub url: Url,
+    pub shown_url: RedactedUrl,
+    pub spec: TransferSpec,
+}
+
+/// Why a message is not a job. Its `Display` is safe to log and store: it
+/// never contains the URL or header values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub job_id: String,
+    /// A stable machine word for `error_kind`.
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// Parses and validates one SQS message body.
+pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|err| Rejection {
+        job_id: message_id.to_owned(),
+        kind: "malformed_json",
+        reason: format!("message is not valid JSON: {}", json_error(&err)),
+    })?;
+    // Take the job id first, so even an otherwise broken job gets its record.
+    let claimed_id = value
+        .get("job_id")
+        .and_then(|v| v.as_str())
+        .filter(|id| valid_job_id(id))
+        .unwrap_or(message_id)
+        .to_owned();
+    let reject = |kind, reason: String| Rejection {
+        job_id: claimed_id.clone(),
+        kind,
+        reason,
+    };
+    let message: JobMessage = serde_json::from_value(value)
+        .map_err(|err| reject("invalid_job", format!("invalid job: {}", json_error(&err))))?;
+    let version = message.version.unwrap_or(1);
+    if version != SUPPORTED_VERSION {
+        return Err(reject(
+            "unsupported_version",
+            format!(
+                "message version {version} is not supported (this worker reads version {SUPPORTED_VERSION})"
+            ),
+        ));
+    }
+    if let Some(id) = &message.job_id
+        && !valid_job_id(id)
+    {
+        return Err(reject(
+            "invalid_job_id",
+            "job_id must be 1-128 characters of A-Z a-z 0-9 . _ : -".into(),
+        ));
+    }
+    let url: Url = message
+        .url
+        .parse()
+        .map_err(|_| reject("invalid_url", "url is not a valid absolute URL".into()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(reject(
+            "invalid_url",
+            format!("url scheme {:?} is not http or https", url.scheme()),
+        ));
+    }
+    validate_bucket(&message.bucket).map_err(|err| reject("invalid_bucket", err.to_string()))?;
+    validate_key(&message.key).map_err(|err| reject("invalid_key", err.to_string()))?;
+    let expected =
+        validate_expected(message.expected).map_err(|r| reject("invalid_expected", r))?;
+    let headers = validate_headers(message.headers.unwrap_or_default())
+        .map_err(|r| reject("invalid_headers", r))?;
+    Ok(Job {
+        id: claimed_id.clone(),
+        shown_url: RedactedUrl::new(&url),
+        spec: TransferSpec {
+            source: SourceRequest {
+                url: url.clone(),
+                headers,
+            },
+            destination: Destination {
+                bucket: message.bucket,
+                key: message.key,
+                content_type: message.content_type,
+                metadata: message.metadata.unwrap_or_default(),
+                storage_class: message.storage_class,
+            },
+            expected,
+        },
+        url,
+    })
+}
+
+pub fn valid_job_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn validate_expected(expected: Option<ExpectedMessage>) -> Result<Expected, String> {
+    let Some(expected) = expected else {
+        return Ok(Expected::default());
+    };
+    let hex = |value: Option<String>, len: usize, name: &str| match value {
+        Some(v) if v.len() == len && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(v.to_ascii_lowercase()))
+        }
+        Some(_) => Err(format!("expected.{name} must be {len} hex digits")),
+        None => Ok(None),
+    };
+    Ok(Expected {
+        sha256: hex(expected.sha256, 64, "sha256")?,
+        md5: hex(expected.md5, 32, "md5")?,
+        size: expected.size,
+    })
+}
+
+fn validate_headers(headers: HashMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is not valid"))?;
+        // Values are secrets (Authorization): never echo them.
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("value of header {name:?} is not valid"))?;
+        value.set_sensitive(true);
+        map.insert(header, value);
+    }
+    Ok(map)
+}
+
+/// serde_json's message without the input echoed back (it may hold secrets).
+fn json_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    // "unknown field `x`, expected one of …" and "missing field `url`" are safe;
+    // values are never quoted by serde_json's messages except in `invalid value`.
+    match text.find(" at line ") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MSG: &str = "msg-1";
+
+    fn reject(body: &str) -> Rejection {
+        parse(body, MSG).unwrap_err()
+    }
+
+    #[test]
+    fn parses_the_minimal_job_and_defaults_the_id_to_the_message_id() {
+        let job = parse(
+            r#"{"url":"https://example.com/a.iso","bucket":"my-bucket","key":"isos/a.iso"}"#,
+            MSG,
+        )
+        .unwrap();
+        assert_eq!(job.id, MSG);
+        assert_eq!(job.spec.destination.bucket, "my-bucket");
+    }
+
+    #[test]
+    fn parses_every_optional_field() {
+        let job = parse(
+            r#"{"url":"https://example.com/a.iso?sig=s3cr3t","bucket":"my-bucket","key":"k",
+                "job_id":"job-1","expected":{"sha256":"AB","md5":null,"size":3},
+                "headers":{"Authorization":"Bearer tok"},"content_type":"text/plain",
+                "metadata":{"a":"b"},"storage_class":"STANDARD_IA","version":1}"#
+                .replace("\"AB\"", &format!("\"{}\"", "AB".repeat(32)))
+                .as_str(),
+            MSG,
+        )
+        .unwrap();
+        assert_eq!(job.id, "job-1");
+        assert_eq!(
+            job.spec.expected.sha256.as_deref(),
+            Some("ab".repeat(32).as_str())
+        );
+        assert_eq!(job.spec.source.headers.len(), 1);
+        assert!(!job.shown_url.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn rejects_each_kind_of_bad_message_with_a_clear_kind() {
+        assert_eq!(reject("not json").kind, "malformed_json");
+        assert_eq!(reject("not json").job_id, MSG);
+        assert_eq!(reject(r#"{"bucket":"b-1","key":"k"}"#).kind, "invalid_job");
+        let r =
+            reject(r#"{"job_id":"j1","url":"https://x/y","bucket":"b-1","key":"k","version":2}"#);
+        assert_eq!((r.kind, r.job_id.as_str()), ("unsupported_version", "j1"));
+        assert_eq!(
+            reject(r#"{"url":"ftp://x/y","bucket":"b-1","key":"k"}"#).kind,
+            "invalid_url"
+        );
+        assert_eq!(
+            reject(r#"{"url":"https://x/y","bucket":"B_1","key":"k"}"#).kind,
+            "invalid_bucket"
+        );
+        assert_eq!(
+            reject(r#"{"url":"https://x/y","bucket":"b-1","key":""}"#).kind,
+            "invalid_key"
+        );
+        assert_eq!(
+            reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","job_id":"a b"}"#).kind,
+            "invalid_job_id"
+        );
+        assert_eq!(
+            reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","expected":{"sha256":"zz"}}"#)
+                .kind,
+            "invalid_expected"
+        );
+        assert_eq!(
+            reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","extra":1}"#).kind,
+            "invalid_job"
+        );
+    }
+
+    #[test]
+    fn rejection_reasons_never_echo_header_values_or_urls() {
+        let r = reject(
+            r#"{"url":"https://x/y?sig=SECRET1","bucket":"b-1","key":"k","headers":{"bad name":"SECRET2"}}"#,
+        );
+        assert!(
+            !r.reason.contains("SECRET1") && !r.reason.contains("SECRET2"),
+            "{r}"
+        );
+        let r = reject(r#"{"url":"https://u:SECRET3@x/y","bucket":"B","key":"k"}"#);
+        assert!(!r.reason.contains("SECRET3"), "{r}");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_input(body in ".{0,400}") {
+            let _ = parse(&body, MSG);
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_json_objects(
+            url in ".{0,40}", bucket in ".{0,70}", key in ".{0,40}", id in ".{0,20}", version in 0u32..4
+        ) {
+            let body = serde_json::json!({"url": url, "bucket": bucket, "key": key, "job_id": id, "version": version});
+            if let Err(rejection) = parse(&body.to_string(), MSG) {
+                prop_assert!(!rejection.job_id.is_empty());
+            }
+        }
+    }
+}

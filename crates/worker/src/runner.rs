@@ -1,0 +1,355 @@
+//! One job, start to end: parse → claim → engine (with a heartbeat) → record →
+//! delete or release the message. Every path ends in a recorded job state, a
+//! metric and one log line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_engine::{Engine, ErrorClass, Observer, PartDone, Progress, RetrySide, TransferError};
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::config::WorkerConfig;
+use crate::job::{self, Job, Rejection};
+use crate::queue::{Queue, Received, VISIBILITY_CAP};
+use crate::store::{Claim, JobStore, Lease, Status, StoreError};
+
+/// What every job of one worker shares.
+pub struct Context {
+    pub config: WorkerConfig,
+    pub queue: Queue,
+    pub store: JobStore,
+    pub engine: Engine,
+}
+
+/// Handles one received message completely. `stop` fires when the shutdown
+/// grace period is over: the job is then released for another worker.
+pub async fn handle(ctx: Arc<Context>, message: Received, stop: CancellationToken) {
+    match job::parse(&message.body, &message.message_id) {
+        Ok(job) => {
+            let span = info_span!("job", job_id = %job.id);
+            run(&ctx, message, job, stop).instrument(span).await;
+        }
+        Err(rejection) => {
+            let span = info_span!("job", job_id = %rejection.job_id);
+            reject(&ctx, &message, &rejection).instrument(span).await;
+        }
+    }
+}
+
+async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
+    metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
+    let recorded = match ctx.store.reject(rejection).await {
+        Ok(written) => written,
+        Err(err) => {
+            warn!(error = %err, "could not record rejected job");
+            false
+        }
+    };
+    let disposal = match &ctx.config.dlq_url {
+        Some(dlq) => match ctx.queue.dead_letter(dlq, message, &rejection.reason).await {
+            Ok(()) => ctx
+                .queue
+                .delete(message)
+                .await
+                .map(|()| "moved to the dead-letter queue"),
+            Err(err) => Err(err),
+        },
+        // The queue's redrive policy moves it after maxReceiveCount receives.
+        None => ctx
+            .queue
+            .set_visibility(message, Duration::ZERO)
+            .await
+            .map(|()| "left for the queue's redrive policy"),
+    };
+    match disposal {
+        Ok(disposal) => warn!(
+            error_kind = rejection.kind, error = %rejection, recorded, disposal,
+            "rejected message"
+        ),
+        Err(err) => warn!(
+            error_kind = rejection.kind, error = %rejection, recorded, queue_error = %err,
+            "rejected message; it stays on the queue"
+        ),
+    }
+}
+
+async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken) {
+    let config = &ctx.config;
+    let lease = match ctx.store.claim(&job, &config.worker_id, config.lease).await {
+        Ok(Claim::Acquired(lease)) => lease,
+        Ok(Claim::Final(status)) => {
+            metrics::counter!("ferry_jobs_duplicate_total").increment(1);
+            let deleted = ctx.queue.delete(&message).await;
+            info!(
+                status = status.as_str(),
+                deleted = deleted.is_ok(),
+                "job already finished; duplicate message deleted"
+            );
+            return;
+        }
+        Ok(Claim::Busy) => {
+            metrics::counter!("ferry_jobs_duplicate_total").increment(1);
+            // Look again once the other worker's lease could have lapsed.
+            let _ = ctx
+                .queue
+                .set_visibility(&message, config.busy_recheck)
+                .await;
+            info!("job is running on another worker; message deferred");
+            return;
+        }
+        Err(err) => {
+            metrics::counter!("ferry_store_errors_total").increment(1);
+            let _ = ctx
+                .queue
+                .set_visibility(&message, config.retry_base_delay)
+                .await;
+            warn!(error = %err, "could not claim job; message will come back");
+            return;
+        }
+    };
+    info!(
+        attempt = lease.attempts, url = %job.shown_url,
+        bucket = %job.spec.destination.bucket, key = %job.spec.destination.key,
+        "claimed"
+    );
+    metrics::gauge!("ferry_jobs_in_flight").increment(1.0);
+    let progress = Arc::new(JobProgress::default());
+    let job_cancel = stop.child_token();
+    let heartbeat_stop = CancellationToken::new();
+    let lease_lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = heartbeat(
+        ctx,
+        &message,
+        &lease,
+        &progress,
+        &job_cancel,
+        &heartbeat_stop,
+        &lease_lost,
+    );
+    let transfer = async {
+        let result = ctx
+            .engine
+            .transfer(&job.spec, progress.clone(), &job_cancel)
+            .await;
+        heartbeat_stop.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(transfer, heartbeat);
+    metrics::gauge!("ferry_jobs_in_flight").decrement(1.0);
+    if lease_lost.load(Ordering::SeqCst) {
+        metrics::counter!("ferry_lease_losses_total").increment(1);
+        warn!("lease lost to another worker; this worker stopped the job");
+        return;
+    }
+    conclude(ctx, &message, &lease, result).await;
+}
+
+/// Records the outcome, then deletes or returns the message.
+async fn conclude(
+    ctx: &Context,
+    message: &Received,
+    lease: &Lease,
+    result: Result<ferry_engine::TransferOutcome, TransferError>,
+) {
+    let config = &ctx.config;
+    match result {
+        Ok(outcome) => {
+            let recorded = retry_store(|| ctx.store.succeed(lease, &outcome)).await;
+            if let Err(err) = recorded {
+                // The object is stored, but without a final record the message
+                // must come back so the job ends in a recorded state.
+                warn!(error = %err, "transfer succeeded but the record could not be written");
+                return;
+            }
+            let deleted = ctx.queue.delete(message).await;
+            metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
+            let secs = outcome.duration.as_secs_f64();
+            info!(
+                size = outcome.size, secs = format!("{secs:.3}"),
+                mbps = format!("{:.1}", outcome.size as f64 / secs.max(1e-6) / 1e6),
+                parts = outcome.parts, retries = outcome.retries,
+                checksum = %outcome.checksum_crc64nvme, deleted = deleted.is_ok(),
+                "succeeded"
+            );
+        }
+        Err(err) if err.class() == ErrorClass::Cancelled => {
+            // Shutdown grace ran out (or the 12-hour visibility cap neared):
+            // hand the job back so another worker can take it at once.
+            let released = ctx.store.release(lease).await;
+            let visible = ctx.queue.set_visibility(message, Duration::ZERO).await;
+            metrics::counter!("ferry_jobs_total", "outcome" => "released").increment(1);
+            info!(
+                record = released.is_ok(),
+                message = visible.is_ok(),
+                "released"
+            );
+        }
+        Err(err) => {
+            let gave_up =
+                err.class() == ErrorClass::Permanent || lease.attempts >= config.max_attempts;
+            if gave_up {
+                let error = if err.class() == ErrorClass::Permanent {
+                    err.to_string()
+                } else {
+                    format!("{err} (gave up after {} attempts)", lease.attempts)
+                };
+                let recorded = retry_store(|| {
+                    ctx.store
+                        .record_error(lease, Status::Failed, err.kind(), &error)
+                })
+                .await;
+                if recorded.is_ok() {
+                    let _ = ctx.queue.delete(message).await;
+                }
+                metrics::counter!("ferry_jobs_total", "outcome" => "failed").increment(1);
+                warn!(error_kind = err.kind(), error = %error, recorded = recorded.is_ok(), "failed");
+            } else {
+                let delay = backoff(config.retry_base_delay, lease.attempts);
+                let error = err.to_string();
+                let recorded = retry_store(|| {
+                    ctx.store
+                        .record_error(lease, Status::Retrying, err.kind(), &error)
+                })
+                .await;
+                let _ = ctx.queue.set_visibility(message, delay).await;
+                metrics::counter!("ferry_jobs_total", "outcome" => "retrying").increment(1);
+                warn!(
+                    error_kind = err.kind(), error = %err, attempt = lease.attempts,
+                    retry_in_secs = delay.as_secs(), recorded = recorded.is_ok(),
+                    "will retry"
+                );
+            }
+        }
+    }
+}
+
+/// Keeps the job's message invisible and its lease alive, and records
+/// progress; stops the job at once if the lease was taken over.
+async fn heartbeat(
+    ctx: &Context,
+    message: &Received,
+    lease: &Lease,
+    progress: &JobProgress,
+    job_cancel: &CancellationToken,
+    stop: &CancellationToken,
+    lease_lost: &AtomicBool,
+) {
+    let config = &ctx.config;
+    let mut visible_at = message.received_at + config.visibility;
+    let mut ticks = tokio::time::interval(config.heartbeat);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let renewed = ctx
+            .store
+            .renew(
+                lease,
+                config.lease,
+                progress.done.load(Ordering::Relaxed),
+                progress.total(),
+            )
+            .await;
+        match renewed {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost) => {
+                lease_lost.store(true, Ordering::SeqCst);
+                job_cancel.cancel();
+                return;
+            }
+            Err(err) => warn!(error = %err, "could not renew lease"),
+        }
+        // Extend only when the deadline comes near, and never past the cap.
+        if visible_at.saturating_duration_since(Instant::now()) < config.heartbeat * 3 {
+            let elapsed = message.received_at.elapsed();
+            if elapsed + config.visibility + config.heartbeat * 3 >= VISIBILITY_CAP {
+                info!("12-hour visibility cap near; releasing the job to resume elsewhere");
+                job_cancel.cancel();
+                return;
+            }
+            match ctx.queue.set_visibility(message, config.visibility).await {
+                Ok(()) => visible_at = Instant::now() + config.visibility,
+                Err(err) => warn!(error = %err, "could not extend message visibility"),
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, capped at 15 minutes.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+        .min(Duration::from_secs(900));
+    let low = ceiling / 2;
+    rand::rng().random_range(low..=ceiling)
+}
+
+/// A few quick retries for a record write that must not be lost.
+async fn retry_store<F, Fut>(mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::LeaseLost) => return Err(StoreError::LeaseLost),
+            Err(err) if attempt >= 4 => return Err(err),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+}
+
+/// Progress of one job as the engine reports it; read by the heartbeat.
+#[derive(Default)]
+pub struct JobProgress {
+    done: AtomicU64,
+    /// `u64::MAX` while unknown.
+    total: AtomicU64,
+}
+
+impl JobProgress {
+    fn total(&self) -> Option<u64> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total != u64::MAX && total != 0).then_some(total)
+    }
+}
+
+impl Observer for JobProgress {
+    fn on_start(&self, bytes_total: Option<u64>) {
+        self.total
+            .store(bytes_total.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn on_downloaded(&self, bytes: u64) {
+        metrics::counter!("ferry_downloaded_bytes_total").increment(bytes);
+    }
+
+    fn on_progress(&self, progress: Progress) {
+        self.done.store(progress.bytes_done, Ordering::Relaxed);
+    }
+
+    fn on_part_done(&self, part: PartDone) {
+        metrics::counter!("ferry_uploaded_bytes_total").increment(part.len);
+        metrics::histogram!("ferry_part_download_seconds").record(part.download.as_secs_f64());
+        metrics::histogram!("ferry_part_upload_seconds").record(part.upload.as_secs_f64());
+    }
+
+    fn on_retry(&self, side: RetrySide, error: &TransferError, attempt: u32) {
+        metrics::counter!("ferry_retries_total", "side" => side.as_str()).increment(1);
+        info!(side = side.as_str(), attempt, error = %error, "part retried");
+    }
+
+    fn on_memory_wait(&self, waited: Duration) {
+        metrics::histogram!("ferry_memory_wait_seconds").record(waited.as_secs_f64());
+    }
+}

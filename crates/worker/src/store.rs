@@ -1,0 +1,515 @@
+//! DynamoDB job records: one item per job, changed only by conditional writes.
+//!
+//! A worker owns a job through a *lease*: `lease_owner` + `lease_expires` +
+//! `fence`, a counter bumped by every claim. Every later write by that worker
+//! is conditional on owner and fence, so a worker whose lease was taken over
+//! can neither renew, nor finish, nor overwrite the job (see docs/jobs.md).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use ferry_engine::TransferOutcome;
+
+use crate::job::{Job, Rejection};
+
+/// How long finished records are kept before DynamoDB's TTL may delete them.
+const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Retrying,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Rejected)
+    }
+}
+
+/// This worker's hold on a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: String,
+    pub owner: String,
+    pub fence: u64,
+    /// Starts of this job so far, this one included.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Acquired(Lease),
+    /// The job already ended; its message only needs deleting.
+    Final(Status),
+    /// Another worker holds a live lease.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the job's lease was taken over by another worker")]
+    LeaseLost,
+    #[error("DynamoDB {operation} failed: {message}")]
+    Dynamo {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+/// A job record as stored, attribute by attribute.
+pub type Record = HashMap<String, AttributeValue>;
+
+#[derive(Clone)]
+pub struct JobStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl JobStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Writes a `queued` record for a job about to be submitted; `false` when
+    /// a record with that id already exists.
+    pub async fn create_queued(&self, job: &Job) -> Result<bool, StoreError> {
+        let now = now_text();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(HashMap::from([
+                ("job_id".into(), s(&job.id)),
+                ("status".into(), s(Status::Queued.as_str())),
+                ("url".into(), s(job.shown_url.as_str())),
+                ("bucket".into(), s(&job.spec.destination.bucket)),
+                ("key".into(), s(&job.spec.destination.key)),
+                ("attempts".into(), n(0)),
+                ("created_at".into(), s(&now)),
+                ("updated_at".into(), s(&now)),
+            ])))
+            .condition_expression("attribute_not_exists(job_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(dynamo("PutItem", err)),
+        }
+    }
+
+    /// Takes the job for `owner` unless it is final or leased to someone else.
+    pub async fn claim(
+        &self,
+        job: &Job,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let now = now_secs();
+        let now_text = now_text();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(&job.id))
+            .condition_expression(
+                "attribute_not_exists(#job_id) OR #status IN (:queued, :retrying) \
+                 OR (#status = :running AND #lease_expires < :now)",
+            )
+            .update_expression(
+                "SET #status = :running, #lease_owner = :owner, #lease_expires = :expires, \
+                 #fence = if_not_exists(#fence, :zero) + :one, \
+                 #attempts = if_not_exists(#attempts, :zero) + :one, \
+                 #url = :url, #bucket = :bucket, #key = :key, \
+                 #created_at = if_not_exists(#created_at, :now_text), \
+                 #updated_at = :now_text, #started_at = :now_text \
+                 REMOVE #finished_at",
+            )
+            .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .expression_attribute_values(":running", s(Status::Running.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":now_text", s(&now_text))
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":expires", n(now + lease.as_secs()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":url", s(job.shown_url.as_str()))
+            .expression_attribute_values(":bucket", s(&job.spec.destination.bucket))
+            .expression_attribute_values(":key", s(&job.spec.destination.key))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = named(result).send().await;
+        match result {
+            Ok(output) => {
+                let item = output.attributes.unwrap_or_default();
+                Ok(Claim::Acquired(Lease {
+                    job_id: job.id.clone(),
+                    owner: owner.to_owned(),
+                    fence: number(&item, "fence").unwrap_or(0),
+                    attempts: u32::try_from(number(&item, "attempts").unwrap_or(1))
+                        .unwrap_or(u32::MAX),
+                }))
+            }
+            Err(SdkError::ServiceError(ctx))
+                if matches!(
+                    ctx.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                let UpdateItemError::ConditionalCheckFailedException(failed) = ctx.err() else {
+                    unreachable!("matched above")
+                };
+                let status = failed
+                    .item()
+                    .and_then(|item| text(item, "status"))
+                    .and_then(Status::parse);
+                metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "claim")
+                    .increment(1);
+                Ok(match status {
+                    Some(status) if status.is_final() => Claim::Final(status),
+                    _ => Claim::Busy,
+                })
+            }
+            Err(err) => Err(dynamo("UpdateItem", err)),
+        }
+    }
+
+    /// Extends the lease and records progress; fails with `LeaseLost` when
+    /// another worker has taken the job.
+    pub async fn renew(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        bytes_done: u64,
+        bytes_total: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut update = self
+            .leased_update(lease)
+            .update_expression(
+                "SET #lease_expires = :expires, #updated_at = :now_text, #bytes_done = :done \
+                 , #bytes_total = :total",
+            )
+            .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":done", n(bytes_done));
+        update = match bytes_total {
+            Some(total) => update.expression_attribute_values(":total", n(total)),
+            None => update.expression_attribute_values(":total", AttributeValue::Null(true)),
+        };
+        self.send_leased(update).await
+    }
+
+    pub async fn succeed(
+        &self,
+        lease: &Lease,
+        outcome: &TransferOutcome,
+    ) -> Result<(), StoreError> {
+        let secs = outcome.duration.as_secs_f64();
+        let update = self
+            .leased_update(lease)
+            .update_expression(
+                "SET #status = :succeeded, #size = :size, #etag = :etag, #checksum = :checksum, \
+                 #checksum_algorithm = :algorithm, #bytes_done = :size, #bytes_total = :size, \
+                 #duration_secs = :secs, #throughput_mbps = :mbps, #parts = :parts, \
+                 #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
+                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl \
+                 REMOVE #lease_owner, #lease_expires, #error_kind, #error",
+            )
+            .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
+            .expression_attribute_values(":size", n(outcome.size))
+            .expression_attribute_values(":etag", s(&outcome.etag))
+            .expression_attribute_values(":checksum", s(&outcome.checksum_crc64nvme))
+            .expression_attribute_values(":algorithm", s("CRC64NVME"))
+            .expression_attribute_values(":secs", AttributeValue::N(format!("{secs:.3}")))
+            .expression_attribute_values(
+                ":mbps",
+                AttributeValue::N(format!("{:.2}", outcome.size as f64 / secs.max(1e-6) / 1e6)),
+            )
+            .expression_attribute_values(":parts", n(u64::from(outcome.parts)))
+            .expression_attribute_values(":part_size", n(outcome.part_size))
+            .expression_attribute_values(":retries", n(u64::from(outcome.retries)))
+            .expression_attribute_values(":fetched", n(outcome.bytes_fetched))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        self.send_leased(update).await
+    }
+
+    /// Records an error: `failed` for good, or `retrying` for a later attempt.
+    pub async fn record_error(
+        &self,
+        lease: &Lease,
+        status: Status,
+        kind: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let finished = status.is_final();
+        let expression = if finished {
+            "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
+             #finished_at = :now_text, #expires_at = :ttl REMOVE #lease_owner, #lease_expires"
+        } else {
+            "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text \
+             REMOVE #lease_owner, #lease_expires"
+        };
+        let mut update = self
+            .leased_update(lease)
+            .update_expression(expression)
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":kind", s(kind))
+            .expression_attribute_values(":error", s(error))
+            .expression_attribute_values(":now_text", s(&now_text()));
+        if finished {
+            update =
+                update.expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        }
+        self.send_leased(update).await
+    }
+
+    /// Gives a job back (shutdown): `queued` again, lease cleared, so the next
+    /// worker can claim it at once.
+    pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression("SET #status = :queued, #updated_at = :now_text REMOVE #lease_owner, #lease_expires")
+            .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":now_text", s(&now_text()));
+        self.send_leased(update).await
+    }
+
+    /// Records a rejected message. Never overwrites a job that is running or
+    /// finished under the same id; returns whether the record was written.
+    pub async fn reject(&self, rejection: &Rejection) -> Result<bool, StoreError> {
+        let now = now_text();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(&rejection.job_id))
+            .condition_expression("attribute_not_exists(#job_id) OR #status IN (:queued, :rejected)")
+            .update_expression(
+                "SET #status = :rejected, #error_kind = :kind, #error = :error, \
+                 #created_at = if_not_exists(#created_at, :now_text), #updated_at = :now_text, \
+                 #finished_at = :now_text, #attempts = if_not_exists(#attempts, :zero), #expires_at = :ttl",
+            )
+            .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":rejected", s(Status::Rejected.as_str()))
+            .expression_attribute_values(":kind", s(rejection.kind))
+            .expression_attribute_values(":error", s(&rejection.reason))
+            .expression_attribute_values(":now_text", s(&now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        let result = named(result).send().await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failure(&err) => Ok(false),
+            Err(err) => Err(dynamo("UpdateItem", err)),
+        }
+    }
+
+    pub async fn get(&self, job_id: &str) -> Result<Option<Record>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| dynamo("GetItem", err))?;
+        Ok(output.item)
+    }
+
+    fn leased_update(
+        &self,
+        lease: &Lease,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(&lease.job_id))
+            .condition_expression("#lease_owner = :owner AND #fence = :fence")
+            .expression_attribute_values(":owner", s(&lease.owner))
+            .expression_attribute_values(":fence", n(lease.fence))
+    }
+
+    async fn send_leased(
+        &self,
+        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    ) -> Result<(), StoreError> {
+        match named(update).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failure(&err) => {
+                metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "leased_write")
+                    .increment(1);
+                Err(StoreError::LeaseLost)
+            }
+            Err(err) => Err(dynamo("UpdateItem", err)),
+        }
+    }
+}
+
+/// Registers a `#name` placeholder for every attribute: DynamoDB reserves
+/// many plain words (`bucket`, `key`, `size`, `status`, …).
+fn named(
+    mut update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    let used: String = [
+        update.get_update_expression().clone().unwrap_or_default(),
+        update
+            .get_condition_expression()
+            .clone()
+            .unwrap_or_default(),
+    ]
+    .join(" ");
+    for name in ATTRIBUTES {
+        let placeholder = format!("#{name}");
+        let present = used.match_indices(&placeholder).any(|(at, _)| {
+            !used[at + placeholder.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+        });
+        if present {
+            update = update.expression_attribute_names(placeholder, *name);
+        }
+    }
+    update
+}
+
+const ATTRIBUTES: &[&str] = &[
+    "status",
+    "url",
+    "bucket",
+    "key",
+    "size",
+    "error",
+    "etag",
+    "checksum",
+    "checksum_algorithm",
+    "bytes_done",
+    "bytes_total",
+    "duration_secs",
+    "throughput_mbps",
+    "parts",
+    "part_size",
+    "retries",
+    "bytes_fetched",
+    "finished_at",
+    "updated_at",
+    "created_at",
+    "started_at",
+    "expires_at",
+    "lease_owner",
+    "lease_expires",
+    "fence",
+    "attempts",
+    "error_kind",
+    "job_id",
+];
+
+fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+fn dynamo<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+>(
+    operation: &'static str,
+    err: SdkError<E, R>,
+) -> StoreError {
+    let message = match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string(),
+    };
+    StoreError::Dynamo { operation, message }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub fn text<'a>(item: &'a Record, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub fn number(item: &Record, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A record as JSON, for `ferry status --json`.
+pub fn to_json(item: &Record) -> serde_json::Value {
+    fn value(v: &AttributeValue) -> serde_json::Value {
+        match v {
+            AttributeValue::S(s) => serde_json::Value::String(s.clone()),
+            AttributeValue::N(n) => {
+                serde_json::from_str(n).unwrap_or(serde_json::Value::String(n.clone()))
+            }
+            AttributeValue::Bool(b) => serde_json::Value::Bool(*b),
+            AttributeValue::M(m) => {
+                serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+            }
+            AttributeValue::L(l) => serde_json::Value::Array(l.iter().map(value).collect()),
+            _ => serde_json::Value::Null,
+        }
+    }
+    let mut sorted: Vec<_> = item.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    serde_json::Value::Object(
+        sorted
+            .into_iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect(),
+    )
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

@@ -1,0 +1,156 @@
+//! `ferry worker`: the SQS poll loop and the one shutdown path.
+//!
+//! The loop receives only as many messages as it has free job slots (never a
+//! message it cannot start now), polls queues in strict priority order, and on
+//! shutdown stops polling at once, gives running jobs the grace period, then
+//! releases what still runs. Every job task is owned by one `TaskTracker`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::Engine;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::WorkerConfig;
+use crate::queue::{Queue, QueueError, Received};
+use crate::runner::{self, Context};
+use crate::store::JobStore;
+
+/// The clients a worker talks to; tests build these against the emulator.
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] ferry_engine::TransferError),
+}
+
+/// Runs until `shutdown` fires, then drains as described above.
+pub async fn run(
+    config: WorkerConfig,
+    clients: Clients,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let engine = Engine::new(config.engine.clone(), clients.s3)?;
+    let ctx = Arc::new(Context {
+        queue: Queue::new(clients.sqs),
+        store: JobStore::new(clients.dynamodb, config.table.clone()),
+        engine,
+        config,
+    });
+    let slots = Arc::new(Semaphore::new(ctx.config.max_concurrent_jobs));
+    let jobs = TaskTracker::new();
+    let release_jobs = CancellationToken::new();
+    info!(
+        worker_id = %ctx.config.worker_id, queues = ctx.config.queues.len(),
+        max_concurrent_jobs = ctx.config.max_concurrent_jobs, "worker started"
+    );
+    let mut failures = 0u32;
+    loop {
+        let first_slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let free = 1 + slots.available_permits();
+        let received = tokio::select! {
+            // Dropping an in-flight receive loses nothing: anything SQS sent
+            // but we did not read becomes visible again after its timeout.
+            () = shutdown.cancelled() => break,
+            received = poll(&ctx, free.min(10)) => received,
+        };
+        let messages = match received {
+            Ok(messages) => {
+                failures = 0;
+                messages
+            }
+            Err(err) => {
+                failures += 1;
+                metrics::counter!("ferry_sqs_errors_total").increment(1);
+                let pause = Duration::from_millis(250 << failures.min(6));
+                warn!(error = %err, retry_in_ms = pause.as_millis() as u64, "receive failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        let mut first_slot = Some(first_slot);
+        for message in messages {
+            // At most `free` messages arrived, so a slot is always there.
+            let Some(slot) = first_slot
+                .take()
+                .or_else(|| Arc::clone(&slots).try_acquire_owned().ok())
+            else {
+                warn!("no free slot for a received message; releasing it");
+                let _ = ctx.queue.set_visibility(&message, Duration::ZERO).await;
+                continue;
+            };
+            let ctx = Arc::clone(&ctx);
+            let stop = release_jobs.clone();
+            jobs.spawn(async move {
+                runner::handle(ctx, message, stop).await;
+                drop(slot);
+            });
+        }
+    }
+    drain(&ctx.config, &jobs, &release_jobs).await;
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Receives from the queues in priority order, returning the first batch.
+async fn poll(ctx: &Context, max: usize) -> Result<Vec<Received>, QueueError> {
+    let queues = &ctx.config.queues;
+    let max = i32::try_from(max).unwrap_or(10);
+    for (index, queue_url) in queues.iter().enumerate() {
+        let last = index + 1 == queues.len();
+        // Higher-priority queues get a short wait so lower ones are reached;
+        // the last one long-polls so an idle worker makes few calls.
+        let wait = if last {
+            ctx.config.poll_wait
+        } else {
+            Duration::from_secs(1).min(ctx.config.poll_wait)
+        };
+        let messages = ctx
+            .queue
+            .receive(queue_url, max, wait, ctx.config.visibility)
+            .await?;
+        if !messages.is_empty() {
+            return Ok(messages);
+        }
+    }
+    Ok(Vec::new())
+}
+
+async fn drain(config: &WorkerConfig, jobs: &TaskTracker, release_jobs: &CancellationToken) {
+    jobs.close();
+    if jobs.is_empty() {
+        return;
+    }
+    info!(
+        running = jobs.len(),
+        grace_secs = config.shutdown_grace.as_secs(),
+        "stopping: letting running jobs finish"
+    );
+    if tokio::time::timeout(config.shutdown_grace, jobs.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            running = jobs.len(),
+            "grace period over: releasing running jobs"
+        );
+        release_jobs.cancel();
+        jobs.wait().await;
+    }
+}
