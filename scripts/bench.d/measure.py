@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 TIME_FORMAT = "%e %U %S %M %x"
-BUILD_PROCESSES = {"cargo", "rustc", "cc", "cc1", "ld", "ld.lld", "rust-lld", "clippy-driver"}
+# Compilers and linkers: heavy CPU users (an idle `cargo` waiting on tests is not).
+BUILD_PROCESSES = {"rustc", "clippy-driver", "cc1", "cc1plus", "ld", "ld.lld", "rust-lld"}
 
 
 def busy_processes() -> list[str]:
@@ -34,12 +35,26 @@ def busy_processes() -> list[str]:
     return sorted(names)
 
 
-def wait_until_quiet(max_wait_s: float) -> float:
-    """Waits (bounded) until no compiler is running; returns seconds waited."""
+def wait_until_quiet(max_wait_s: float, idle_cores: float = 0.3) -> float:
+    """Waits (bounded) until no compiler runs and the machine is near idle.
+
+    Returns the seconds waited. "Near idle": less than `idle_cores` of CPU
+    busy over one second, so a `cargo test` (whose test binaries are not
+    compilers) is noticed too.
+    """
     start = time.monotonic()
-    while busy_processes() and time.monotonic() - start < max_wait_s:
-        time.sleep(2)
+    while time.monotonic() - start < max_wait_s:
+        before = machine_busy_seconds()
+        time.sleep(1)
+        if not busy_processes() and machine_busy_seconds() - before < idle_cores:
+            break
     return time.monotonic() - start
+
+
+def noisy(run: dict, cores: float = 0.25) -> bool:
+    """Did other work overlap this run? True when CPU time spent outside the
+    tool and the servers exceeded `cores` on average and half a CPU-second."""
+    return run["foreign_cpu_s"] > max(cores * run["wall_s"], 0.5)
 
 
 def loadavg() -> float:

@@ -18,18 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 
 BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
-# Other work (e.g. a cargo build) used more than a quarter core on average and
-# more than half a CPU-second during the run, or a compiler was running.
-NOISY_FOREIGN_CORES = 0.25
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import noisy  # noqa: E402
 
 
-def noisy(r: dict) -> bool:
-    return r["foreign_cpu_s"] > max(NOISY_FOREIGN_CORES * r["wall_s"], 0.5) or bool(
-        r["busy_before"] or r["busy_after"]
-    )
-
-
-def summarize(runs: list[dict]) -> dict:
+def summarize(all_runs: list[dict]) -> dict:
+    runs = [r for r in all_runs if not r.get("discarded")]
     good = [r for r in runs if r["ok"] and r["verified"] is not False]
     med = lambda k: statistics.median(r[k] for r in good) if good else float("nan")  # noqa: E731
     sink = [
@@ -41,6 +35,7 @@ def summarize(runs: list[dict]) -> dict:
         "verified": sum(1 for r in runs if r["verified"]),
         "stores": runs[0]["verified"] is not None,
         "noisy": sum(1 for r in runs if noisy(r)),
+        "retried": len(all_runs) - len(runs),
         "mb_s": med("mb_s"),
         "mb_s_min": min((r["mb_s"] for r in good), default=float("nan")),
         "mb_s_max": max((r["mb_s"] for r in good), default=float("nan")),
@@ -70,6 +65,10 @@ def cell(tool: str) -> str:
     return f"**{name}**" if tool == "ferry" else name
 
 
+def noise(s: dict) -> str:
+    return f"{s['noisy']}/{s['n']}" + (f" (+{s['retried']} redone)" if s["retried"] else "")
+
+
 def checks(s: dict) -> str:
     return f"{s['verified']}/{s['n']}" if s["stores"] else f"n/a ({s['ok']}/{s['n']} ok)"
 
@@ -87,7 +86,7 @@ def main_tables(runs: list[dict], rows: list[dict]) -> list[str]:
         limit = min(origin, max(uploads)) if uploads else origin
         frugal = min((summ[t]["cpu_s_per_gib"] for t in peers), default=float("nan"))
         lines += [
-            f"### {size} MiB object ({len(next(iter(groups.values())))} runs per tool, medians)",
+            f"### {size} MiB object ({len([r for r in next(iter(groups.values())) if not r.get('discarded')])} runs per tool, medians)",
             "",
             f"Limit = min(origin → /dev/null, fastest upload of the local file) = **{fmt(limit)} MB/s**; "
             f"best peer **{fmt(best_peer)} MB/s**; most frugal peer **{fmt(frugal, 2)} CPU-s/GiB**.",
@@ -101,7 +100,7 @@ def main_tables(runs: list[dict], rows: list[dict]) -> list[str]:
             lines.append(
                 f"| {cell(tool)} | {fmt(s['mb_s'])} | {fmt(s['mb_s'] / best_peer, 2)} | {fmt(s['mb_s'] / limit, 2)} "
                 f"| {fmt(s['cpu_s_per_gib'], 2)} | {fmt(s['cpu_s_per_gib'] / frugal, 2)} "
-                f"| {fmt(s['servers_cpu_s_per_gib'], 2)} | {fmt(s['max_rss_mib'])} | {checks(s)} | {s['noisy']}/{s['n']} |"
+                f"| {fmt(s['servers_cpu_s_per_gib'], 2)} | {fmt(s['max_rss_mib'])} | {checks(s)} | {noise(s)} |"
             )
             rows.append({"scenario": "main", "size_mib": size, "tool": tool, "params": "", **s,
                          "x_best_peer": s["mb_s"] / best_peer, "x_limit": s["mb_s"] / limit})
@@ -128,7 +127,7 @@ def throttle_table(runs: list[dict], rows: list[dict], meta: dict) -> list[str]:
         s = summ[tool]
         lines.append(
             f"| {cell(tool)} | {fmt(s['mb_s'])} | {fmt(s['mb_s'] / best, 2)} "
-            f"| {fmt(s['cpu_s_per_gib'], 2)} | {fmt(s['max_rss_mib'])} | {checks(s)} | {s['noisy']}/{s['n']} |"
+            f"| {fmt(s['cpu_s_per_gib'], 2)} | {fmt(s['max_rss_mib'])} | {checks(s)} | {noise(s)} |"
         )
         rows.append({"scenario": "throttle", "size_mib": size, "tool": tool, "params": "", **s,
                      "x_best_peer": s["mb_s"] / best, "x_limit": float("nan")})
@@ -169,7 +168,7 @@ def sweep_table(runs: list[dict], rows: list[dict]) -> list[str]:
                      "x_best_peer": float("nan"), "x_limit": float("nan")})
     parts = sorted({k[0] for k in cells})
     concs = sorted({k[1] for k in cells})
-    n = len(next(iter(groups.values())))
+    n = len([r for r in next(iter(groups.values())) if not r.get("discarded")])
     lines = [
         f"### Sweep: ferry at {size} MiB, part size × concurrency ({n} run(s) each; MB/s · CPU-s/GiB · peak RSS MiB)",
         "",
