@@ -46,11 +46,14 @@ impl Moto {
 
     pub fn start() -> Moto {
         let script = workspace_root().join("scripts/moto_server.py");
+        // Kept for post-mortems of emulator errors (HTTP 500s carry no detail).
+        let log_path = workspace_root().join(format!("target/moto-{}.log", std::process::id()));
+        let log = std::fs::File::create(&log_path).expect("moto log file");
         let mut child = Command::new(venv_python())
             .arg(&script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start moto server");
         let stdout = child.stdout.take().expect("moto stdout");

@@ -175,7 +175,7 @@ fn queue_error<
     let message = match (err.code(), err.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_sqs::error::DisplayErrorContext(&err).to_string(),
+        _ => crate::store::brief(&err),
     };
     QueueError { operation, message }
 }

@@ -152,7 +152,8 @@ impl JobStore {
                  OR (#status = :running AND #lease_expires < :now)",
             )
             .update_expression(
-                "SET #status = :running, #lease_owner = :owner, #lease_expires = :expires, \
+                "SET #status = :running, #lease_owner = :owner, #worker_id = :owner, \
+                 #lease_expires = :expires, \
                  #fence = if_not_exists(#fence, :zero) + :one, \
                  #attempts = if_not_exists(#attempts, :zero) + :one, \
                  #url = :url, #bucket = :bucket, #key = :key, \
@@ -354,10 +355,7 @@ impl JobStore {
         Ok(output.item)
     }
 
-    fn leased_update(
-        &self,
-        lease: &Lease,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    fn leased_update(&self, lease: &Lease) -> UpdateBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -367,10 +365,7 @@ impl JobStore {
             .expression_attribute_values(":fence", n(lease.fence))
     }
 
-    async fn send_leased(
-        &self,
-        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-    ) -> Result<(), StoreError> {
+    async fn send_leased(&self, update: UpdateBuilder) -> Result<(), StoreError> {
         match named(update).send().await {
             Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => {
@@ -383,12 +378,11 @@ impl JobStore {
     }
 }
 
-/// Registers a `#name` placeholder for every attribute: DynamoDB reserves
-/// many plain words (`bucket`, `key`, `size`, `status`, …).
-fn named(
-    mut update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
-) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-    let used: String = [
+/// Registers every `#name` placeholder the expressions use as the attribute
+/// `name`: DynamoDB reserves many plain words (`bucket`, `key`, `size`,
+/// `status`, …), so every attribute is written as a placeholder.
+fn named(mut update: UpdateBuilder) -> UpdateBuilder {
+    let used = [
         update.get_update_expression().clone().unwrap_or_default(),
         update
             .get_condition_expression()
@@ -396,48 +390,20 @@ fn named(
             .unwrap_or_default(),
     ]
     .join(" ");
-    for name in ATTRIBUTES {
-        let placeholder = format!("#{name}");
-        let present = used.match_indices(&placeholder).any(|(at, _)| {
-            !used[at + placeholder.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-        });
-        if present {
-            update = update.expression_attribute_names(placeholder, *name);
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, _) in used.match_indices('#') {
+        let name: String = used[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && seen.insert(name.clone()) {
+            update = update.expression_attribute_names(format!("#{name}"), name);
         }
     }
     update
 }
 
-const ATTRIBUTES: &[&str] = &[
-    "status",
-    "url",
-    "bucket",
-    "key",
-    "size",
-    "error",
-    "etag",
-    "checksum",
-    "checksum_algorithm",
-    "bytes_done",
-    "bytes_total",
-    "duration_secs",
-    "throughput_mbps",
-    "parts",
-    "part_size",
-    "retries",
-    "bytes_fetched",
-    "finished_at",
-    "updated_at",
-    "created_at",
-    "started_at",
-    "expires_at",
-    "lease_owner",
-    "lease_expires",
-    "fence",
-    "attempts",
-    "error_kind",
-    "job_id",
-];
+type UpdateBuilder = aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
@@ -453,9 +419,24 @@ fn dynamo<
     let message = match (err.code(), err.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string(),
+        _ => brief(&err),
     };
     StoreError::Dynamo { operation, message }
+}
+
+/// One line about an SDK error without the raw response it may carry.
+pub(crate) fn brief<E, R>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(_) => "service error without an error code".to_owned(),
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
+            Some(connector) if connector.is_timeout() => "connection timed out".to_owned(),
+            Some(connector) if connector.is_io() => "connection failed".to_owned(),
+            _ => "request not sent".to_owned(),
+        },
+        SdkError::ResponseError(_) => "unreadable response".to_owned(),
+        _ => "request could not be built".to_owned(),
+    }
 }
 
 fn s(value: &str) -> AttributeValue {

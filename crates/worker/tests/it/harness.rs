@@ -1,0 +1,364 @@
+//! An isolated stack per test: bucket, queue (+ DLQ) and table on the shared
+//! moto server, and helpers to run workers and read what they recorded.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use ferry_engine::plan::MIB;
+use ferry_engine::{EngineConfig, RetryPolicy};
+use ferry_testkit::{Moto, unique_name};
+use ferry_worker::config::WorkerConfig;
+use ferry_worker::store::{self, JobStore, Record};
+use ferry_worker::worker::{self, Clients};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const PART: usize = 5 * MIB as usize;
+
+pub struct Stack {
+    pub moto: &'static Moto,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub bucket: String,
+    pub queue: String,
+    pub dlq: String,
+    pub table: String,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        let moto = Moto::shared();
+        let s3 = aws_sdk_s3::Client::from_conf(
+            ferry_engine::s3_config(&moto.s3_builder().await).build(),
+        );
+        let sqs = moto.sqs().await;
+        let dynamodb = moto.dynamodb().await;
+        let bucket = unique_name("bucket");
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let table = unique_name("jobs");
+        dynamodb
+            .create_table()
+            .table_name(&table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("job_id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("job_id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+        let mut stack = Self {
+            moto,
+            s3,
+            sqs,
+            dynamodb,
+            bucket,
+            queue: String::new(),
+            dlq: String::new(),
+            table,
+        };
+        stack.queue = stack.create_queue("jobs").await;
+        stack.dlq = stack.create_queue("dlq").await;
+        stack
+    }
+
+    pub async fn create_queue(&self, prefix: &str) -> String {
+        self.sqs
+            .create_queue()
+            .queue_name(unique_name(prefix))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap()
+    }
+
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            queues: vec![self.queue.clone()],
+            table: self.table.clone(),
+            dlq_url: Some(self.dlq.clone()),
+            worker_id: unique_name("worker"),
+            max_concurrent_jobs: 4,
+            max_attempts: 3,
+            lease: Duration::from_secs(6),
+            heartbeat: Duration::from_secs(1),
+            visibility: Duration::from_secs(6),
+            poll_wait: Duration::from_secs(1),
+            retry_base_delay: Duration::from_secs(1),
+            busy_recheck: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+            engine: engine_config(),
+        }
+    }
+
+    pub fn clients(&self) -> Clients {
+        Clients {
+            s3: self.s3.clone(),
+            sqs: self.sqs.clone(),
+            dynamodb: self.dynamodb.clone(),
+        }
+    }
+
+    /// A worker running in this process until the handle is stopped.
+    pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(worker::run(config, self.clients(), cancel.clone()));
+        InProcessWorker { cancel, task }
+    }
+
+    /// `ferry worker` as a real process, with the test settings as env vars.
+    /// Its log goes to a file (a pipe nobody reads would block it).
+    pub fn start_worker_process(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("ferry-worker")));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("FERRY_QUEUE_URL", &self.queue)
+            .env("FERRY_TABLE", &self.table)
+            .env("FERRY_DLQ_URL", &self.dlq)
+            .env("FERRY_LEASE_SECS", "6")
+            .env("FERRY_HEARTBEAT_SECS", "1")
+            .env("FERRY_POLL_WAIT_SECS", "1")
+            .env("FERRY_RETRY_BASE_DELAY_SECS", "1")
+            .env("FERRY_PART_SIZE_MIB", "5")
+            .env("FERRY_MEMORY_BUDGET_MIB", "64")
+            .env("FERRY_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("worker log file"));
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        WorkerProcess {
+            child: command.spawn().expect("start ferry worker"),
+            log,
+        }
+    }
+
+    pub fn message(&self, job_id: &str, url: &str, key: &str) -> serde_json::Value {
+        serde_json::json!({"job_id": job_id, "url": url, "bucket": self.bucket, "key": key})
+    }
+
+    pub async fn send(&self, queue: &str, body: &serde_json::Value) {
+        self.send_raw(queue, &body.to_string()).await;
+    }
+
+    pub async fn send_raw(&self, queue: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub fn store(&self) -> JobStore {
+        JobStore::new(self.dynamodb.clone(), &self.table)
+    }
+
+    pub async fn record(&self, job_id: &str) -> Option<Record> {
+        self.store().get(job_id).await.unwrap()
+    }
+
+    pub async fn status(&self, job_id: &str) -> Option<String> {
+        self.record(job_id)
+            .await
+            .and_then(|r| store::text(&r, "status").map(str::to_owned))
+    }
+
+    /// Waits (bounded) until the job's record reaches a final status.
+    pub async fn wait_final(&self, job_id: &str, limit: Duration) -> Record {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(record) = self.record(job_id).await
+                && matches!(
+                    store::text(&record, "status"),
+                    Some("succeeded" | "failed" | "rejected")
+                )
+            {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} not final within {limit:?}: {:?}",
+                self.record(job_id).await.as_ref().map(store::to_json)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let output = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(output.body.collect().await.unwrap().to_vec())
+    }
+
+    pub async fn open_uploads(&self) -> usize {
+        self.s3
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap()
+            .uploads
+            .unwrap_or_default()
+            .len()
+    }
+
+    /// Messages on a queue (visible and in flight), as SQS counts them.
+    pub async fn queue_depth(&self, queue: &str) -> (u64, u64) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap_or_default();
+        let get = |a: A| attrs.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            get(A::ApproximateNumberOfMessages),
+            get(A::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    /// Receives everything on a queue (bounded), returning the bodies.
+    pub async fn drain(&self, queue: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        for _ in 0..10 {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            bodies.extend(messages.into_iter().filter_map(|m| m.body));
+        }
+        bodies
+    }
+}
+
+pub fn engine_config() -> EngineConfig {
+    let mut config = EngineConfig {
+        part_size: PART as u64,
+        max_concurrent_parts: 4,
+        memory_budget: 64 * MIB as usize,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+        ..EngineConfig::default()
+    };
+    config.source.read_timeout = Duration::from_secs(2);
+    config
+}
+
+pub struct WorkerProcess {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    /// SIGTERM to the process we started, by its PID.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the exit; returns the status and the log.
+    pub fn wait(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return (status, log);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "worker did not exit within {limit:?}; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave its worker running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub struct InProcessWorker {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), worker::WorkerError>>,
+}
+
+impl InProcessWorker {
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn number(record: &Record, name: &str) -> u64 {
+    store::number(record, name).unwrap_or_else(|| panic!("record has no number {name}"))
+}
+
+pub fn text<'a>(record: &'a Record, name: &str) -> &'a str {
+    store::text(record, name).unwrap_or_else(|| panic!("record has no text {name}"))
+}

@@ -1,0 +1,9 @@
+//! Worker integration tests: SQS, DynamoDB and S3 through moto's server mode,
+//! sources from a real HTTP origin, workers in-process or as real processes.
+
+// Test helpers outside #[test] functions panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+mod jobs;
+mod lifecycle;
