@@ -15,15 +15,18 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::WorkerConfig;
+use crate::protection::TaskProtection;
 use crate::queue::{Queue, QueueError, Received};
 use crate::runner::{self, Context};
 use crate::store::JobStore;
 
-/// The clients a worker talks to; tests build these against the emulator.
+/// What a worker talks to; tests build these against the emulator.
 pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// ECS scale-in protection while jobs run (disabled off ECS).
+    pub protection: TaskProtection,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let engine = Engine::new(config.engine.clone(), clients.s3)?;
+    let protection = clients.protection;
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    background.spawn(protection.clone().run(stop_background.clone()));
     let ctx = Arc::new(Context {
         queue: Queue::new(clients.sqs),
         store: JobStore::new(clients.dynamodb, config.table.clone()),
@@ -97,13 +104,18 @@ pub async fn run(
             };
             let ctx = Arc::clone(&ctx);
             let stop = release_jobs.clone();
+            let busy = protection.busy();
             jobs.spawn(async move {
                 runner::handle(ctx, message, stop).await;
-                drop(slot);
+                drop((slot, busy));
             });
         }
     }
     drain(&ctx.config, &jobs, &release_jobs).await;
+    // Only now may scale-in take the task: no job runs any more.
+    stop_background.cancel();
+    background.close();
+    background.wait().await;
     info!("worker stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::CliError;
 use crate::config::{AwsArgs, ConfigError, EngineArgs, WorkerArgs};
+use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::worker::{self, Clients};
 
 #[derive(Debug, Args)]
@@ -29,8 +30,11 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
             return Err(err.into());
         }
     };
+    let protection = TaskProtection::from_env(ProtectionConfig::default())
+        .map_err(|err| CliError::Config(ConfigError::one(err.to_string())))?;
     let sdk = crate::config::load_aws().await;
     let clients = Clients {
+        protection,
         s3: crate::config::s3_client(&sdk, &args.aws),
         sqs: aws_sdk_sqs::Client::new(&sdk),
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),

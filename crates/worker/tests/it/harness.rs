@@ -111,6 +111,7 @@ impl Stack {
             s3: self.s3.clone(),
             sqs: self.sqs.clone(),
             dynamodb: self.dynamodb.clone(),
+            protection: ferry_worker::protection::TaskProtection::disabled(),
         }
     }
 
