@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::TransferError;
 use crate::plan::{MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use crate::retry::RetryPolicy;
+use crate::source::guard::AddressPolicy;
 
 /// Bounds for parts in flight per transfer; more than this only adds contention.
 pub const MAX_CONCURRENT_PARTS: usize = 64;
@@ -39,6 +40,8 @@ pub struct SourceConfig {
     /// Extra PEM certificates trusted besides the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub user_agent: String,
+    /// Which addresses sources may reach; default: public unicast only.
+    pub address_policy: AddressPolicy,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +65,7 @@ impl Default for SourceConfig {
             max_redirects: 10,
             extra_ca_pem: None,
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_owned(),
+            address_policy: AddressPolicy::default(),
         }
     }
 }

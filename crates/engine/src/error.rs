@@ -44,6 +44,9 @@ pub enum TransferError {
     #[error("invalid transfer configuration: {reason}")]
     InvalidConfig { reason: String },
 
+    #[error("source destination blocked: {reason}")]
+    BlockedDestination { reason: String },
+
     #[error("source request failed: {source}")]
     SourceRequest {
         #[source]
@@ -93,6 +96,11 @@ pub enum TransferError {
 
 impl TransferError {
     pub(crate) fn source_request(err: reqwest::Error) -> Self {
+        if let Some(blocked) = crate::source::guard::find_blocked(&err) {
+            return Self::BlockedDestination {
+                reason: blocked.to_string(),
+            };
+        }
         // The URL may carry a presigned signature or credentials: never keep it.
         Self::SourceRequest {
             source: err.without_url(),
@@ -130,6 +138,7 @@ impl TransferError {
                 }
             }
             Self::InvalidSource { .. }
+            | Self::BlockedDestination { .. }
             | Self::InvalidConfig { .. }
             | Self::TooLarge { .. }
             | Self::ChecksumMismatch { .. }
@@ -141,6 +150,7 @@ impl TransferError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidSource { .. } => "invalid_source",
+            Self::BlockedDestination { .. } => "blocked_destination",
             Self::InvalidConfig { .. } => "invalid_config",
             Self::SourceRequest { source } if source.is_timeout() => "source_timeout",
             Self::SourceRequest { source } if source.is_redirect() => "source_redirects",

@@ -128,7 +128,7 @@ impl Engine {
     }
 
     async fn probe(&self, run: &Run) -> Result<Probe, TransferError> {
-        HttpSource::check(&run.spec.source)?;
+        self.source.check(&run.spec.source)?;
         self.config
             .retry
             .run(

@@ -7,12 +7,14 @@
 //! Only ever a dev-dependency. Helpers panic with a clear message on misuse:
 //! a missing dependency fails loudly, it never skips a test.
 
+pub mod listener;
 pub mod moto;
 pub mod origin;
 pub mod tls;
 
 use sha2::Digest as _;
 
+pub use listener::CountingListener;
 pub use moto::Moto;
 pub use origin::{Behavior, Origin};
 pub use tls::TestCa;

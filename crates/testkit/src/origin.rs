@@ -40,6 +40,8 @@ pub struct Behavior {
     /// Answer this many requests with 200 and the whole body even if they ask
     /// for a range (still advertising `Accept-Ranges`).
     pub ignore_range_requests: u32,
+    /// Answer every request with `302 Found` to this location.
+    pub redirect_to: Option<String>,
 }
 
 impl Default for Behavior {
@@ -57,6 +59,7 @@ impl Default for Behavior {
             announced_length: None,
             chunk_delay: None,
             ignore_range_requests: 0,
+            redirect_to: None,
         }
     }
 }
@@ -246,6 +249,11 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     let body = state.body.lock().expect("body lock").clone();
     if u64::from(behavior.fail_first) >= number {
         return simple(stream, 503, "try later").await;
+    }
+    if let Some(location) = &behavior.redirect_to {
+        let head =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+        return stream.write_all(head.as_bytes()).await.is_ok();
     }
     if let Some(status) = behavior.status {
         return simple(stream, status, "as configured").await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ferry_engine::plan::MIB;
+use ferry_engine::source::guard::AddressPolicy;
 use ferry_engine::{EngineConfig, RetryPolicy, SourceConfig};
 
 /// Problems found in the configuration; `main` exits 64 on these.
@@ -47,6 +48,13 @@ pub struct EngineArgs {
     /// Extra PEM CA certificates to trust for HTTPS sources.
     #[arg(long, env = "FERRY_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Networks sources may reach besides public addresses, e.g.
+    /// `127.0.0.0/8` for local development (comma-separated CIDRs).
+    #[arg(long, env = "FERRY_SOURCE_ALLOW_CIDRS", value_delimiter = ',')]
+    pub source_allow_cidrs: Vec<String>,
+    /// Only these source ports (comma-separated); default: any.
+    #[arg(long, env = "FERRY_SOURCE_ALLOW_PORTS", value_delimiter = ',')]
+    pub source_allow_ports: Vec<u16>,
 }
 
 /// AWS settings beyond the standard AWS environment.
@@ -71,6 +79,24 @@ impl EngineArgs {
             },
             None => None,
         };
+        let mut allow = Vec::new();
+        for cidr in self
+            .source_allow_cidrs
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+        {
+            match cidr.parse::<ipnet::IpNet>() {
+                Ok(net) => allow.push(net),
+                Err(_) => problems.push(format!(
+                    "source allow CIDR {cidr:?} is not a network like 10.0.0.0/8"
+                )),
+            }
+        }
+        let address_policy = AddressPolicy {
+            allow,
+            ports: (!self.source_allow_ports.is_empty()).then(|| self.source_allow_ports.clone()),
+        };
         let config = EngineConfig {
             part_size: self.part_size_mib.saturating_mul(MIB),
             max_concurrent_parts: self.max_concurrent_uploads,
@@ -84,6 +110,7 @@ impl EngineArgs {
                 read_timeout: Duration::from_secs(self.read_timeout_secs),
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
                 extra_ca_pem,
+                address_policy,
                 ..SourceConfig::default()
             },
             ..EngineConfig::default()
@@ -282,11 +309,14 @@ mod tests {
             "0",
             "--ca-bundle",
             "/nonexistent/ca.pem",
+            "--source-allow-cidrs",
+            "10.0.0.0/8,nonsense",
         ])
         .engine;
         let err = args.to_config().unwrap_err();
         let text = err.to_string();
         assert!(text.contains("CA bundle"), "{text}");
+        assert!(text.contains("nonsense"), "{text}");
         assert!(text.contains("part size"), "{text}");
         assert!(text.contains("concurrent"), "{text}");
     }

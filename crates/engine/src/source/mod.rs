@@ -5,9 +5,11 @@
 //! its decoders). Every body is read chunk by chunk into a pooled part buffer; no
 //! body is ever read whole.
 
+pub mod guard;
 mod range;
 mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header;
@@ -22,6 +24,7 @@ use crate::checksum::PartCrc;
 use crate::config::SourceConfig;
 use crate::error::TransferError;
 use crate::pool::PartBuffer;
+use guard::{AddressPolicy, GuardedResolver};
 
 /// What to fetch: the URL and the caller's request headers (e.g. Authorization).
 #[derive(Clone)]
@@ -69,6 +72,10 @@ impl Validator {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} redirects")]
+struct TooManyRedirects(usize);
+
 /// What the first request learned about the resource.
 pub struct Probe {
     /// Total length, when the server said.
@@ -86,15 +93,31 @@ pub struct Probe {
 pub struct HttpSource {
     client: Client,
     read_timeout: Duration,
+    policy: Arc<AddressPolicy>,
 }
 
 impl HttpSource {
     pub fn new(config: &SourceConfig) -> Result<Self, TransferError> {
+        let policy = Arc::new(config.address_policy.clone());
+        let redirect_policy = Arc::clone(&policy);
+        let max_redirects = config.max_redirects;
+        // Every hop is checked like the first request; names are checked again
+        // by the resolver when the hop connects.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                return attempt.error(TooManyRedirects(max_redirects));
+            }
+            match redirect_policy.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(blocked) => attempt.error(blocked),
+            }
+        });
         let mut builder = Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(config.max_redirects))
+            .redirect(redirects)
+            .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&policy))))
             // One connection per ranged part: CDNs throttle per connection, and
             // HTTP/2 would multiplex every part onto one.
             .http1_only()
@@ -117,16 +140,25 @@ impl HttpSource {
         Ok(Self {
             client,
             read_timeout: config.read_timeout,
+            policy,
         })
     }
 
-    pub fn check(request: &SourceRequest) -> Result<(), TransferError> {
+    /// Refuses what the address policy refuses before any connection is made.
+    pub fn check(&self, request: &SourceRequest) -> Result<(), TransferError> {
         match request.url.scheme() {
-            "http" | "https" => Ok(()),
-            other => Err(TransferError::InvalidSource {
-                reason: format!("scheme {other:?} is not http or https"),
-            }),
+            "http" | "https" => {}
+            other => {
+                return Err(TransferError::InvalidSource {
+                    reason: format!("scheme {other:?} is not http or https"),
+                });
+            }
         }
+        self.policy
+            .check_url(&request.url)
+            .map_err(|blocked| TransferError::BlockedDestination {
+                reason: blocked.to_string(),
+            })
     }
 
     /// Asks for the first `first_len` bytes and learns length, range support and
@@ -136,7 +168,7 @@ impl HttpSource {
         request: &SourceRequest,
         first_len: u64,
     ) -> Result<Probe, TransferError> {
-        Self::check(request)?;
+        self.check(request)?;
         let response = self
             .get(request)
             .header(header::RANGE, format!("bytes=0-{}", first_len.max(1) - 1))

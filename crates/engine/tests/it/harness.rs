@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::plan::MIB;
+use ferry_engine::source::guard::AddressPolicy;
 use ferry_engine::{
     Destination, Engine, EngineConfig, Expected, NoopObserver, RetryPolicy, SourceRequest,
     TransferError, TransferOutcome, TransferSpec,
@@ -32,7 +33,16 @@ pub fn test_config() -> EngineConfig {
         ..EngineConfig::default()
     };
     config.source.read_timeout = Duration::from_millis(800);
+    // The test origins live on loopback, which the default policy blocks.
+    config.source.address_policy = loopback_allowed();
     config
+}
+
+pub fn loopback_allowed() -> AddressPolicy {
+    AddressPolicy {
+        allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ports: None,
+    }
 }
 
 impl Harness {

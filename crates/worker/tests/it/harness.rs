@@ -145,6 +145,7 @@ impl Stack {
             .env("FERRY_PART_SIZE_MIB", "5")
             .env("FERRY_MEMORY_BUDGET_MIB", "64")
             .env("FERRY_LOG_FORMAT", "json")
+            .env("FERRY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("worker log file"));
@@ -291,6 +292,7 @@ pub fn engine_config() -> EngineConfig {
         ..EngineConfig::default()
     };
     config.source.read_timeout = Duration::from_secs(2);
+    config.source.address_policy.allow = vec!["127.0.0.0/8".parse().unwrap()];
     config
 }
 
