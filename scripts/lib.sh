@@ -7,6 +7,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ferry"
 mkdir -p "$STATE"
 
+# PIDs this script started in the background; stopped (SIGTERM) on exit.
+# Needed besides the pipes: a child that inherits a pipe's write end (any
+# process started after it) would otherwise keep that server alive.
+STARTED_PIDS=()
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_started EXIT
+# remember_pid PID: stop PID when this script exits.
+remember_pid() { STARTED_PIDS+=("$1"); }
+
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -33,6 +46,7 @@ start_piped() {
   local fifo="$STATE/$name.$$.stdin" out="$STATE/$name.$$.out"
   rm -f "$fifo" "$out"; mkfifo "$fifo"
   "$@" <"$fifo" >"$out" 2>"$STATE/$name.log" &
+  remember_pid $!
   eval "exec {fd}>\"$fifo\""
   rm -f "$fifo"
   local i
