@@ -452,6 +452,7 @@ impl Run {
             lock(digest).add(1, bytes.clone(), None);
         }
         self.verify_expected(size)?;
+        let uploaded = Instant::now();
         let stored = self
             .engine
             .config
@@ -468,6 +469,12 @@ impl Run {
             .await?;
         self.engine.pool.recycle(bytes, frozen);
         self.acknowledged.fetch_add(size, Ordering::Relaxed);
+        self.observer.on_part_done(PartDone {
+            number: 1,
+            len: size,
+            download: Duration::ZERO,
+            upload: uploaded.elapsed(),
+        });
         self.outcome(stored, crc, 1, part_size, size).await
     }
 

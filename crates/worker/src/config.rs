@@ -168,6 +168,8 @@ pub struct WorkerConfig {
     pub busy_recheck: Duration,
     /// Time running jobs get to finish after SIGTERM before they are released.
     pub shutdown_grace: Duration,
+    /// Where the metrics and health endpoints listen, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub engine: EngineConfig,
 }
 
@@ -205,6 +207,9 @@ pub struct WorkerArgs {
     /// Must fit ECS's stopTimeout (at most 120 s) with room to release jobs.
     #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECS", default_value_t = 100)]
     pub shutdown_grace_secs: u64,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `off` disables.
+    #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
     /// Identifies this worker in leases (default: host name, pid and a random suffix).
     #[arg(long, env = "FERRY_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -246,6 +251,16 @@ impl WorkerArgs {
                 self.shutdown_grace_secs
             ));
         }
+        let metrics_addr = match self.metrics_addr.trim() {
+            "" | "off" => None,
+            addr => match addr.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.push(format!("metrics address {addr:?} is not HOST:PORT"));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -268,6 +283,7 @@ impl WorkerArgs {
             retry_base_delay: Duration::from_secs(self.retry_base_delay_secs),
             busy_recheck: Duration::from_secs(self.lease_secs.max(300)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            metrics_addr,
             engine,
         })
     }

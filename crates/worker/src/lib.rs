@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod job;
+pub mod metrics;
 pub mod protection;
 pub mod queue;
 pub mod redact;
@@ -54,5 +55,6 @@ pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliErro
         cli::Command::Worker(args) => cli::worker::run(args, cancel).await,
         cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
         cli::Command::Status(args) => cli::status::run(args).await,
+        cli::Command::Healthcheck(args) => cli::healthcheck::run(args).await,
     }
 }

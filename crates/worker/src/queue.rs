@@ -58,8 +58,9 @@ impl Queue {
             .visibility_timeout(secs_i32(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
-            .await
-            .map_err(|err| queue_error("ReceiveMessage", err))?;
+            .await;
+        crate::metrics::health().sqs(output.is_ok());
+        let output = output.map_err(|err| queue_error("ReceiveMessage", err))?;
         let received_at = Instant::now();
         metrics::counter!("ferry_sqs_receives_total").increment(1);
         let messages: Vec<Received> = output

@@ -176,6 +176,10 @@ impl JobStore {
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let result = named(result).send().await;
+        crate::metrics::health().dynamodb(match &result {
+            Ok(_) => true,
+            Err(err) => is_condition_failure(err),
+        });
         match result {
             Ok(output) => {
                 let item = output.attributes.unwrap_or_default();
@@ -366,7 +370,12 @@ impl JobStore {
     }
 
     async fn send_leased(&self, update: UpdateBuilder) -> Result<(), StoreError> {
-        match named(update).send().await {
+        let result = named(update).send().await;
+        crate::metrics::health().dynamodb(match &result {
+            Ok(_) => true,
+            Err(err) => is_condition_failure(err),
+        });
+        match result {
             Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => {
                 metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "leased_write")

@@ -33,6 +33,11 @@ pub struct Clients {
 pub enum WorkerError {
     #[error("cannot start the engine: {0}")]
     Engine(#[from] ferry_engine::TransferError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs until `shutdown` fires, then drains as described above.
@@ -46,6 +51,12 @@ pub async fn run(
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();
     background.spawn(protection.clone().run(stop_background.clone()));
+    let health = crate::metrics::health();
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::serve(addr, stop_background.clone(), &background)
+            .await
+            .map_err(|source| WorkerError::Metrics { addr, source })?;
+    }
     let ctx = Arc::new(Context {
         queue: Queue::new(clients.sqs),
         store: JobStore::new(clients.dynamodb, config.table.clone()),
@@ -61,6 +72,7 @@ pub async fn run(
     );
     let mut failures = 0u32;
     loop {
+        health.set_waiting_for_slot(true);
         let first_slot = tokio::select! {
             () = shutdown.cancelled() => break,
             permit = Arc::clone(&slots).acquire_owned() => match permit {
@@ -68,6 +80,7 @@ pub async fn run(
                 Err(_) => break,
             },
         };
+        health.set_waiting_for_slot(false);
         let free = 1 + slots.available_permits();
         let received = tokio::select! {
             // Dropping an in-flight receive loses nothing: anything SQS sent

@@ -1,6 +1,7 @@
 //! The `ferry` command line: one binary, one subcommand per job.
 
 pub mod copy;
+pub mod healthcheck;
 pub mod progress;
 pub mod status;
 pub mod submit;
@@ -38,4 +39,6 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Print a job record.
     Status(status::StatusArgs),
+    /// Exit 0 if the local worker is healthy (for container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }

@@ -102,6 +102,7 @@ impl Stack {
             retry_base_delay: Duration::from_secs(1),
             busy_recheck: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            metrics_addr: None,
             engine: engine_config(),
         }
     }
@@ -146,6 +147,7 @@ impl Stack {
             .env("FERRY_MEMORY_BUDGET_MIB", "64")
             .env("FERRY_LOG_FORMAT", "json")
             .env("FERRY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8")
+            .env("FERRY_METRICS_ADDR", "off")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("worker log file"));

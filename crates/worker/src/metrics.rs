@@ -1,0 +1,149 @@
+//! Metrics, health and readiness: the Prometheus recorder and the small HTTP
+//! server for `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Metric names live where they are recorded and follow
+//! `ferry_<what>_<unit>[_total]` with labels of bounded cardinality (never a
+//! job id or URL); docs/operations.md lists them. Health is process-wide
+//! state that the poll loop, the queue and the store update.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// The poll loop counts as stuck after this long without a turn (unless it
+/// is waiting for a free job slot, which can rightly take hours).
+const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+/// Process-wide liveness and readiness signals.
+pub struct Health {
+    loop_turn_ms: AtomicU64,
+    waiting_for_slot: AtomicBool,
+    sqs_ok: AtomicBool,
+    dynamodb_ok: AtomicBool,
+}
+
+pub fn health() -> &'static Health {
+    static HEALTH: OnceLock<Health> = OnceLock::new();
+    HEALTH.get_or_init(|| Health {
+        loop_turn_ms: AtomicU64::new(now_ms()),
+        waiting_for_slot: AtomicBool::new(false),
+        sqs_ok: AtomicBool::new(true),
+        dynamodb_ok: AtomicBool::new(true),
+    })
+}
+
+impl Health {
+    pub fn loop_turned(&self) {
+        self.loop_turn_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_waiting_for_slot(&self, waiting: bool) {
+        self.waiting_for_slot.store(waiting, Ordering::Relaxed);
+        self.loop_turned();
+    }
+
+    /// The outcome of the latest SQS call.
+    pub fn sqs(&self, ok: bool) {
+        self.sqs_ok.store(ok, Ordering::Relaxed);
+        metrics::gauge!("ferry_sqs_reachable").set(f64::from(u8::from(ok)));
+    }
+
+    /// The outcome of the latest DynamoDB call.
+    pub fn dynamodb(&self, ok: bool) {
+        self.dynamodb_ok.store(ok, Ordering::Relaxed);
+        metrics::gauge!("ferry_dynamodb_reachable").set(f64::from(u8::from(ok)));
+    }
+
+    pub fn is_live(&self) -> bool {
+        let idle = now_ms().saturating_sub(self.loop_turn_ms.load(Ordering::Relaxed));
+        self.waiting_for_slot.load(Ordering::Relaxed) || idle < STUCK_AFTER.as_millis() as u64
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.sqs_ok.load(Ordering::Relaxed) && self.dynamodb_ok.load(Ordering::Relaxed)
+    }
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (only in tests): render ours anyway.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` on `addr` until `cancel` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+) -> std::io::Result<SocketAddr> {
+    let handle = recorder();
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    info!(addr = %bound, "metrics and health endpoints listening");
+    let connections = tasks.clone();
+    tasks.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = cancel.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(respond(stream, handle));
+                }
+                Err(err) => warn!(error = %err, "metrics accept failed"),
+            }
+        }
+    });
+    Ok(bound)
+}
+
+async fn respond(mut stream: TcpStream, handle: &'static PrometheusHandle) {
+    let mut head = [0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await;
+    let Ok(Ok(n)) = read else { return };
+    let request = String::from_utf8_lossy(&head[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    handle.run_upkeep();
+    let health = health();
+    let (status, body) = match path {
+        "/metrics" => ("200 OK", handle.render()),
+        "/healthz" if health.is_live() => ("200 OK", "ok\n".to_owned()),
+        "/healthz" => ("503 Service Unavailable", "poll loop stuck\n".to_owned()),
+        "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_owned()),
+        "/readyz" => (
+            "503 Service Unavailable",
+            "SQS or DynamoDB unreachable\n".to_owned(),
+        ),
+        _ => ("404 Not Found", "not found\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

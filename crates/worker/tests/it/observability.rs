@@ -1,0 +1,92 @@
+//! Metrics, health endpoints and structured logs of a real worker process.
+
+use std::time::{Duration, Instant};
+
+use ferry_testkit::{Behavior, Origin, test_bytes};
+
+use crate::harness::{PART, Stack, text};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The value of a sample line `name{labels} value`, or 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_a_real_job_and_logs_carry_its_id() {
+    let stack = Stack::new().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut worker =
+        stack.start_worker_process(&[("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}"))]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, _)) = get(&format!("{base}/readyz")).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&format!("{base}/healthz")).await.unwrap().0, 200);
+    let before = get(&format!("{base}/metrics")).await.unwrap().1;
+
+    let data = test_bytes(PART * 2 + 5, 9);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("observed", &origin.url("f"), "observed"),
+        )
+        .await;
+    let record = stack.wait_final("observed", Duration::from_secs(60)).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    let after = get(&format!("{base}/metrics")).await.unwrap().1;
+
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    let size = data.len() as f64;
+    assert_eq!(
+        moved("ferry_jobs_total{outcome=\"succeeded\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(moved("ferry_uploaded_bytes_total"), size, "{after}");
+    assert_eq!(moved("ferry_downloaded_bytes_total"), size, "{after}");
+    assert_eq!(moved("ferry_part_upload_seconds_count"), 3.0, "{after}");
+    assert!(moved("ferry_sqs_receives_total") >= 1.0);
+    assert_eq!(moved("ferry_sqs_deletes_total"), 1.0);
+    assert!(!after.contains("observed"), "no job id in metrics");
+    assert!(!after.contains("127.0.0.1"), "no URL in metrics");
+
+    worker.terminate();
+    let (status, log) = worker.wait(Duration::from_secs(30));
+    assert!(status.success());
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("log line is not JSON: {l}")))
+        .collect();
+    for event in ["claimed", "succeeded"] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == event)
+            .unwrap_or_else(|| panic!("no {event} line in {log}"));
+        assert_eq!(line["span"]["job_id"], "observed", "{line}");
+    }
+}
