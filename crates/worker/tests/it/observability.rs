@@ -14,6 +14,10 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a small metrics page, not a source body"
+)]
 async fn get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
