@@ -45,12 +45,18 @@ impl Moto {
     }
 
     pub fn start() -> Moto {
+        Self::start_on(0)
+    }
+
+    /// A server on `port` (0: ephemeral), e.g. to restart one where it was.
+    pub fn start_on(port: u16) -> Moto {
         let script = workspace_root().join("scripts/moto_server.py");
         // Kept for post-mortems of emulator errors (HTTP 500s carry no detail).
         let log_path = workspace_root().join(format!("target/moto-{}.log", std::process::id()));
         let log = std::fs::File::create(&log_path).expect("moto log file");
         let mut child = Command::new(venv_python())
             .arg(&script)
+            .arg(port.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -70,6 +76,22 @@ impl Moto {
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
             _child: Mutex::new((child, stdin)),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Ends the server now (it also ends with this process).
+    pub fn stop(&self) {
+        if let Ok(mut guard) = self._child.lock() {
+            let _ = guard.0.kill();
+            let _ = guard.0.wait();
         }
     }
 

@@ -72,6 +72,20 @@ impl Health {
     }
 }
 
+/// The engine's memory pool, sampled at scrape time.
+static POOL: OnceLock<ferry_engine::pool::MemoryPool> = OnceLock::new();
+
+pub fn watch_pool(pool: &ferry_engine::pool::MemoryPool) {
+    let _ = POOL.set(pool.clone());
+}
+
+fn sample_pool() {
+    if let Some(pool) = POOL.get() {
+        metrics::gauge!("ferry_memory_budget_bytes").set(pool.budget() as f64);
+        metrics::gauge!("ferry_memory_in_use_bytes").set(pool.in_use() as f64);
+    }
+}
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn recorder() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -122,6 +136,7 @@ async fn respond(mut stream: TcpStream, handle: &'static PrometheusHandle) {
     let request = String::from_utf8_lossy(&head[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     handle.run_upkeep();
+    sample_pool();
     let health = health();
     let (status, body) = match path {
         "/metrics" => ("200 OK", handle.render()),

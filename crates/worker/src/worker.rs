@@ -47,6 +47,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let engine = Engine::new(config.engine.clone(), clients.s3)?;
+    crate::metrics::watch_pool(engine.pool());
     let protection = clients.protection;
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();

@@ -31,7 +31,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new() -> Self {
-        let moto = Moto::shared();
+        Self::on(Moto::shared()).await
+    }
+
+    /// A stack on a server of the test's own (one it may stop and restart).
+    pub async fn on(moto: &'static Moto) -> Self {
         let s3 = aws_sdk_s3::Client::from_conf(
             ferry_engine::s3_config(&moto.s3_builder().await).build(),
         );

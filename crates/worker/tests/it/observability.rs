@@ -94,3 +94,54 @@ async fn metrics_count_a_real_job_and_logs_carry_its_id() {
         assert_eq!(line["span"]["job_id"], "observed", "{line}");
     }
 }
+
+#[tokio::test]
+async fn readiness_follows_the_emulator_going_away_and_coming_back() {
+    // A server of this test's own, so stopping it disturbs no other test.
+    let moto: &'static ferry_testkit::Moto = Box::leak(Box::new(ferry_testkit::Moto::start()));
+    let stack = Stack::on(moto).await;
+    let port = free_port();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let mut worker =
+        stack.start_worker_process(&[("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}"))]);
+    let wait_for = |want: u16| {
+        let readyz = readyz.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if get(&readyz).await.is_some_and(|(status, _)| status == want) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "/readyz never answered {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    let emulator_port = moto.port();
+    moto.stop();
+    wait_for(503).await;
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .unwrap()
+            .0,
+        200,
+        "still alive"
+    );
+    // The emulator comes back (empty): recreate the queue under its old name.
+    let back: &'static ferry_testkit::Moto =
+        Box::leak(Box::new(ferry_testkit::Moto::start_on(emulator_port)));
+    let name = stack.queue.rsplit('/').next().unwrap().to_owned();
+    back.sqs()
+        .await
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap();
+    wait_for(200).await;
+    worker.terminate();
+    worker.wait(Duration::from_secs(30));
+    back.stop();
+}
