@@ -47,3 +47,21 @@ pub fn unique_name(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The stored object's bytes, or `None` when there is no such object.
+pub async fn object_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let output = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+    Some(output.body.collect().await.ok()?.to_vec())
+}
+
+/// How many multipart uploads are open in `bucket`.
+pub async fn open_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    s3.list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("ListMultipartUploads")
+        .uploads
+        .unwrap_or_default()
+        .len()
+}

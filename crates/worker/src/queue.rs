@@ -173,10 +173,8 @@ fn queue_error<
     operation: &'static str,
     err: SdkError<E, R>,
 ) -> QueueError {
-    let message = match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => crate::store::brief(&err),
-    };
-    QueueError { operation, message }
+    QueueError {
+        operation,
+        message: crate::store::describe(&err),
+    }
 }

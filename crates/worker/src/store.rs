@@ -425,12 +425,19 @@ fn dynamo<
     operation: &'static str,
     err: SdkError<E, R>,
 ) -> StoreError {
-    let message = match (err.code(), err.message()) {
+    StoreError::Dynamo {
+        operation,
+        message: describe(&err),
+    }
+}
+
+/// `Code: message` from the service, else one line about what went wrong.
+pub(crate) fn describe<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+    match (err.code(), err.message()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
-        _ => brief(&err),
-    };
-    StoreError::Dynamo { operation, message }
+        _ => brief(err),
+    }
 }
 
 /// One line about an SDK error without the raw response it may carry.

@@ -83,15 +83,7 @@ impl Harness {
     }
 
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let output = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .ok()?;
-        Some(output.body.collect().await.unwrap().to_vec())
+        ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
     /// The full-object CRC64NVME moto computed for the stored object.
@@ -108,15 +100,7 @@ impl Harness {
     }
 
     pub async fn open_uploads(&self) -> usize {
-        self.s3
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .unwrap()
-            .uploads
-            .unwrap_or_default()
-            .len()
+        ferry_testkit::open_uploads(&self.s3, &self.bucket).await
     }
 
     /// After a failure: no object and no multipart upload left behind.

@@ -218,27 +218,11 @@ impl Stack {
     }
 
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let output = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .ok()?;
-        Some(output.body.collect().await.unwrap().to_vec())
+        ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
     pub async fn open_uploads(&self) -> usize {
-        self.s3
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .unwrap()
-            .uploads
-            .unwrap_or_default()
-            .len()
+        ferry_testkit::open_uploads(&self.s3, &self.bucket).await
     }
 
     /// Messages on a queue (visible and in flight), as SQS counts them.
@@ -365,9 +349,11 @@ impl InProcessWorker {
 }
 
 pub fn number(record: &Record, name: &str) -> u64 {
-    store::number(record, name).unwrap_or_else(|| panic!("record has no number {name}"))
+    store::number(record, name)
+        .unwrap_or_else(|| panic!("record has no number {name}: {}", store::to_json(record)))
 }
 
 pub fn text<'a>(record: &'a Record, name: &str) -> &'a str {
-    store::text(record, name).unwrap_or_else(|| panic!("record has no text {name}"))
+    store::text(record, name)
+        .unwrap_or_else(|| panic!("record has no text {name}: {}", store::to_json(record)))
 }

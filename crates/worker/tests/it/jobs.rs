@@ -147,13 +147,14 @@ async fn a_wrong_expected_sha256_fails_with_no_object_and_no_upload() {
     assert_eq!(stack.queue_depth(&stack.queue).await, (0, 0));
 }
 
-#[tokio::test]
-async fn a_missing_source_fails_at_once_without_retries() {
+/// Runs one job against an origin that always answers `status`; returns the
+/// final record and how many requests the origin saw.
+async fn run_against_status(status: u16, job_id: &str) -> (ferry_worker::store::Record, u64) {
     let stack = Stack::new().await;
     let origin = Origin::start(
         Vec::new(),
         Behavior {
-            status: Some(404),
+            status: Some(status),
             ..Behavior::default()
         },
     )
@@ -162,37 +163,26 @@ async fn a_missing_source_fails_at_once_without_retries() {
     stack
         .send(
             &stack.queue,
-            &stack.message("gone", &origin.url("nope"), "gone"),
+            &stack.message(job_id, &origin.url("x"), job_id),
         )
         .await;
-    let record = stack.wait_final("gone", LIMIT).await;
+    let record = stack.wait_final(job_id, LIMIT).await;
     worker.stop().await;
+    (record, origin.requests())
+}
+
+#[tokio::test]
+async fn a_missing_source_fails_at_once_without_retries() {
+    let (record, requests) = run_against_status(404, "gone").await;
     assert_eq!(text(&record, "status"), "failed");
     assert_eq!(text(&record, "error_kind"), "source_not_found");
     assert_eq!(number(&record, "attempts"), 1);
-    assert_eq!(origin.requests(), 1);
+    assert_eq!(requests, 1);
 }
 
 #[tokio::test]
 async fn transient_failures_are_retried_then_fail_after_max_attempts() {
-    let stack = Stack::new().await;
-    let origin = Origin::start(
-        Vec::new(),
-        Behavior {
-            status: Some(503),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    let worker = stack.spawn_worker(stack.config());
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("flaky", &origin.url("x"), "flaky"),
-        )
-        .await;
-    let record = stack.wait_final("flaky", LIMIT).await;
-    worker.stop().await;
+    let (record, requests) = run_against_status(503, "flaky").await;
     assert_eq!(text(&record, "status"), "failed");
     assert_eq!(text(&record, "error_kind"), "source_http_error");
     assert_eq!(
@@ -201,6 +191,8 @@ async fn transient_failures_are_retried_then_fail_after_max_attempts() {
         "max_attempts in the test config"
     );
     assert!(text(&record, "error").contains("gave up after 3 attempts"));
+    // Each attempt retried its probe: 3 attempts x 3 engine tries.
+    assert_eq!(requests, 9);
 }
 
 #[tokio::test]
