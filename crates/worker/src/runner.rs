@@ -166,6 +166,10 @@ async fn conclude(
             }
             let deleted = ctx.queue.delete(message).await;
             metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
+            // Bytes fetched more than once (retried ranges) within this attempt.
+            metrics::counter!("ferry_refetched_bytes_total")
+                .increment(outcome.bytes_fetched.saturating_sub(outcome.size));
+            metrics::histogram!("ferry_job_duration_seconds").record(outcome.duration.as_secs_f64());
             let secs = outcome.duration.as_secs_f64();
             info!(
                 size = outcome.size, secs = format!("{secs:.3}"),
