@@ -27,7 +27,7 @@ def main() -> None:
         Attributes={
             "VisibilityTimeout": "60",
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "10"}
             ),
         },
     )["QueueUrl"]
