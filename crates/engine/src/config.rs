@@ -25,6 +25,9 @@ pub struct EngineConfig {
     /// and 1 GiB parts are what lets an unknown-length stream reach S3's 5 TiB.
     pub memory_budget: usize,
     pub retry: RetryPolicy,
+    /// Largest object a transfer may store; a source that announces or streams
+    /// more fails with `too_large` (an endless body included). Default: none.
+    pub max_object_size: Option<u64>,
     /// How often `Observer::on_progress` is called at most.
     pub progress_interval: Duration,
     pub source: SourceConfig,
@@ -37,6 +40,10 @@ pub struct SourceConfig {
     /// total-request timeout, so a slow but steady large download never expires.
     pub read_timeout: Duration,
     pub max_redirects: usize,
+    /// A response slower than this over `min_rate_window` is abandoned
+    /// (slowloris drip); a silent one is caught sooner by `read_timeout`.
+    pub min_rate_bytes_per_sec: u64,
+    pub min_rate_window: Duration,
     /// Extra PEM certificates trusted besides the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub user_agent: String,
@@ -51,6 +58,7 @@ impl Default for EngineConfig {
             max_concurrent_parts: 8,
             memory_budget: 1024 * MIB as usize,
             retry: RetryPolicy::default(),
+            max_object_size: None,
             progress_interval: Duration::from_secs(1),
             source: SourceConfig::default(),
         }
@@ -63,6 +71,8 @@ impl Default for SourceConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             max_redirects: 10,
+            min_rate_bytes_per_sec: 1024,
+            min_rate_window: Duration::from_secs(60),
             extra_ca_pem: None,
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_owned(),
             address_policy: AddressPolicy::default(),

@@ -59,6 +59,12 @@ pub enum TransferError {
     #[error("source stalled: no data for {idle_secs} s")]
     SourceStalled { idle_secs: u64 },
 
+    #[error("source too slow: below {min_bytes_per_sec} bytes/s over {window_secs} s")]
+    SourceTooSlow {
+        min_bytes_per_sec: u64,
+        window_secs: u64,
+    },
+
     #[error("source sent {received} bytes where {expected} were announced")]
     SourceLength { expected: u64, received: u64 },
 
@@ -125,9 +131,10 @@ impl TransferError {
                     ErrorClass::Permanent
                 }
             }
-            Self::SourceStalled { .. } | Self::SourceLength { .. } | Self::SourceRange { .. } => {
-                ErrorClass::Transient
-            }
+            Self::SourceStalled { .. }
+            | Self::SourceTooSlow { .. }
+            | Self::SourceLength { .. }
+            | Self::SourceRange { .. } => ErrorClass::Transient,
             // The whole transfer must start over against the new content.
             Self::SourceChanged => ErrorClass::Transient,
             Self::S3 { transient, .. } => {
@@ -159,6 +166,7 @@ impl TransferError {
             Self::SourceStatus { status: 401 | 403 } => "source_forbidden",
             Self::SourceStatus { .. } => "source_http_error",
             Self::SourceStalled { .. } => "source_stalled",
+            Self::SourceTooSlow { .. } => "source_too_slow",
             Self::SourceLength { .. } => "source_length_mismatch",
             Self::SourceRange { .. } => "source_bad_range",
             Self::SourceChanged => "source_changed",

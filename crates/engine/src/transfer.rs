@@ -104,6 +104,7 @@ impl Engine {
         let probe = self.probe(&run).await?;
         if let Some(length) = probe.length {
             run.total.store(length, Ordering::Relaxed);
+            run.check_size_limit(length)?;
             if let Some(expected) = spec.expected.size
                 && expected != length
             {
@@ -248,6 +249,7 @@ impl Run {
             self.cancel.clone(),
         );
         let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
+        self.check_size_limit(stream.offset())?;
         if stream.at_end().await? {
             return self.single_put(first, first_crc, part_len(1)).await;
         }
@@ -295,6 +297,8 @@ impl Run {
                 failed = parts.first_failure() => return Err(failed),
                 filled = self.fill_from_stream(stream, part_len(number)) => filled?,
             };
+            // An endless body is stopped here, part by part.
+            self.check_size_limit(stream.offset())?;
             next = Some(filled);
         }
         parts.finish().await
@@ -596,6 +600,16 @@ impl Run {
             retries: 0,
             bytes_fetched: 0,
         })
+    }
+
+    fn check_size_limit(&self, size: u64) -> Result<(), TransferError> {
+        match self.engine.config.max_object_size {
+            Some(max) if size > max => Err(TransferError::TooLarge {
+                size,
+                reason: format!("the configured maximum object size is {max} bytes"),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn verify_expected(&self, size: u64) -> Result<(), TransferError> {

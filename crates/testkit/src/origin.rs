@@ -42,6 +42,10 @@ pub struct Behavior {
     pub ignore_range_requests: u32,
     /// Answer every request with `302 Found` to this location.
     pub redirect_to: Option<String>,
+    /// Send the body over and over, chunked, until the client goes away.
+    pub endless: bool,
+    /// Add a response header of this many bytes.
+    pub huge_header: usize,
 }
 
 impl Default for Behavior {
@@ -60,6 +64,8 @@ impl Default for Behavior {
             chunk_delay: None,
             ignore_range_requests: 0,
             redirect_to: None,
+            endless: false,
+            huge_header: 0,
         }
     }
 }
@@ -255,6 +261,10 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
             format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
         return stream.write_all(head.as_bytes()).await.is_ok();
     }
+    if behavior.endless {
+        let body = state.body.lock().expect("body lock").clone();
+        return endless(stream, &state.bytes_served, &body).await;
+    }
     if let Some(status) = behavior.status {
         return simple(stream, status, "as configured").await;
     }
@@ -293,6 +303,12 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     }
     if let Some(etag) = &behavior.etag {
         head.push_str(&format!("ETag: {etag}\r\n"));
+    }
+    if behavior.huge_header > 0 {
+        head.push_str(&format!(
+            "X-Filler: {}\r\n",
+            "a".repeat(behavior.huge_header)
+        ));
     }
     if let Some(encoding) = &behavior.content_encoding {
         head.push_str(&format!("Content-Encoding: {encoding}\r\n"));
@@ -374,6 +390,25 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     let _ = stream.flush().await;
     // A lying Content-Length leaves the framing broken: close.
     behavior.announced_length.is_none()
+}
+
+/// A chunked body that never ends (until the client hangs up).
+async fn endless<S: AsyncWrite + Unpin>(stream: &mut S, served: &AtomicU64, body: &[u8]) -> bool {
+    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n";
+    if stream.write_all(head.as_bytes()).await.is_err() || body.is_empty() {
+        return false;
+    }
+    loop {
+        for slice in body.chunks(CHUNK) {
+            let mut framed = format!("{:x}\r\n", slice.len()).into_bytes();
+            framed.extend_from_slice(slice);
+            framed.extend_from_slice(b"\r\n");
+            if stream.write_all(&framed).await.is_err() {
+                return false;
+            }
+            served.fetch_add(slice.len() as u64, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Stalls are one-shot, so the retry after a stall can succeed.

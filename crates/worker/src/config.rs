@@ -52,6 +52,10 @@ pub struct EngineArgs {
     /// `127.0.0.0/8` for local development (comma-separated CIDRs).
     #[arg(long, env = "FERRY_SOURCE_ALLOW_CIDRS", value_delimiter = ',')]
     pub source_allow_cidrs: Vec<String>,
+    /// Largest object a job may store, in MiB; larger (or endless) sources
+    /// fail with `too_large`. Default: S3's own limit.
+    #[arg(long, env = "FERRY_MAX_OBJECT_SIZE_MIB")]
+    pub max_object_size_mib: Option<u64>,
     /// Only these source ports (comma-separated); default: any.
     #[arg(long, env = "FERRY_SOURCE_ALLOW_PORTS", value_delimiter = ',')]
     pub source_allow_ports: Vec<u16>,
@@ -113,6 +117,7 @@ impl EngineArgs {
                 address_policy,
                 ..SourceConfig::default()
             },
+            max_object_size: self.max_object_size_mib.map(|m| m.saturating_mul(MIB)),
             ..EngineConfig::default()
         };
         if let Err(err) = config.validate() {
@@ -170,7 +175,24 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Where the metrics and health endpoints listen, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where jobs may write; empty means anywhere the IAM role allows.
+    pub destinations: Vec<AllowedDestination>,
     pub engine: EngineConfig,
+}
+
+/// One allowed destination: a bucket and a key prefix (empty: any key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedDestination {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+/// Whether `bucket`/`key` is within the allowed destinations.
+pub fn destination_allowed(allowed: &[AllowedDestination], bucket: &str, key: &str) -> bool {
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|d| d.bucket == bucket && key.starts_with(&d.prefix))
 }
 
 /// The raw `ferry worker` settings as flags and `FERRY_*` variables.
@@ -207,6 +229,10 @@ pub struct WorkerArgs {
     /// Must fit ECS's stopTimeout (at most 120 s) with room to release jobs.
     #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECS", default_value_t = 100)]
     pub shutdown_grace_secs: u64,
+    /// Buckets jobs may write to, optionally with a key prefix
+    /// (`bucket` or `bucket/prefix/`, comma-separated); default: any.
+    #[arg(long, env = "FERRY_ALLOWED_BUCKETS", value_delimiter = ',')]
+    pub allowed_buckets: Vec<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `off` disables.
     #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
@@ -261,6 +287,22 @@ impl WorkerArgs {
                 }
             },
         };
+        let mut destinations = Vec::new();
+        for entry in self
+            .allowed_buckets
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
+            let (bucket, prefix) = entry.split_once('/').unwrap_or((entry, ""));
+            match crate::s3url::validate_bucket(bucket) {
+                Ok(()) => destinations.push(AllowedDestination {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.to_owned(),
+                }),
+                Err(err) => problems.push(format!("allowed buckets: {err}")),
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -284,6 +326,7 @@ impl WorkerArgs {
             busy_recheck: Duration::from_secs(self.lease_secs.max(300)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_addr,
+            destinations,
             engine,
         })
     }
@@ -306,6 +349,25 @@ mod tests {
     struct Probe {
         #[command(flatten)]
         engine: EngineArgs,
+    }
+
+    #[test]
+    fn destinations_match_bucket_and_prefix() {
+        let allowed = vec![
+            AllowedDestination {
+                bucket: "media".into(),
+                prefix: "isos/".into(),
+            },
+            AllowedDestination {
+                bucket: "scratch".into(),
+                prefix: String::new(),
+            },
+        ];
+        assert!(destination_allowed(&allowed, "media", "isos/a.iso"));
+        assert!(!destination_allowed(&allowed, "media", "other/a.iso"));
+        assert!(destination_allowed(&allowed, "scratch", "anything"));
+        assert!(!destination_allowed(&allowed, "mediax", "isos/a.iso"));
+        assert!(destination_allowed(&[], "any", "thing"));
     }
 
     #[test]

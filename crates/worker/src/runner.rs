@@ -27,7 +27,23 @@ pub struct Context {
 /// Handles one received message completely. `stop` fires when the shutdown
 /// grace period is over: the job is then released for another worker.
 pub async fn handle(ctx: Arc<Context>, message: Received, stop: CancellationToken) {
-    match job::parse(&message.body, &message.message_id) {
+    let parsed = job::parse(&message.body, &message.message_id).and_then(|job| {
+        if crate::config::destination_allowed(
+            &ctx.config.destinations,
+            &job.spec.destination.bucket,
+            &job.spec.destination.key,
+        ) {
+            Ok(job)
+        } else {
+            Err(Rejection {
+                job_id: job.id,
+                kind: "destination_not_allowed",
+                reason: "the destination bucket or key prefix is not in FERRY_ALLOWED_BUCKETS"
+                    .into(),
+            })
+        }
+    });
+    match parsed {
         Ok(job) => {
             let span = info_span!("job", job_id = %job.id);
             run(&ctx, message, job, stop).instrument(span).await;
@@ -169,7 +185,8 @@ async fn conclude(
             // Bytes fetched more than once (retried ranges) within this attempt.
             metrics::counter!("ferry_refetched_bytes_total")
                 .increment(outcome.bytes_fetched.saturating_sub(outcome.size));
-            metrics::histogram!("ferry_job_duration_seconds").record(outcome.duration.as_secs_f64());
+            metrics::histogram!("ferry_job_duration_seconds")
+                .record(outcome.duration.as_secs_f64());
             let secs = outcome.duration.as_secs_f64();
             info!(
                 size = outcome.size, secs = format!("{secs:.3}"),

@@ -89,10 +89,39 @@ pub struct Probe {
     pub(crate) body: Option<Response>,
 }
 
+/// Trips when a response delivers less than a minimum rate over a window.
+pub(crate) struct RateFloor {
+    min_bytes_per_sec: u64,
+    window: Duration,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl RateFloor {
+    fn record(&mut self, bytes: u64) -> Result<(), TransferError> {
+        self.bytes += bytes;
+        let elapsed = self.started.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        if (self.bytes as f64) < self.min_bytes_per_sec as f64 * elapsed.as_secs_f64() {
+            return Err(TransferError::SourceTooSlow {
+                min_bytes_per_sec: self.min_bytes_per_sec,
+                window_secs: self.window.as_secs(),
+            });
+        }
+        self.started = std::time::Instant::now();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct HttpSource {
     client: Client,
     read_timeout: Duration,
+    min_rate_bytes_per_sec: u64,
+    min_rate_window: Duration,
     policy: Arc<AddressPolicy>,
 }
 
@@ -140,6 +169,8 @@ impl HttpSource {
         Ok(Self {
             client,
             read_timeout: config.read_timeout,
+            min_rate_bytes_per_sec: config.min_rate_bytes_per_sec,
+            min_rate_window: config.min_rate_window,
             policy,
         })
     }
@@ -298,10 +329,12 @@ impl HttpSource {
         crc: &mut PartCrc,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<bool, TransferError> {
+        let mut floor = self.rate_floor();
         while buffer.len() < want {
             let Some(chunk) = self.next_chunk(response).await? else {
                 return Ok(true);
             };
+            floor.record(chunk.len() as u64)?;
             let room = want - buffer.len();
             if chunk.len() > room {
                 return Err(TransferError::SourceRange {
@@ -313,6 +346,15 @@ impl HttpSource {
             on_bytes(chunk.len() as u64);
         }
         Ok(false)
+    }
+
+    pub(crate) fn rate_floor(&self) -> RateFloor {
+        RateFloor {
+            min_bytes_per_sec: self.min_rate_bytes_per_sec,
+            window: self.min_rate_window,
+            started: std::time::Instant::now(),
+            bytes: 0,
+        }
     }
 
     pub(crate) async fn next_chunk(

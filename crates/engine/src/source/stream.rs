@@ -26,6 +26,7 @@ pub struct BodyStream {
     ended: bool,
     retry: RetryPolicy,
     cancel: CancellationToken,
+    floor: super::RateFloor,
 }
 
 impl BodyStream {
@@ -42,7 +43,6 @@ impl BodyStream {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
         });
         Self {
-            source,
             request,
             ended: probe.body.is_none(),
             response: probe.body,
@@ -52,7 +52,9 @@ impl BodyStream {
             resumable,
             carry: None,
             retry,
+            floor: source.rate_floor(),
             cancel,
+            source,
         }
     }
 
@@ -146,7 +148,14 @@ impl BodyStream {
                 detail: "body interrupted".into(),
             });
         };
-        match self.source.next_chunk(response).await {
+        let next = self.source.next_chunk(response).await;
+        if let Ok(Some(chunk)) = &next
+            && let Err(err) = self.floor.record(chunk.len() as u64)
+        {
+            self.response = None;
+            return Err(err);
+        }
+        match next {
             Ok(None) => {
                 self.ended = true;
                 self.response = None;
@@ -191,6 +200,7 @@ impl BodyStream {
             )
             .await?;
         self.response = Some(response);
+        self.floor = self.source.rate_floor();
         Ok(())
     }
 }

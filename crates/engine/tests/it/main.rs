@@ -5,5 +5,6 @@
 
 mod faults;
 mod harness;
+mod hostile;
 mod ssrf;
 mod transfers;

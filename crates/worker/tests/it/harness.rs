@@ -107,6 +107,7 @@ impl Stack {
             busy_recheck: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             metrics_addr: None,
+            destinations: Vec::new(),
             engine: engine_config(),
         }
     }

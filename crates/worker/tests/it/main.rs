@@ -8,3 +8,4 @@ mod harness;
 mod jobs;
 mod lifecycle;
 mod observability;
+mod security;
