@@ -180,8 +180,8 @@ async fn conclude(
                 warn!(error = %err, "transfer succeeded but the record could not be written");
                 return;
             }
-            let deleted = ctx.queue.delete(message).await;
             metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
+            let deleted = ctx.queue.delete(message).await;
             // Bytes fetched more than once (retried ranges) within this attempt.
             metrics::counter!("ferry_refetched_bytes_total")
                 .increment(outcome.bytes_fetched.saturating_sub(outcome.size));

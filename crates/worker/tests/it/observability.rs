@@ -62,15 +62,23 @@ async fn metrics_count_a_real_job_and_logs_carry_its_id() {
         .await;
     let record = stack.wait_final("observed", Duration::from_secs(60)).await;
     assert_eq!(text(&record, "status"), "succeeded");
-    let after = get(&format!("{base}/metrics")).await.unwrap().1;
+    // The worker counts the outcome just after writing the record: poll
+    // (bounded) until it shows, then check every amount exactly.
+    let succeeded = "ferry_jobs_total{outcome=\"succeeded\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = get(&format!("{base}/metrics")).await.unwrap().1;
+        if sample(&after, "ferry_sqs_deletes_total") > sample(&before, "ferry_sqs_deletes_total")
+            || Instant::now() > deadline
+        {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
 
     let moved = |series: &str| sample(&after, series) - sample(&before, series);
     let size = data.len() as f64;
-    assert_eq!(
-        moved("ferry_jobs_total{outcome=\"succeeded\"}"),
-        1.0,
-        "{after}"
-    );
+    assert_eq!(moved(succeeded), 1.0, "{after}");
     assert_eq!(moved("ferry_uploaded_bytes_total"), size, "{after}");
     assert_eq!(moved("ferry_downloaded_bytes_total"), size, "{after}");
     assert_eq!(moved("ferry_part_upload_seconds_count"), 3.0, "{after}");
