@@ -7,7 +7,7 @@
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
 //! - [`checksum`]: per-part CRC64NVME, its full-object composition, ordered sha256/md5.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
-//! - [`transfer`]: orchestration; owns every task it spawns.
+//! - [`transfer`]: orchestration; owns every task it spawns (through `parts`).
 //! - [`events`]: the [`Observer`] through which progress leaves the engine.
 //! - [`error`]: typed errors with a retry class and a stable kind.
 //!
@@ -22,6 +22,7 @@ pub mod checksum;
 pub mod config;
 pub mod error;
 pub mod events;
+mod parts;
 pub mod plan;
 pub mod pool;
 pub mod retry;

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::Response;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::checksum::{self, Expected, OrderedDigest, PartCrc};
 use crate::config::EngineConfig;
 use crate::error::{ErrorClass, TransferError};
 use crate::events::{Observer, PartDone, Progress, RetrySide};
+use crate::parts::PartSet;
 use crate::plan::{GrowingPlan, KnownPlan, MAX_PARTS, PartSpec};
 use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
 use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
@@ -142,10 +141,10 @@ impl Engine {
 }
 
 /// The shared state of one transfer, handed to its part tasks.
-struct Run {
+pub(crate) struct Run {
     engine: Engine,
     spec: TransferSpec,
-    cancel: CancellationToken,
+    pub(crate) cancel: CancellationToken,
     acknowledged: AtomicU64,
     fetched: AtomicU64,
     retries: AtomicU32,
@@ -634,7 +633,12 @@ impl Run {
         }
     }
 
-    async fn reserve(&self, len: u64) -> Result<PartBuffer, TransferError> {
+    /// Parts this transfer may have in flight.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.engine.config.max_concurrent_parts
+    }
+
+    pub(crate) async fn reserve(&self, len: u64) -> Result<PartBuffer, TransferError> {
         let started = Instant::now();
         let len = usize::try_from(len).map_err(|_| TransferError::TooLarge {
             size: len,
@@ -674,123 +678,6 @@ impl Run {
             bytes_done: self.acknowledged.load(Ordering::Relaxed),
             bytes_total: (total != u64::MAX).then_some(total),
         });
-    }
-}
-
-/// The part tasks of one transfer, with their concurrency limit. Dropping it
-/// aborts any task still running.
-struct PartSet<'a> {
-    run: &'a Arc<Run>,
-    tasks: JoinSet<Result<UploadedPart, TransferError>>,
-    slots: Arc<Semaphore>,
-    done: Vec<UploadedPart>,
-}
-
-impl<'a> PartSet<'a> {
-    fn new(run: &'a Arc<Run>) -> Self {
-        Self {
-            run,
-            tasks: JoinSet::new(),
-            slots: Arc::new(Semaphore::new(run.engine.config.max_concurrent_parts)),
-            done: Vec::new(),
-        }
-    }
-
-    /// Waits for a free slot, noticing failed parts while it waits.
-    async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
-        loop {
-            tokio::select! {
-                biased;
-                () = self.run.cancel.cancelled() => return Err(TransferError::Cancelled),
-                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    self.collect(joined)?;
-                }
-                permit = Arc::clone(&self.slots).acquire_owned() => {
-                    return permit.map_err(|_| TransferError::Cancelled);
-                }
-            }
-        }
-    }
-
-    /// Reserves memory for the next part (in part order), noticing failures.
-    async fn reserve(&mut self, len: u64) -> Result<PartBuffer, TransferError> {
-        loop {
-            tokio::select! {
-                biased;
-                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    self.collect(joined)?;
-                }
-                buffer = self.run.reserve(len) => return buffer,
-            }
-        }
-    }
-
-    /// Resolves with the first part failure; pends forever while all is well.
-    async fn first_failure(&mut self) -> TransferError {
-        loop {
-            match self.tasks.join_next().await {
-                Some(joined) => {
-                    if let Err(err) = self.collect(joined) {
-                        return err;
-                    }
-                }
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-
-    fn spawn(
-        &mut self,
-        task: impl Future<Output = Result<UploadedPart, TransferError>> + Send + 'static,
-    ) {
-        self.tasks.spawn(task);
-    }
-
-    fn collect(
-        &mut self,
-        joined: Result<Result<UploadedPart, TransferError>, tokio::task::JoinError>,
-    ) -> Result<(), TransferError> {
-        match joined {
-            Ok(Ok(part)) => {
-                self.done.push(part);
-                Ok(())
-            }
-            Ok(Err(err)) => Err(err),
-            Err(join) => Err(TransferError::S3 {
-                operation: crate::error::S3Operation::UploadPart,
-                code: None,
-                message: format!("part task ended abnormally: {join}"),
-                transient: true,
-            }),
-        }
-    }
-
-    /// Waits for every part; the first real failure stops the others.
-    async fn finish(mut self) -> Result<Vec<UploadedPart>, TransferError> {
-        let mut failure = None;
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(err) = self.collect(joined) {
-                self.run.cancel.cancel();
-                if failure
-                    .as_ref()
-                    .is_none_or(|f: &TransferError| f.class() == ErrorClass::Cancelled)
-                {
-                    failure = Some(err);
-                }
-            }
-        }
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(std::mem::take(&mut self.done)),
-        }
-    }
-}
-
-impl Drop for PartSet<'_> {
-    fn drop(&mut self) {
-        // An early return (a failed part, cancellation) must not leave part
-        // tasks running against an upload that is about to be aborted.
-        self.tasks.abort_all();
     }
 }
 
