@@ -153,6 +153,9 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Cli
 pub struct WorkerConfig {
     /// Queues in priority order: the first is drained first.
     pub queues: Vec<String>,
+    /// Empty: strict priority. Otherwise one weight per queue: weighted
+    /// round-robin decides which queue each poll tries first.
+    pub queue_weights: Vec<u32>,
     pub table: String,
     pub dlq_url: Option<String>,
     pub worker_id: String,
@@ -209,6 +212,10 @@ pub struct WorkerArgs {
     /// DynamoDB table of job records.
     #[arg(long, env = "FERRY_TABLE")]
     pub table: String,
+    /// Weighted instead of strict priority: one weight per queue (e.g. `3,1`
+    /// polls the first queue first three times out of four).
+    #[arg(long, env = "FERRY_QUEUE_WEIGHTS", value_delimiter = ',')]
+    pub queue_weights: Vec<u32>,
     /// Dead-letter queue for rejected messages; without it they are left to
     /// the queue's redrive policy.
     #[arg(long, env = "FERRY_DLQ_URL")]
@@ -246,6 +253,16 @@ impl WorkerArgs {
         let mut problems = Vec::new();
         if self.queue_urls.iter().any(|q| q.trim().is_empty()) {
             problems.push("queue URLs must not be empty".to_owned());
+        }
+        if !self.queue_weights.is_empty()
+            && (self.queue_weights.len() != self.queue_urls.len()
+                || self.queue_weights.iter().all(|w| *w == 0))
+        {
+            problems.push(format!(
+                "queue weights ({}) must give one weight per queue ({}) and not all zero",
+                self.queue_weights.len(),
+                self.queue_urls.len()
+            ));
         }
         if self.table.trim().is_empty() {
             problems.push("table must not be empty".to_owned());
@@ -313,6 +330,7 @@ impl WorkerArgs {
                 .iter()
                 .map(|q| q.trim().to_owned())
                 .collect(),
+            queue_weights: self.queue_weights.clone(),
             table: self.table.clone(),
             dlq_url: self.dlq_url.clone().filter(|d| !d.is_empty()),
             worker_id,

@@ -72,6 +72,7 @@ pub async fn run(
         max_concurrent_jobs = ctx.config.max_concurrent_jobs, "worker started"
     );
     let mut failures = 0u32;
+    let mut order = PollOrder::new(&ctx.config.queue_weights, ctx.config.queues.len());
     loop {
         health.set_waiting_for_slot(true);
         let first_slot = tokio::select! {
@@ -83,11 +84,12 @@ pub async fn run(
         };
         health.set_waiting_for_slot(false);
         let free = 1 + slots.available_permits();
+        let poll_order = order.next();
         let received = tokio::select! {
             // Dropping an in-flight receive loses nothing: anything SQS sent
             // but we did not read becomes visible again after its timeout.
             () = shutdown.cancelled() => break,
-            received = poll(&ctx, free.min(10)) => received,
+            received = poll(&ctx, &poll_order, free.min(10)) => received,
         };
         let messages = match received {
             Ok(messages) => {
@@ -134,12 +136,51 @@ pub async fn run(
     Ok(())
 }
 
-/// Receives from the queues in priority order, returning the first batch.
-async fn poll(ctx: &Context, max: usize) -> Result<Vec<Received>, QueueError> {
+/// Which queue each poll tries first: strict priority, or smooth weighted
+/// round-robin (deterministic: weights 3,1 give A A B A, A A B A, …).
+struct PollOrder {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+    queues: usize,
+}
+
+impl PollOrder {
+    fn new(weights: &[u32], queues: usize) -> Self {
+        Self {
+            weights: weights.iter().map(|w| i64::from(*w)).collect(),
+            current: vec![0; weights.len()],
+            queues,
+        }
+    }
+
+    /// Queue indexes for the next poll: the chosen first, then the rest in
+    /// priority order.
+    fn next(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.queues).collect();
+        if self.weights.is_empty() {
+            return order;
+        }
+        let total: i64 = self.weights.iter().sum();
+        for (current, weight) in self.current.iter_mut().zip(&self.weights) {
+            *current += weight;
+        }
+        let first = (0..self.current.len())
+            .max_by_key(|&i| (self.current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        self.current[first] -= total;
+        order.retain(|&i| i != first);
+        order.insert(0, first);
+        order
+    }
+}
+
+/// Receives from the queues in `order`, returning the first batch.
+async fn poll(ctx: &Context, order: &[usize], max: usize) -> Result<Vec<Received>, QueueError> {
     let queues = &ctx.config.queues;
     let max = i32::try_from(max).unwrap_or(10);
-    for (index, queue_url) in queues.iter().enumerate() {
-        let last = index + 1 == queues.len();
+    for (position, &index) in order.iter().enumerate() {
+        let queue_url = &queues[index];
+        let last = position + 1 == order.len();
         // Higher-priority queues get a short wait so lower ones are reached;
         // the last one long-polls so an idle worker makes few calls.
         let wait = if last {
@@ -178,5 +219,29 @@ async fn drain(config: &WorkerConfig, jobs: &TaskTracker, release_jobs: &Cancell
         );
         release_jobs.cancel();
         jobs.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PollOrder;
+
+    #[test]
+    fn strict_priority_always_starts_with_the_first_queue() {
+        let mut order = PollOrder::new(&[], 3);
+        for _ in 0..5 {
+            assert_eq!(order.next(), vec![0, 1, 2]);
+        }
+    }
+
+    #[test]
+    fn weights_decide_how_often_each_queue_goes_first() {
+        let mut order = PollOrder::new(&[3, 1], 2);
+        let firsts: Vec<usize> = (0..8).map(|_| order.next()[0]).collect();
+        assert_eq!(firsts, vec![0, 0, 1, 0, 0, 0, 1, 0]);
+        let mut order = PollOrder::new(&[1, 1, 2], 3);
+        let firsts: Vec<usize> = (0..4).map(|_| order.next()[0]).collect();
+        assert_eq!(firsts.iter().filter(|&&q| q == 2).count(), 2);
+        assert_eq!(order.next().len(), 3, "every queue is still polled");
     }
 }

@@ -94,6 +94,7 @@ impl Stack {
     pub fn config(&self) -> WorkerConfig {
         WorkerConfig {
             queues: vec![self.queue.clone()],
+            queue_weights: Vec::new(),
             table: self.table.clone(),
             dlq_url: Some(self.dlq.clone()),
             worker_id: unique_name("worker"),

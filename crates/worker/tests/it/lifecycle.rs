@@ -162,3 +162,66 @@ async fn the_high_priority_queue_is_drained_first() {
         "high jobs finish before low ones: {finished:?}"
     );
 }
+
+#[tokio::test]
+async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::new().await;
+    let origin = Origin::start(
+        test_bytes(PART * 3, 60),
+        Behavior {
+            // ~8 s per part: without lease-loss handling it would still be
+            // fetching when the test looks.
+            chunk_delay: Some(Duration::from_millis(100)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let worker = stack.spawn_worker(stack.config());
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("taken", &origin.url("f"), "taken"),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.status("taken").await.as_deref() != Some("running") {
+        assert!(Instant::now() < deadline, "job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another worker takes the job over: new owner, next fence.
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table)
+        .key("job_id", AttributeValue::S("taken".into()))
+        .update_expression("SET lease_owner = :rival, fence = fence + :one")
+        .expression_attribute_values(":rival", AttributeValue::S("rival".into()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    // Within a heartbeat or two the first worker notices and stops fetching.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let served = origin.bytes_served();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        origin.bytes_served(),
+        served,
+        "the stale worker kept fetching"
+    );
+    let record = stack.record("taken").await.unwrap();
+    assert_eq!(
+        text(&record, "status"),
+        "running",
+        "the stale worker wrote an outcome"
+    );
+    assert_eq!(text(&record, "lease_owner"), "rival");
+    assert!(stack.object("taken").await.is_none());
+    worker.stop().await;
+    assert_eq!(
+        stack.open_uploads().await,
+        0,
+        "the stale worker aborted its upload"
+    );
+}
