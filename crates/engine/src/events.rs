@@ -50,6 +50,8 @@ pub trait Observer: Send + Sync {
     fn on_progress(&self, _progress: Progress) {}
     fn on_part_done(&self, _part: PartDone) {}
     fn on_retry(&self, _side: RetrySide, _error: &crate::TransferError, _attempt: u32) {}
+    /// How many part tasks this transfer has running now.
+    fn on_parts_in_flight(&self, _count: usize) {}
     /// A part waited this long for memory budget before it could be read.
     fn on_memory_wait(&self, _waited: Duration) {}
 }

@@ -79,12 +79,14 @@ impl<'a> PartSet<'a> {
         task: impl Future<Output = Result<UploadedPart, TransferError>> + Send + 'static,
     ) {
         self.tasks.spawn(task);
+        self.run.observer.on_parts_in_flight(self.tasks.len());
     }
 
     fn collect(
         &mut self,
         joined: Result<Result<UploadedPart, TransferError>, tokio::task::JoinError>,
     ) -> Result<(), TransferError> {
+        self.run.observer.on_parts_in_flight(self.tasks.len());
         match joined {
             Ok(Ok(part)) => {
                 self.done.push(part);
@@ -126,5 +128,6 @@ impl Drop for PartSet<'_> {
         // An early return (a failed part, cancellation) must not leave part
         // tasks running against an upload that is about to be aborted.
         self.tasks.abort_all();
+        self.run.observer.on_parts_in_flight(0);
     }
 }

@@ -152,7 +152,7 @@ pub(crate) struct Run {
     digest: Option<Mutex<OrderedDigest>>,
     /// Source length, `u64::MAX` while unknown.
     total: AtomicU64,
-    observer: Arc<dyn Observer>,
+    pub(crate) observer: Arc<dyn Observer>,
 }
 
 impl Run {

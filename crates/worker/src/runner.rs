@@ -333,6 +333,8 @@ where
 /// Progress of one job as the engine reports it; read by the heartbeat.
 #[derive(Default)]
 pub struct JobProgress {
+    /// This job's share of the process-wide parts-in-flight gauge.
+    parts_in_flight: AtomicU64,
     done: AtomicU64,
     /// `u64::MAX` while unknown.
     total: AtomicU64,
@@ -368,6 +370,11 @@ impl Observer for JobProgress {
     fn on_retry(&self, side: RetrySide, error: &TransferError, attempt: u32) {
         metrics::counter!("ferry_retries_total", "side" => side.as_str()).increment(1);
         info!(side = side.as_str(), attempt, error = %error, "part retried");
+    }
+
+    fn on_parts_in_flight(&self, count: usize) {
+        let before = self.parts_in_flight.swap(count as u64, Ordering::Relaxed);
+        metrics::gauge!("ferry_parts_in_flight").increment(count as f64 - before as f64);
     }
 
     fn on_memory_wait(&self, waited: Duration) {
