@@ -202,11 +202,15 @@ impl Stack {
     pub async fn wait_final(&self, job_id: &str, limit: Duration) -> Record {
         let deadline = Instant::now() + limit;
         loop {
+            // moto applies an UpdateItem attribute by attribute, so a read can
+            // see the new status before `finished_at` (real DynamoDB is atomic
+            // per item): wait for both.
             if let Some(record) = self.record(job_id).await
                 && matches!(
                     store::text(&record, "status"),
                     Some("succeeded" | "failed" | "rejected")
                 )
+                && store::text(&record, "finished_at").is_some()
             {
                 return record;
             }
