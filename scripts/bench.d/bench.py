@@ -325,6 +325,23 @@ class Bench:
                 self.run_clean("sweep", tool, self.s.sweep_size, run, params={"part_size_mib": p, "concurrency": c})
 
 
+    def perf(self) -> None:
+        """One ferry copy under `perf record`; the flat profile goes to perf-ferry.txt."""
+        data = self.s.root / "perf.data"
+        perf_tool = Tool(
+            "ferry (perf record)", "ferry",
+            lambda b, url, key, f: [["perf", "record", "-F", "999", "-g", "-o", str(data), "--",
+                                     b.s.ferry, "copy", "-q", url, f"s3://{BUCKET}/{key}"]],
+        )
+        self.run_one("perf", perf_tool, self.s.sweep_size, 1)
+        with (self.s.out / "perf-ferry.txt").open("w") as out:
+            subprocess.run(
+                ["perf", "report", "-i", str(data), "--stdio", "--no-children", "--sort", "dso,symbol",
+                 "--percent-limit", "0.5", "-g", "none"],
+                stdout=out, stderr=subprocess.DEVNULL, timeout=600, check=False,
+            )
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -384,6 +401,14 @@ def main() -> int:
                 print(f"==> scenario {scenario}", file=sys.stderr)
                 getattr(bench, scenario)()
         finally:
+            runs = bench.runs
+            earlier = s.out / "results.json"
+            if os.environ.get("BENCH_APPEND") == "1" and earlier.exists():
+                # Keep the earlier invocation's runs of the scenarios not rerun now.
+                prev = json.loads(earlier.read_text())
+                kept = [r for r in prev["runs"] if r["scenario"] not in s.scenarios]
+                runs = kept + bench.runs
+                started = prev["started_at"]
             results = {
                 "started_at": started,
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -397,9 +422,9 @@ def main() -> int:
                     "sweep_size_mib": s.sweep_size,
                     "sweep_runs": s.sweep_runs,
                     "redo_noisy": s.redo_noisy,
-                    "scenarios": s.scenarios,
+                    "scenarios": sorted({r["scenario"] for r in runs}),
                 },
-                "runs": bench.runs,
+                "runs": runs,
             }
             (s.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     bad = [r for r in bench.runs if not r["ok"] or r["verified"] is False]
