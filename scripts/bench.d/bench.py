@@ -160,6 +160,8 @@ class Bench:
             "HOME": str(home),  # no user config of any tool leaks in
             "LANG": "C.UTF-8",
             "NO_PROXY": "127.0.0.1,localhost",
+            # ferry refuses loopback sources unless told otherwise (SSRF guard).
+            "FERRY_SOURCE_ALLOW_CIDRS": "127.0.0.0/8",
             "AWS_ENDPOINT_URL": endpoint,
             "S3_ENDPOINT_URL": endpoint,
             "AWS_REGION": "us-east-1",
