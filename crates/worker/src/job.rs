@@ -50,11 +50,11 @@ pub struct ExpectedMessage {
     pub size: Option<u64>,
 }
 
-/// A validated job, ready for the engine.
+/// A validated job, ready for the engine. Its `Debug` shows the URL only
+/// redacted (the source request's own `Debug` hides query and headers).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: String,
-    pub url: Url,
     pub shown_url: RedactedUrl,
     pub spec: TransferSpec,
 }
@@ -128,10 +128,7 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
         id: claimed_id.clone(),
         shown_url: RedactedUrl::new(&url),
         spec: TransferSpec {
-            source: SourceRequest {
-                url: url.clone(),
-                headers,
-            },
+            source: SourceRequest { url, headers },
             destination: Destination {
                 bucket: message.bucket,
                 key: message.key,
@@ -141,7 +138,6 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
             },
             expected,
         },
-        url,
     })
 }
 
@@ -236,6 +232,11 @@ mod tests {
         );
         assert_eq!(job.spec.source.headers.len(), 1);
         assert!(!job.shown_url.to_string().contains("s3cr3t"));
+        let debug = format!("{job:?}");
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("Bearer tok"),
+            "{debug}"
+        );
     }
 
     #[test]
