@@ -183,12 +183,22 @@ fn validate_headers(headers: HashMap<String, String>) -> Result<HeaderMap, Strin
 /// serde_json's message without the input echoed back (it may hold secrets).
 fn json_error(err: &serde_json::Error) -> String {
     let text = err.to_string();
-    // "unknown field `x`, expected one of …" and "missing field `url`" are safe;
-    // values are never quoted by serde_json's messages except in `invalid value`.
-    match text.find(" at line ") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
+    let text = match text.find(" at line ") {
+        Some(cut) => &text[..cut],
+        None => &text,
+    };
+    // "invalid type: string \"…\", expected …" and "invalid value: …" quote the
+    // value, which may be a header secret: keep only what was expected.
+    if text.starts_with("invalid type") || text.starts_with("invalid value") {
+        return match text.find(", expected ") {
+            Some(at) => format!(
+                "a field has the wrong type or value (expected {})",
+                &text[at + 11..]
+            ),
+            None => "a field has the wrong type or value".to_owned(),
+        };
     }
+    text.to_owned()
 }
 
 #[cfg(test)]
@@ -285,6 +295,11 @@ mod tests {
         );
         let r = reject(r#"{"url":"https://u:SECRET3@x/y","bucket":"B","key":"k"}"#);
         assert!(!r.reason.contains("SECRET3"), "{r}");
+        let r =
+            reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","headers":"Bearer SECRET4"}"#);
+        assert!(!r.reason.contains("SECRET4"), "{r}");
+        let r = reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","expected":"SECRET5"}"#);
+        assert!(!r.reason.contains("SECRET5"), "{r}");
     }
 
     proptest! {

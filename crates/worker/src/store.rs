@@ -191,17 +191,16 @@ impl JobStore {
                         .unwrap_or(u32::MAX),
                 }))
             }
-            Err(SdkError::ServiceError(ctx))
-                if matches!(
-                    ctx.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                let UpdateItemError::ConditionalCheckFailedException(failed) = ctx.err() else {
-                    unreachable!("matched above")
+            Err(err) if is_condition_failure(&err) => {
+                // With ReturnValuesOnConditionCheckFailure the old item says why.
+                let old_item = match &err {
+                    SdkError::ServiceError(ctx) => match ctx.err() {
+                        UpdateItemError::ConditionalCheckFailedException(failed) => failed.item(),
+                        _ => None,
+                    },
+                    _ => None,
                 };
-                let status = failed
-                    .item()
+                let status = old_item
                     .and_then(|item| text(item, "status"))
                     .and_then(Status::parse);
                 metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "claim")
