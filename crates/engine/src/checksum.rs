@@ -49,6 +49,12 @@ pub fn to_base64(crc: u64) -> String {
     BASE64.encode(crc.to_be_bytes())
 }
 
+/// The CRC from S3's base64 form; `None` when it is not one.
+pub fn from_base64(text: &str) -> Option<u64> {
+    let bytes: [u8; 8] = BASE64.decode(text).ok()?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
 /// Whole-object checksum composed from parts listed in part order.
 pub fn compose(parts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
     parts

@@ -96,6 +96,10 @@ pub enum TransferError {
     #[error("size mismatch: expected {expected} bytes, got {actual}")]
     SizeMismatch { expected: u64, actual: u64 },
 
+    /// The journal could not persist a checkpoint (a later attempt may).
+    #[error("could not record the transfer's checkpoint: {reason}")]
+    Journal { reason: String },
+
     #[error("transfer cancelled")]
     Cancelled,
 }
@@ -134,7 +138,8 @@ impl TransferError {
             Self::SourceStalled { .. }
             | Self::SourceTooSlow { .. }
             | Self::SourceLength { .. }
-            | Self::SourceRange { .. } => ErrorClass::Transient,
+            | Self::SourceRange { .. }
+            | Self::Journal { .. } => ErrorClass::Transient,
             // The whole transfer must start over against the new content.
             Self::SourceChanged => ErrorClass::Transient,
             Self::S3 { transient, .. } => {
@@ -177,6 +182,7 @@ impl TransferError {
             Self::S3 { .. } => "s3_error",
             Self::ChecksumMismatch { .. } => "checksum_mismatch",
             Self::SizeMismatch { .. } => "size_mismatch",
+            Self::Journal { .. } => "checkpoint_failed",
             Self::Cancelled => "cancelled",
         }
     }

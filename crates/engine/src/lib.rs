@@ -8,6 +8,7 @@
 //! - [`checksum`]: per-part CRC64NVME, its full-object composition, ordered sha256/md5.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
 //! - [`transfer`]: orchestration; owns every task it spawns (through `parts`).
+//! - [`resume`]: checkpoints, the [`Journal`] that keeps them, reopening an upload.
 //! - [`events`]: the [`Observer`] through which progress leaves the engine.
 //! - [`error`]: typed errors with a retry class and a stable kind.
 //!
@@ -16,7 +17,9 @@
 //! 2. A part counts as done only after S3 acknowledged it.
 //! 3. The engine reads no environment variables and knows nothing of queues.
 //! 4. No task outlives the transfer that spawned it.
-//! 5. A failed transfer leaves neither an object nor an open multipart upload.
+//! 5. A failed transfer leaves neither an object nor an open multipart upload —
+//!    except a checkpointed one, kept for the next run when the failure was a
+//!    cancellation or transient and the journal is durable.
 
 pub mod checksum;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod events;
 mod parts;
 pub mod plan;
 pub mod pool;
+pub mod resume;
 pub mod retry;
 pub mod sink;
 pub mod source;
@@ -34,6 +38,7 @@ pub use checksum::Expected;
 pub use config::{EngineConfig, SourceConfig};
 pub use error::{ErrorClass, TransferError};
 pub use events::{NoopObserver, Observer, PartDone, Progress, RetrySide};
+pub use resume::{Checkpoint, Journal, NoJournal};
 pub use retry::RetryPolicy;
 pub use sink::Destination;
 pub use source::SourceRequest;

@@ -74,6 +74,11 @@ impl<'a> PartSet<'a> {
         }
     }
 
+    /// Counts a part an earlier run uploaded as done.
+    pub(crate) fn push_done(&mut self, part: UploadedPart) {
+        self.done.push(part);
+    }
+
     pub(crate) fn spawn(
         &mut self,
         task: impl Future<Output = Result<UploadedPart, TransferError>> + Send + 'static,

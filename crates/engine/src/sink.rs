@@ -38,6 +38,16 @@ pub struct UploadedPart {
     pub len: u64,
 }
 
+/// A part S3 holds for an open upload, as ListParts reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    pub number: u32,
+    pub etag: String,
+    pub len: u64,
+    /// The part's CRC64NVME, when the server lists it (S3 does; moto does not).
+    pub crc: Option<u64>,
+}
+
 /// What S3 reports about a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
@@ -162,6 +172,50 @@ impl S3Sink {
             // Already gone is what we wanted.
             Err(err) if err.code() == Some("NoSuchUpload") => Ok(()),
             Err(err) => Err(s3_error(S3Operation::AbortMultipartUpload, err)),
+        }
+    }
+
+    /// Every part of an open upload, all pages; `None` when the upload is gone.
+    pub async fn list_parts(
+        &self,
+        dest: &Destination,
+        upload_id: &str,
+    ) -> Result<Option<Vec<ListedPart>>, TransferError> {
+        let op = S3Operation::ListParts;
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let result = self
+                .client
+                .list_parts()
+                .bucket(&dest.bucket)
+                .key(&dest.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await;
+            let page = match result {
+                Ok(page) => page,
+                Err(err) if err.code() == Some("NoSuchUpload") => return Ok(None),
+                Err(err) => return Err(s3_error(op, err)),
+            };
+            for part in page.parts() {
+                let (Some(number), Some(etag), Some(len)) =
+                    (part.part_number(), part.e_tag(), part.size())
+                else {
+                    return Err(missing(op, "part number, ETag or size"));
+                };
+                parts.push(ListedPart {
+                    number: u32::try_from(number).map_err(|_| missing(op, "valid part number"))?,
+                    etag: etag.to_owned(),
+                    len: u64::try_from(len).map_err(|_| missing(op, "valid part size"))?,
+                    crc: part.checksum_crc64_nvme().and_then(checksum::from_base64),
+                });
+            }
+            match page.next_part_number_marker() {
+                Some(next) if page.is_truncated() == Some(true) => marker = Some(next.to_owned()),
+                _ => return Ok(Some(parts)),
+            }
         }
     }
 

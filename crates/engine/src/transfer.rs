@@ -5,7 +5,8 @@
 //! cut into parts. Every task it spawns lives in a `JoinSet` owned by the call,
 //! and any failure aborts the multipart upload before the error is returned.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use crate::events::{Observer, PartDone, Progress, RetrySide};
 use crate::parts::PartSet;
 use crate::plan::{GrowingPlan, KnownPlan, MAX_PARTS, PartSpec};
 use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
+use crate::resume::{Checkpoint, Journal, NoJournal, Reopen, Reopened};
 use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
 use crate::source::{BodyStream, HttpSource, Probe, SourceRequest, Validator};
 
@@ -46,14 +48,20 @@ pub struct TransferOutcome {
     pub retries: u32,
     /// Bytes received from the source, retries included.
     pub bytes_fetched: u64,
+    /// Parts an earlier run had uploaded and this one kept.
+    pub parts_reused: u32,
+    /// Bytes of those parts.
+    pub bytes_reused: u64,
+    /// Why an earlier run's checkpoint was discarded, when it was.
+    pub restart_reason: Option<String>,
 }
 
 /// The streaming multipart engine. Cheap to clone; clones share the memory pool.
 #[derive(Clone)]
 pub struct Engine {
-    config: Arc<EngineConfig>,
-    source: HttpSource,
-    sink: S3Sink,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) source: HttpSource,
+    pub(crate) sink: S3Sink,
     pool: MemoryPool,
 }
 
@@ -84,6 +92,22 @@ impl Engine {
         observer: Arc<dyn Observer>,
         cancel: &CancellationToken,
     ) -> Result<TransferOutcome, TransferError> {
+        self.transfer_resumable(spec, None, Arc::new(NoJournal), observer, cancel)
+            .await
+    }
+
+    /// Like [`transfer`](Self::transfer), continuing the upload `resume_from`
+    /// describes when it is still good, and checkpointing through `journal`.
+    /// With a durable journal, a cancelled or transiently failed run keeps its
+    /// checkpointed upload open for the next run; a permanent failure aborts it.
+    pub async fn transfer_resumable(
+        &self,
+        spec: &TransferSpec,
+        resume_from: Option<Checkpoint>,
+        journal: Arc<dyn Journal>,
+        observer: Arc<dyn Observer>,
+        cancel: &CancellationToken,
+    ) -> Result<TransferOutcome, TransferError> {
         let started = Instant::now();
         let run = Arc::new(Run {
             engine: self.clone(),
@@ -99,7 +123,27 @@ impl Engine {
                 .then(|| Mutex::new(OrderedDigest::new(&spec.expected))),
             total: AtomicU64::new(u64::MAX),
             observer,
+            journal,
+            checkpointed: AtomicBool::new(false),
+            reused: AtomicU64::new(0),
+            reused_parts: AtomicU32::new(0),
         });
+        let mut restart_reason = None;
+        if let Some(checkpoint) = resume_from {
+            self.source.check(&spec.source)?;
+            match run.reopen(&checkpoint).await? {
+                Reopen::Resumed(reopened) => {
+                    let stored = run.resumed(reopened, &checkpoint).await?;
+                    return Ok(run.finished(stored, started, None));
+                }
+                Reopen::Restart(reason) => {
+                    tracing::info!(%reason, "starting over instead of resuming");
+                    run.abort(&checkpoint.upload_id).await;
+                    run.journal.restarted(&reason).await?;
+                    restart_reason = Some(reason);
+                }
+            }
+        }
         let probe = self.probe(&run).await?;
         if let Some(length) = probe.length {
             run.total.store(length, Ordering::Relaxed);
@@ -118,13 +162,16 @@ impl Engine {
             (true, Some(length)) => run.ranged(probe, length).await?,
             _ => run.streamed(probe).await?,
         };
-        run.emit_progress(true);
-        Ok(TransferOutcome {
-            duration: started.elapsed(),
-            retries: run.retries.load(Ordering::Relaxed),
-            bytes_fetched: run.fetched.load(Ordering::Relaxed),
-            ..stored
-        })
+        Ok(run.finished(stored, started, restart_reason))
+    }
+
+    /// Aborts an upload a failed job leaves behind (best effort is the caller's choice).
+    pub async fn abort_upload(
+        &self,
+        destination: &Destination,
+        upload_id: &str,
+    ) -> Result<(), TransferError> {
+        self.sink.abort(destination, upload_id).await
     }
 
     async fn probe(&self, run: &Run) -> Result<Probe, TransferError> {
@@ -142,8 +189,8 @@ impl Engine {
 
 /// The shared state of one transfer, handed to its part tasks.
 pub(crate) struct Run {
-    engine: Engine,
-    spec: TransferSpec,
+    pub(crate) engine: Engine,
+    pub(crate) spec: TransferSpec,
     pub(crate) cancel: CancellationToken,
     acknowledged: AtomicU64,
     fetched: AtomicU64,
@@ -153,9 +200,72 @@ pub(crate) struct Run {
     /// Source length, `u64::MAX` while unknown.
     total: AtomicU64,
     pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) journal: Arc<dyn Journal>,
+    /// Whether this run's upload is described by a persisted checkpoint.
+    checkpointed: AtomicBool,
+    reused: AtomicU64,
+    reused_parts: AtomicU32,
 }
 
 impl Run {
+    fn finished(
+        &self,
+        stored: TransferOutcome,
+        started: Instant,
+        restart_reason: Option<String>,
+    ) -> TransferOutcome {
+        self.emit_progress(true);
+        TransferOutcome {
+            duration: started.elapsed(),
+            retries: self.retries.load(Ordering::Relaxed),
+            bytes_fetched: self.fetched.load(Ordering::Relaxed),
+            parts_reused: self.reused_parts.load(Ordering::Relaxed),
+            bytes_reused: self.reused.load(Ordering::Relaxed),
+            restart_reason,
+            ..stored
+        }
+    }
+
+    /// Continues a reopened upload: only the missing parts are fetched and
+    /// uploaded (finished ones are re-read only when a digest needs them).
+    async fn resumed(
+        self: &Arc<Self>,
+        reopened: Reopened,
+        checkpoint: &Checkpoint,
+    ) -> Result<TransferOutcome, TransferError> {
+        let Reopened { plan, done, first } = reopened;
+        self.total.store(plan.size, Ordering::Relaxed);
+        self.check_size_limit(plan.size)?;
+        if let Some(expected) = self.spec.expected.size
+            && expected != plan.size
+        {
+            self.abort(&checkpoint.upload_id).await;
+            return Err(TransferError::SizeMismatch {
+                expected,
+                actual: plan.size,
+            });
+        }
+        self.checkpointed.store(true, Ordering::Relaxed);
+        let reused: u64 = done.values().map(|p| p.len).sum();
+        self.reused.store(reused, Ordering::Relaxed);
+        self.reused_parts.store(
+            u32::try_from(done.len()).unwrap_or(MAX_PARTS),
+            Ordering::Relaxed,
+        );
+        self.acknowledged.store(reused, Ordering::Relaxed);
+        self.journal
+            .resumed(self.reused_parts.load(Ordering::Relaxed), reused)
+            .await?;
+        self.observer.on_start(Some(plan.size));
+        let validator = Some(checkpoint.validator.clone());
+        let upload_id = &checkpoint.upload_id;
+        let result = self
+            .ranged_parts(&plan, first, validator, upload_id, done)
+            .await;
+        self.finish(result, upload_id, plan.part_size, plan.size)
+            .await
+    }
+
     /// Known length and working ranges: parts are fetched in parallel, each with
     /// its own ranged GET; part 1 reuses the probe's answer.
     async fn ranged(
@@ -185,27 +295,72 @@ impl Run {
             return self.single_put(buffer, crc, plan.part_size).await;
         }
         let upload_id = self.create_upload().await?;
-        let result = self.ranged_parts(&plan, first, validator, &upload_id).await;
+        let result = async {
+            self.write_checkpoint(&upload_id, &plan, validator.as_ref())
+                .await?;
+            let first = first.map(|response| (1, response));
+            self.ranged_parts(&plan, first, validator, &upload_id, BTreeMap::new())
+                .await
+        }
+        .await;
         self.finish(result, &upload_id, plan.part_size, length)
             .await
     }
 
+    /// Persists what a later run needs to resume this upload — possible only
+    /// when a validator pins the source's content.
+    async fn write_checkpoint(
+        &self,
+        upload_id: &str,
+        plan: &KnownPlan,
+        validator: Option<&Validator>,
+    ) -> Result<(), TransferError> {
+        let Some(validator) = validator else {
+            return Ok(());
+        };
+        if !self.journal.durable() {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint {
+            upload_id: upload_id.to_owned(),
+            part_size: plan.part_size,
+            length: plan.size,
+            validator: validator.clone(),
+        };
+        self.journal.checkpoint(&checkpoint).await?;
+        self.checkpointed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fetches and uploads every part of `plan` not in `done`. Parts in `done`
+    /// are re-read (and their CRC compared) only when an expected digest needs
+    /// their bytes. `first` is a response already opened for that part.
     async fn ranged_parts(
         self: &Arc<Self>,
         plan: &KnownPlan,
-        mut first: Option<Response>,
+        mut first: Option<(u32, Response)>,
         validator: Option<Validator>,
         upload_id: &str,
+        mut done: BTreeMap<u32, UploadedPart>,
     ) -> Result<Vec<UploadedPart>, TransferError> {
         let validator = Arc::new(validator);
         let mut parts = PartSet::new(self);
         for spec in plan.parts() {
+            let known = done.remove(&spec.number);
+            if let Some(part) = &known
+                && self.digest.is_none()
+            {
+                parts.push_done(part.clone());
+                continue;
+            }
             let permit = parts.slot().await?;
             let mut buffer = parts.reserve(spec.len).await?;
             let run = Arc::clone(self);
             let validator = Arc::clone(&validator);
             let upload_id = upload_id.to_owned();
-            let first = first.take();
+            let first = first
+                .take_if(|(number, _)| *number == spec.number)
+                .map(|(_, response)| response);
             parts.spawn(async move {
                 let _permit = permit;
                 let started = Instant::now();
@@ -219,8 +374,13 @@ impl Run {
                 )
                 .await?;
                 let downloaded = started.elapsed();
-                run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
-                    .await
+                match known {
+                    Some(part) => run.hash_only(part, buffer, crc.value()),
+                    None => {
+                        run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
+                            .await
+                    }
+                }
             });
         }
         parts.finish().await
@@ -386,6 +546,22 @@ impl Run {
         }
     }
 
+    /// A part S3 already holds, read again so the digest covers it. Its bytes
+    /// must be the ones uploaded earlier: same CRC, or the source changed.
+    fn hash_only(
+        &self,
+        part: UploadedPart,
+        buffer: PartBuffer,
+        crc: u64,
+    ) -> Result<UploadedPart, TransferError> {
+        if crc != part.crc {
+            return Err(TransferError::SourceChanged);
+        }
+        let (bytes, frozen) = buffer.freeze();
+        self.hash_or_recycle(part.number, bytes, frozen);
+        Ok(part)
+    }
+
     async fn upload_part(
         &self,
         number: u32,
@@ -404,18 +580,30 @@ impl Run {
             .run(
                 &self.cancel,
                 |err, attempt| self.retried(RetrySide::Upload, err, attempt),
-                |_| {
-                    self.engine.sink.upload_part(
-                        &self.spec.destination,
-                        upload_id,
-                        number,
-                        bytes.clone(),
-                        crc,
-                    )
+                |_| async {
+                    // A run that may have lost its job must not write again.
+                    self.journal.may_write()?;
+                    self.engine
+                        .sink
+                        .upload_part(
+                            &self.spec.destination,
+                            upload_id,
+                            number,
+                            bytes.clone(),
+                            crc,
+                        )
+                        .await
                 },
             )
             .await?;
         let uploaded = started.elapsed();
+        let part = UploadedPart {
+            number,
+            etag,
+            crc,
+            len,
+        };
+        self.journal.part_uploaded(upload_id, &part).await;
         self.hash_or_recycle(number, bytes, frozen);
         self.acknowledged.fetch_add(len, Ordering::Relaxed);
         self.observer.on_part_done(PartDone {
@@ -425,12 +613,7 @@ impl Run {
             upload: uploaded,
         });
         self.emit_progress(false);
-        Ok(UploadedPart {
-            number,
-            etag,
-            crc,
-            len,
-        })
+        Ok(part)
     }
 
     /// Hands a finished part to the in-order digest, or back to the pool.
@@ -493,7 +676,9 @@ impl Run {
             .await
     }
 
-    /// Completes after every check passed, or aborts the upload.
+    /// Completes after every check passed, or aborts the upload — unless a
+    /// later run can resume it (checkpointed, durable journal, and the error
+    /// was a cancellation or transient).
     async fn finish(
         &self,
         parts: Result<Vec<UploadedPart>, TransferError>,
@@ -519,8 +704,15 @@ impl Run {
         }
         .await;
         if let Err(err) = &completed {
-            tracing::debug!(error = %err, "aborting multipart upload");
-            self.abort(upload_id).await;
+            let resumable = self.checkpointed.load(Ordering::Relaxed)
+                && self.journal.durable()
+                && matches!(err.class(), ErrorClass::Cancelled | ErrorClass::Transient);
+            if resumable {
+                tracing::debug!(error = %err, "keeping multipart upload for a later run");
+            } else {
+                tracing::debug!(error = %err, "aborting multipart upload");
+                self.abort(upload_id).await;
+            }
         }
         completed
     }
@@ -534,6 +726,7 @@ impl Run {
     ) -> Result<StoredObject, TransferError> {
         let sink = &self.engine.sink;
         let dest = &self.spec.destination;
+        self.journal.before_complete().await?;
         let mut attempts = 0;
         let result = self
             .engine
@@ -544,7 +737,10 @@ impl Run {
                 |err, attempt| self.retried(RetrySide::Complete, err, attempt),
                 |attempt| {
                     attempts = attempt + 1;
-                    sink.complete(dest, upload_id, parts, full_crc, size)
+                    async move {
+                        self.journal.may_write()?;
+                        sink.complete(dest, upload_id, parts, full_crc, size).await
+                    }
                 },
             )
             .await;
@@ -598,6 +794,9 @@ impl Run {
             duration: Duration::ZERO,
             retries: 0,
             bytes_fetched: 0,
+            parts_reused: 0,
+            bytes_reused: 0,
+            restart_reason: None,
         })
     }
 
@@ -618,7 +817,7 @@ impl Run {
 
     /// Best effort, and deliberately not cancellable: an upload left open costs
     /// money until a lifecycle rule or `ferry gc` finds it.
-    async fn abort(&self, upload_id: &str) {
+    pub(crate) async fn abort(&self, upload_id: &str) {
         let retry = &self.engine.config.retry;
         let never = CancellationToken::new();
         let result = retry
@@ -658,7 +857,7 @@ impl Run {
         self.observer.on_downloaded(bytes);
     }
 
-    fn retried(&self, side: RetrySide, err: &TransferError, attempt: u32) {
+    pub(crate) fn retried(&self, side: RetrySide, err: &TransferError, attempt: u32) {
         self.retries.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(side = side.as_str(), attempt, error = %err, "retrying");
         self.observer.on_retry(side, err, attempt);

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod job;
+pub mod journal;
 pub mod metrics;
 pub mod protection;
 pub mod queue;

@@ -13,6 +13,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::config::WorkerConfig;
 use crate::job::{self, Job, Rejection};
+use crate::journal::LeaseJournal;
 use crate::queue::{Queue, Received, VISIBILITY_CAP};
 use crate::store::{Claim, JobStore, Lease, Status, StoreError};
 
@@ -94,6 +95,7 @@ async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
 
 async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken) {
     let config = &ctx.config;
+    let claim_sent = Instant::now();
     let lease = match ctx.store.claim(&job, &config.worker_id, config.lease).await {
         Ok(Claim::Acquired(lease)) => lease,
         Ok(Claim::Final(status)) => {
@@ -129,6 +131,7 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
     info!(
         attempt = lease.attempts, url = %job.shown_url,
         bucket = %job.spec.destination.bucket, key = %job.spec.destination.key,
+        checkpoint = lease.checkpoint.is_some(),
         "claimed"
     );
     metrics::gauge!("ferry_jobs_in_flight").increment(1.0);
@@ -136,19 +139,33 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
     let job_cancel = stop.child_token();
     let heartbeat_stop = CancellationToken::new();
     let lease_lost = Arc::new(AtomicBool::new(false));
+    let journal = Arc::new(LeaseJournal::new(
+        ctx.store.clone(),
+        lease.clone(),
+        &job.spec.destination,
+        config.lease,
+        claim_sent,
+        Arc::clone(&lease_lost),
+    ));
     let heartbeat = heartbeat(
         ctx,
         &message,
         &lease,
         &progress,
+        &journal,
         &job_cancel,
         &heartbeat_stop,
-        &lease_lost,
     );
     let transfer = async {
         let result = ctx
             .engine
-            .transfer(&job.spec, progress.clone(), &job_cancel)
+            .transfer_resumable(
+                &job.spec,
+                lease.checkpoint.clone(),
+                journal.clone(),
+                progress.clone(),
+                &job_cancel,
+            )
             .await;
         heartbeat_stop.cancel();
         result
@@ -160,20 +177,46 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         warn!("lease lost to another worker; this worker stopped the job");
         return;
     }
-    conclude(ctx, &message, &lease, result).await;
+    let attempt = Attempt {
+        lease: &lease,
+        job: &job,
+        progress: &progress,
+        journal: &journal,
+    };
+    conclude(ctx, &message, &attempt, result).await;
+}
+
+/// What `conclude` needs to know about the attempt that just ended.
+struct Attempt<'a> {
+    lease: &'a Lease,
+    job: &'a Job,
+    progress: &'a JobProgress,
+    journal: &'a LeaseJournal,
+}
+
+impl Attempt<'_> {
+    /// Adds what this attempt fetched since the last heartbeat to the record;
+    /// returns the job's total over all attempts when the write worked.
+    async fn report_fetched(&self, store: &JobStore) -> Option<u64> {
+        let unreported = self.progress.fetched_unreported.swap(0, Ordering::Relaxed);
+        store.add_fetched(self.lease, unreported).await.ok()
+    }
 }
 
 /// Records the outcome, then deletes or returns the message.
 async fn conclude(
     ctx: &Context,
     message: &Received,
-    lease: &Lease,
+    attempt: &Attempt<'_>,
     result: Result<ferry_engine::TransferOutcome, TransferError>,
 ) {
     let config = &ctx.config;
+    let lease = attempt.lease;
+    let total_fetched = attempt.report_fetched(&ctx.store).await;
     match result {
         Ok(outcome) => {
-            let recorded = retry_store(|| ctx.store.succeed(lease, &outcome)).await;
+            let total_fetched = total_fetched.unwrap_or(outcome.bytes_fetched);
+            let recorded = retry_store(|| ctx.store.succeed(lease, &outcome, total_fetched)).await;
             if let Err(err) = recorded {
                 // The object is stored, but without a final record the message
                 // must come back so the job ends in a recorded state.
@@ -182,9 +225,10 @@ async fn conclude(
             }
             metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
             let deleted = ctx.queue.delete(message).await;
-            // Bytes fetched more than once (retried ranges) within this attempt.
+            // Bytes fetched more than once: retried ranges, and parts earlier
+            // attempts fetched but did not finish.
             metrics::counter!("ferry_refetched_bytes_total")
-                .increment(outcome.bytes_fetched.saturating_sub(outcome.size));
+                .increment(total_fetched.saturating_sub(outcome.size));
             metrics::histogram!("ferry_job_duration_seconds")
                 .record(outcome.duration.as_secs_f64());
             let secs = outcome.duration.as_secs_f64();
@@ -192,6 +236,7 @@ async fn conclude(
                 size = outcome.size, secs = format!("{secs:.3}"),
                 mbps = format!("{:.1}", outcome.size as f64 / secs.max(1e-6) / 1e6),
                 parts = outcome.parts, retries = outcome.retries,
+                parts_reused = outcome.parts_reused, bytes_fetched = total_fetched,
                 checksum = %outcome.checksum_crc64nvme, deleted = deleted.is_ok(),
                 "succeeded"
             );
@@ -212,6 +257,13 @@ async fn conclude(
             let gave_up =
                 err.class() == ErrorClass::Permanent || lease.attempts >= config.max_attempts;
             if gave_up {
+                // An upload kept for resuming has no later attempt to use it.
+                if let Some(upload_id) = attempt.journal.upload_id() {
+                    let dest = &attempt.job.spec.destination;
+                    if let Err(abort) = ctx.engine.abort_upload(dest, &upload_id).await {
+                        warn!(error = %abort, "could not abort the job's multipart upload");
+                    }
+                }
                 let error = if err.class() == ErrorClass::Permanent {
                     err.to_string()
                 } else {
@@ -254,9 +306,9 @@ async fn heartbeat(
     message: &Received,
     lease: &Lease,
     progress: &JobProgress,
+    journal: &LeaseJournal,
     job_cancel: &CancellationToken,
     stop: &CancellationToken,
-    lease_lost: &AtomicBool,
 ) {
     let config = &ctx.config;
     let mut visible_at = message.received_at + config.visibility;
@@ -267,6 +319,8 @@ async fn heartbeat(
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let sent_at = Instant::now();
+        let fetched = progress.fetched_unreported.swap(0, Ordering::Relaxed);
         let renewed = ctx
             .store
             .renew(
@@ -274,16 +328,22 @@ async fn heartbeat(
                 config.lease,
                 progress.done.load(Ordering::Relaxed),
                 progress.total(),
+                fetched,
             )
             .await;
         match renewed {
-            Ok(()) => {}
+            Ok(()) => journal.renewed(sent_at),
             Err(StoreError::LeaseLost) => {
-                lease_lost.store(true, Ordering::SeqCst);
+                journal.lease_lost();
                 job_cancel.cancel();
                 return;
             }
-            Err(err) => warn!(error = %err, "could not renew lease"),
+            Err(err) => {
+                progress
+                    .fetched_unreported
+                    .fetch_add(fetched, Ordering::Relaxed);
+                warn!(error = %err, "could not renew lease");
+            }
         }
         // Extend only when the deadline comes near, and never past the cap.
         if visible_at.saturating_duration_since(Instant::now()) < config.heartbeat * 3 {
@@ -338,6 +398,8 @@ pub struct JobProgress {
     done: AtomicU64,
     /// `u64::MAX` while unknown.
     total: AtomicU64,
+    /// Bytes received from the source not yet added to the record.
+    fetched_unreported: AtomicU64,
 }
 
 impl JobProgress {
@@ -354,6 +416,7 @@ impl Observer for JobProgress {
     }
 
     fn on_downloaded(&self, bytes: u64) {
+        self.fetched_unreported.fetch_add(bytes, Ordering::Relaxed);
         metrics::counter!("ferry_downloaded_bytes_total").increment(bytes);
     }
 

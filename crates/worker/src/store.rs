@@ -10,8 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use ferry_engine::TransferOutcome;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
+use ferry_engine::sink::UploadedPart;
+use ferry_engine::source::Validator;
+use ferry_engine::{Checkpoint, TransferOutcome};
 
 use crate::job::{Job, Rejection};
 
@@ -66,6 +70,40 @@ pub struct Lease {
     pub fence: u64,
     /// Starts of this job so far, this one included.
     pub attempts: u32,
+    /// The upload an earlier attempt left to resume, if any.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// The attributes a checkpoint is stored in; removed when it is used up.
+const CHECKPOINT_ATTRIBUTES: &str =
+    "#upload_id, #part_size, #source_length, #source_etag, #source_last_modified";
+
+/// Key of the item that keeps one part's CRC (outside the job's own item,
+/// which could not hold 10,000 of them). `#` never occurs in a job id.
+fn part_key(job_id: &str, number: u32) -> String {
+    format!("{job_id}#part#{number}")
+}
+
+/// Key of the item that names the job an upload belongs to, for `ferry gc`.
+pub fn upload_key(upload_id: &str) -> String {
+    format!("upload#{upload_id}")
+}
+
+fn checkpoint_of(item: &Record) -> Option<Checkpoint> {
+    let validator = match (
+        text(item, "source_etag"),
+        text(item, "source_last_modified"),
+    ) {
+        (Some(etag), _) => Validator::ETag(etag.to_owned()),
+        (None, Some(date)) => Validator::LastModified(date.to_owned()),
+        (None, None) => return None,
+    };
+    Some(Checkpoint {
+        upload_id: text(item, "upload_id")?.to_owned(),
+        part_size: number(item, "part_size")?,
+        length: number(item, "source_length")?,
+        validator,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +227,7 @@ impl JobStore {
                     fence: number(&item, "fence").unwrap_or(0),
                     attempts: u32::try_from(number(&item, "attempts").unwrap_or(1))
                         .unwrap_or(u32::MAX),
+                    checkpoint: checkpoint_of(&item),
                 }))
             }
             Err(err) if is_condition_failure(&err) => {
@@ -216,22 +255,26 @@ impl JobStore {
 
     /// Extends the lease and records progress; fails with `LeaseLost` when
     /// another worker has taken the job.
+    /// `fetched` is what this worker received from the source since its last
+    /// write; the record's `bytes_fetched` sums it over all attempts.
     pub async fn renew(
         &self,
         lease: &Lease,
         duration: Duration,
         bytes_done: u64,
         bytes_total: Option<u64>,
+        fetched: u64,
     ) -> Result<(), StoreError> {
         let mut update = self
             .leased_update(lease)
             .update_expression(
                 "SET #lease_expires = :expires, #updated_at = :now_text, #bytes_done = :done \
-                 , #bytes_total = :total",
+                 , #bytes_total = :total ADD #bytes_fetched :fetched",
             )
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
-            .expression_attribute_values(":done", n(bytes_done));
+            .expression_attribute_values(":done", n(bytes_done))
+            .expression_attribute_values(":fetched", n(fetched));
         update = match bytes_total {
             Some(total) => update.expression_attribute_values(":total", n(total)),
             None => update.expression_attribute_values(":total", AttributeValue::Null(true)),
@@ -239,22 +282,31 @@ impl JobStore {
         self.send_leased(update).await
     }
 
+    /// Records success. `total_fetched` is the record's `bytes_fetched` (all
+    /// attempts); what exceeds the object's size was fetched more than once.
     pub async fn succeed(
         &self,
         lease: &Lease,
         outcome: &TransferOutcome,
+        total_fetched: u64,
     ) -> Result<(), StoreError> {
         let secs = outcome.duration.as_secs_f64();
         let update = self
             .leased_update(lease)
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :succeeded, #size = :size, #etag = :etag, #checksum = :checksum, \
                  #checksum_algorithm = :algorithm, #bytes_done = :size, #bytes_total = :size, \
                  #duration_secs = :secs, #throughput_mbps = :mbps, #parts = :parts, \
-                 #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
+                 #part_size = :part_size, #retries = :retries, #bytes_refetched = :refetched, \
+                 #parts_reused = :reused, \
                  #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl \
-                 REMOVE #lease_owner, #lease_expires, #error_kind, #error",
+                 REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}"
+            ))
+            .expression_attribute_values(
+                ":refetched",
+                n(total_fetched.saturating_sub(outcome.size)),
             )
+            .expression_attribute_values(":reused", n(u64::from(outcome.parts_reused)))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":size", n(outcome.size))
             .expression_attribute_values(":etag", s(&outcome.etag))
@@ -268,7 +320,6 @@ impl JobStore {
             .expression_attribute_values(":parts", n(u64::from(outcome.parts)))
             .expression_attribute_values(":part_size", n(outcome.part_size))
             .expression_attribute_values(":retries", n(u64::from(outcome.retries)))
-            .expression_attribute_values(":fetched", n(outcome.bytes_fetched))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
         self.send_leased(update).await
@@ -284,8 +335,11 @@ impl JobStore {
     ) -> Result<(), StoreError> {
         let finished = status.is_final();
         let expression = if finished {
-            "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
-             #finished_at = :now_text, #expires_at = :ttl REMOVE #lease_owner, #lease_expires"
+            &format!(
+                "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
+                 #finished_at = :now_text, #expires_at = :ttl \
+                 REMOVE #lease_owner, #lease_expires, {CHECKPOINT_ATTRIBUTES}"
+            )
         } else {
             "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text \
              REMOVE #lease_owner, #lease_expires"
@@ -302,6 +356,188 @@ impl JobStore {
                 update.expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
         }
         self.send_leased(update).await
+    }
+
+    /// Extends the lease only (fenced), e.g. right before Complete.
+    pub async fn extend_lease(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression("SET #lease_expires = :expires")
+            .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()));
+        self.send_leased(update).await
+    }
+
+    /// Adds `fetched` to the record's `bytes_fetched` and returns the new sum.
+    pub async fn add_fetched(&self, lease: &Lease, fetched: u64) -> Result<u64, StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression("ADD #bytes_fetched :fetched")
+            .expression_attribute_values(":fetched", n(fetched))
+            .return_values(ReturnValue::UpdatedNew);
+        let output = self.send_leased_output(update).await?;
+        Ok(output
+            .attributes
+            .as_ref()
+            .and_then(|item| number(item, "bytes_fetched"))
+            .unwrap_or(fetched))
+    }
+
+    /// Records the upload this attempt writes to (before its first part), and
+    /// the item `ferry gc` uses to find the job an upload belongs to.
+    pub async fn save_checkpoint(
+        &self,
+        lease: &Lease,
+        destination: (&str, &str),
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let now = now_text();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(HashMap::from([
+                ("job_id".into(), s(&upload_key(&checkpoint.upload_id))),
+                ("upload_job_id".into(), s(&lease.job_id)),
+                ("bucket".into(), s(destination.0)),
+                ("key".into(), s(destination.1)),
+                ("created_at".into(), s(&now)),
+                ("expires_at".into(), n(now_secs() + RETENTION.as_secs())),
+            ])))
+            .send()
+            .await
+            .map_err(|err| dynamo("PutItem", err))?;
+        let (etag, last_modified) = match &checkpoint.validator {
+            Validator::ETag(etag) => (Some(etag), None),
+            Validator::LastModified(date) => (None, Some(date)),
+        };
+        let mut update = self
+            .leased_update(lease)
+            .update_expression(
+                "SET #upload_id = :upload_id, #part_size = :part_size, \
+                 #source_length = :length, #source_etag = :etag, \
+                 #source_last_modified = :last_modified, #checkpointed_at = :now_text, \
+                 #updated_at = :now_text",
+            )
+            .expression_attribute_values(":upload_id", s(&checkpoint.upload_id))
+            .expression_attribute_values(":part_size", n(checkpoint.part_size))
+            .expression_attribute_values(":length", n(checkpoint.length))
+            .expression_attribute_values(":now_text", s(&now));
+        update = update
+            .expression_attribute_values(":etag", etag.map_or(AttributeValue::Null(true), |e| s(e)))
+            .expression_attribute_values(
+                ":last_modified",
+                last_modified.map_or(AttributeValue::Null(true), |d| s(d)),
+            );
+        self.send_leased(update).await
+    }
+
+    /// The checkpoint was unusable and the job starts over.
+    pub async fn record_restart(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression(format!(
+                "SET #restart_reason = :reason, #updated_at = :now_text ADD #restarts :one \
+                 REMOVE {CHECKPOINT_ATTRIBUTES}"
+            ))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":one", n(1));
+        self.send_leased(update).await
+    }
+
+    /// This attempt continues an earlier one's upload.
+    pub async fn record_resume(&self, lease: &Lease, bytes_reused: u64) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression(
+                "SET #bytes_reused = :reused, #updated_at = :now_text ADD #resumes :one",
+            )
+            .expression_attribute_values(":reused", n(bytes_reused))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":one", n(1));
+        self.send_leased(update).await
+    }
+
+    /// Keeps one acknowledged part's CRC where a resuming attempt finds it.
+    pub async fn save_part(
+        &self,
+        job_id: &str,
+        upload_id: &str,
+        part: &UploadedPart,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(HashMap::from([
+                ("job_id".into(), s(&part_key(job_id, part.number))),
+                ("upload_id".into(), s(upload_id)),
+                ("crc64nvme".into(), n(part.crc)),
+                ("len".into(), n(part.len)),
+                ("expires_at".into(), n(now_secs() + RETENTION.as_secs())),
+            ])))
+            .send()
+            .await
+            .map_err(|err| dynamo("PutItem", err))?;
+        Ok(())
+    }
+
+    /// The CRCs kept for parts `numbers` of `upload_id` (others are absent).
+    pub async fn part_checksums(
+        &self,
+        job_id: &str,
+        upload_id: &str,
+        numbers: &[u32],
+    ) -> Result<HashMap<u32, u64>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in numbers.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|number| HashMap::from([("job_id".to_owned(), s(&part_key(job_id, *number)))]))
+                .collect();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|err| StoreError::Dynamo {
+                        operation: "BatchGetItem",
+                        message: err.to_string(),
+                    })?,
+            );
+            let mut rounds = 0;
+            while let Some(keys) = request.take() {
+                rounds += 1;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, keys)
+                    .send()
+                    .await
+                    .map_err(|err| dynamo("BatchGetItem", err))?;
+                for item in output
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    let part = text(&item, "job_id")
+                        .and_then(|key| key.rsplit_once("#part#"))
+                        .and_then(|(_, n)| n.parse().ok());
+                    if let (Some(part), Some(crc), Some(upload)) =
+                        (part, number(&item, "crc64nvme"), text(&item, "upload_id"))
+                        && upload == upload_id
+                    {
+                        found.insert(part, crc);
+                    }
+                }
+                // Unprocessed keys come back when DynamoDB throttles; a few
+                // rounds, then the rest simply count as not kept.
+                request = output
+                    .unprocessed_keys
+                    .and_then(|mut rest| rest.remove(&self.table))
+                    .filter(|_| rounds < 5);
+            }
+        }
+        Ok(found)
     }
 
     /// Gives a job back (shutdown): `queued` again, lease cleared, so the next
@@ -369,13 +605,20 @@ impl JobStore {
     }
 
     async fn send_leased(&self, update: UpdateBuilder) -> Result<(), StoreError> {
+        self.send_leased_output(update).await.map(|_| ())
+    }
+
+    async fn send_leased_output(
+        &self,
+        update: UpdateBuilder,
+    ) -> Result<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput, StoreError> {
         let result = named(update).send().await;
         crate::metrics::health().dynamodb(match &result {
             Ok(_) => true,
             Err(err) => is_condition_failure(err),
         });
         match result {
-            Ok(_) => Ok(()),
+            Ok(output) => Ok(output),
             Err(err) if is_condition_failure(&err) => {
                 metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "leased_write")
                     .increment(1);

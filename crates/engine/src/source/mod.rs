@@ -65,6 +65,14 @@ impl Validator {
         }
     }
 
+    /// The header it came from, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ETag(_) => "ETag",
+            Self::LastModified(_) => "Last-Modified",
+        }
+    }
+
     pub fn as_header_value(&self) -> &str {
         match self {
             Self::ETag(value) | Self::LastModified(value) => value,
@@ -199,10 +207,22 @@ impl HttpSource {
         request: &SourceRequest,
         first_len: u64,
     ) -> Result<Probe, TransferError> {
+        self.probe_range(request, 0, first_len.max(1) - 1).await
+    }
+
+    /// Like [`probe`](Self::probe), for bytes `start..=end`; a resuming run
+    /// asks for its first missing part. When ranges work, the body starts at
+    /// `start`; a 200 (no ranges) carries the whole resource from byte 0.
+    pub async fn probe_range(
+        &self,
+        request: &SourceRequest,
+        start: u64,
+        end: u64,
+    ) -> Result<Probe, TransferError> {
         self.check(request)?;
         let response = self
             .get(request)
-            .header(header::RANGE, format!("bytes=0-{}", first_len.max(1) - 1))
+            .header(header::RANGE, format!("bytes={start}-{end}"))
             .send()
             .await
             .map_err(TransferError::source_request)?;
@@ -220,7 +240,7 @@ impl HttpSource {
                     // from the start as one stream instead.
                     return self.probe_without_range(request).await;
                 };
-                range.expect(0, first_len.min(total).max(1) - 1, Some(total))?;
+                range.expect(start, end.min(total.max(1) - 1), Some(total))?;
                 Ok(Probe {
                     length: Some(total),
                     ranges: true,
@@ -230,15 +250,15 @@ impl HttpSource {
                 })
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                // The only resource with no satisfiable first byte is an empty one.
                 let range = ContentRange::from_response(&response)?;
-                if range.total != Some(0) {
+                // From byte 0, the only unsatisfiable resource is an empty one.
+                if start == 0 && range.total != Some(0) {
                     return Err(TransferError::SourceRange {
                         detail: "416 for the first byte of a non-empty resource".into(),
                     });
                 }
                 Ok(Probe {
-                    length: Some(0),
+                    length: range.total,
                     ranges: true,
                     validator,
                     content_type,

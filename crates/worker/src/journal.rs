@@ -1,0 +1,185 @@
+//! The engine's [`Journal`] for a job the worker holds: checkpoints and part
+//! CRCs go to DynamoDB, and every write to the upload is gated on the lease.
+//!
+//! The lease gate is local and conservative: this worker may write only until
+//! `lease_valid_until` — the time its last successful renew was *sent* plus
+//! three quarters of the lease — and never after the heartbeat saw the lease
+//! taken over. Another worker can claim the job only once the lease expired,
+//! so two workers never write to one upload at the same time (as long as the
+//! clocks agree within a quarter of the lease).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_engine::sink::UploadedPart;
+use ferry_engine::{Checkpoint, Journal, TransferError};
+use futures_util::future::BoxFuture;
+use tracing::{info, warn};
+
+use crate::store::{JobStore, Lease, StoreError};
+
+pub struct LeaseJournal {
+    store: JobStore,
+    lease: Lease,
+    bucket: String,
+    key: String,
+    lease_duration: Duration,
+    valid_until: Mutex<Instant>,
+    lease_lost: Arc<AtomicBool>,
+    /// The upload a checkpoint describes: the earlier attempt's, then this one's.
+    upload_id: Mutex<Option<String>>,
+}
+
+impl LeaseJournal {
+    pub fn new(
+        store: JobStore,
+        lease: Lease,
+        destination: &ferry_engine::Destination,
+        lease_duration: Duration,
+        claimed_at: Instant,
+        lease_lost: Arc<AtomicBool>,
+    ) -> Self {
+        let upload_id = lease.checkpoint.as_ref().map(|c| c.upload_id.clone());
+        Self {
+            store,
+            lease,
+            bucket: destination.bucket.clone(),
+            key: destination.key.clone(),
+            lease_duration,
+            valid_until: Mutex::new(claimed_at + lease_duration * 3 / 4),
+            lease_lost,
+            upload_id: Mutex::new(upload_id),
+        }
+    }
+
+    /// A renew sent at `sent_at` succeeded.
+    pub fn renewed(&self, sent_at: Instant) {
+        *lock(&self.valid_until) = sent_at + self.lease_duration * 3 / 4;
+    }
+
+    /// The heartbeat found the job taken over.
+    pub fn lease_lost(&self) {
+        self.lease_lost.store(true, Ordering::SeqCst);
+    }
+
+    /// The checkpointed upload this job has open, if any.
+    pub fn upload_id(&self) -> Option<String> {
+        lock(&self.upload_id).clone()
+    }
+
+    fn refuse(&self, err: StoreError) -> TransferError {
+        if matches!(err, StoreError::LeaseLost) {
+            self.lease_lost.store(true, Ordering::SeqCst);
+            return TransferError::Cancelled;
+        }
+        TransferError::Journal {
+            reason: err.to_string(),
+        }
+    }
+}
+
+impl Journal for LeaseJournal {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn checkpoint<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async move {
+            self.store
+                .save_checkpoint(&self.lease, (&self.bucket, &self.key), checkpoint)
+                .await
+                .map_err(|err| self.refuse(err))?;
+            *lock(&self.upload_id) = Some(checkpoint.upload_id.clone());
+            Ok(())
+        })
+    }
+
+    fn restarted<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async move {
+            metrics::counter!("ferry_restarts_total").increment(1);
+            warn!(%reason, "checkpoint discarded; the job starts over");
+            *lock(&self.upload_id) = None;
+            self.store
+                .record_restart(&self.lease, reason)
+                .await
+                .map_err(|err| self.refuse(err))
+        })
+    }
+
+    fn resumed(&self, parts: u32, bytes: u64) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async move {
+            metrics::counter!("ferry_resumes_total").increment(1);
+            info!(
+                parts_reused = parts,
+                bytes_reused = bytes,
+                "resuming the earlier upload"
+            );
+            self.store
+                .record_resume(&self.lease, bytes)
+                .await
+                .map_err(|err| self.refuse(err))
+        })
+    }
+
+    fn part_uploaded<'a>(
+        &'a self,
+        upload_id: &'a str,
+        part: &'a UploadedPart,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(err) = self
+                .store
+                .save_part(&self.lease.job_id, upload_id, part)
+                .await
+            {
+                // Not fatal: a resuming attempt uploads this part again.
+                warn!(part = part.number, error = %err, "could not keep the part's checksum");
+            }
+        })
+    }
+
+    fn part_checksums<'a>(
+        &'a self,
+        upload_id: &'a str,
+        numbers: &'a [u32],
+    ) -> BoxFuture<'a, Result<HashMap<u32, u64>, TransferError>> {
+        Box::pin(async move {
+            self.store
+                .part_checksums(&self.lease.job_id, upload_id, numbers)
+                .await
+                .map_err(|err| self.refuse(err))
+        })
+    }
+
+    fn may_write(&self) -> Result<(), TransferError> {
+        if self.lease_lost.load(Ordering::SeqCst) || Instant::now() > *lock(&self.valid_until) {
+            return Err(TransferError::Cancelled);
+        }
+        Ok(())
+    }
+
+    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async move {
+            // A fenced renew: fails if another worker claimed the job, and
+            // otherwise keeps everyone else out for the lease's duration.
+            let sent_at = Instant::now();
+            self.store
+                .extend_lease(&self.lease, self.lease_duration)
+                .await
+                .map_err(|err| self.refuse(err))?;
+            self.renewed(sent_at);
+            Ok(())
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
