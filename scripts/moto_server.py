@@ -7,7 +7,28 @@ Usage: moto_server.py [PORT]   (default 0: an ephemeral port)
 
 import sys
 
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
+
+
+def _list_parts_with_s3s_root(original):
+    """moto 5.2.5 names ListParts' XML root `ListPartsResponse`; S3 (and the
+    AWS SDK for Rust, which checks) calls it `ListPartsResult`."""
+
+    def list_parts(self):
+        status, headers, body = original(self)
+        if isinstance(body, bytes):
+            body = body.replace(b"<ListPartsResponse", b"<ListPartsResult", 1)
+            body = body.replace(b"</ListPartsResponse>", b"</ListPartsResult>", 1)
+        elif isinstance(body, str):
+            body = body.replace("<ListPartsResponse", "<ListPartsResult", 1)
+            body = body.replace("</ListPartsResponse>", "</ListPartsResult>", 1)
+        return status, headers, body
+
+    return list_parts
+
+
+S3Response.list_parts = _list_parts_with_s3s_root(S3Response.list_parts)
 
 
 def main() -> None:

@@ -180,7 +180,16 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where jobs may write; empty means anywhere the IAM role allows.
     pub destinations: Vec<AllowedDestination>,
+    /// The periodic sweep for orphaned uploads, when on.
+    pub gc: Option<GcSchedule>,
     pub engine: EngineConfig,
+}
+
+/// How often the worker sweeps its allowed buckets, and what it spares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSchedule {
+    pub interval: Duration,
+    pub older_than: Duration,
 }
 
 /// One allowed destination: a bucket and a key prefix (empty: any key).
@@ -243,6 +252,13 @@ pub struct WorkerArgs {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `off` disables.
     #[arg(long, env = "FERRY_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
+    /// Sweep the allowed buckets for orphaned multipart uploads this often
+    /// (what `ferry gc` does); 0 turns the sweep off. Needs FERRY_ALLOWED_BUCKETS.
+    #[arg(long, env = "FERRY_GC_INTERVAL_SECS", default_value_t = 0)]
+    pub gc_interval_secs: u64,
+    /// The sweep leaves uploads younger than this alone.
+    #[arg(long, env = "FERRY_GC_OLDER_THAN_SECS", default_value_t = 86_400)]
+    pub gc_older_than_secs: u64,
     /// Identifies this worker in leases (default: host name, pid and a random suffix).
     #[arg(long, env = "FERRY_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -320,6 +336,12 @@ impl WorkerArgs {
                 Err(err) => problems.push(format!("allowed buckets: {err}")),
             }
         }
+        if self.gc_interval_secs > 0 && destinations.is_empty() {
+            problems.push(
+                "the upload sweep (FERRY_GC_INTERVAL_SECS) needs FERRY_ALLOWED_BUCKETS to know where to look"
+                    .to_owned(),
+            );
+        }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -345,6 +367,10 @@ impl WorkerArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             metrics_addr,
             destinations,
+            gc: (self.gc_interval_secs > 0).then(|| GcSchedule {
+                interval: Duration::from_secs(self.gc_interval_secs),
+                older_than: Duration::from_secs(self.gc_older_than_secs),
+            }),
             engine,
         })
     }

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod gc;
 pub mod job;
 pub mod journal;
 pub mod metrics;
@@ -57,5 +58,6 @@ pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliErro
         cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
         cli::Command::Status(args) => cli::status::run(args).await,
         cli::Command::Healthcheck(args) => cli::healthcheck::run(args).await,
+        cli::Command::Gc(args) => cli::gc::run(args).await,
     }
 }

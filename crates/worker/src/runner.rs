@@ -108,14 +108,18 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
             );
             return;
         }
-        Ok(Claim::Busy) => {
+        Ok(Claim::Busy { expires_in }) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
-            // Look again once the other worker's lease could have lapsed.
-            let _ = ctx
-                .queue
-                .set_visibility(&message, config.busy_recheck)
-                .await;
-            info!("job is running on another worker; message deferred");
+            // Look again just after the other worker's lease could lapse: if
+            // it died, the job resumes then rather than after a long recheck.
+            let recheck = expires_in.map_or(config.busy_recheck, |left| {
+                (left + Duration::from_secs(1)).min(config.busy_recheck)
+            });
+            let _ = ctx.queue.set_visibility(&message, recheck).await;
+            info!(
+                recheck_secs = recheck.as_secs(),
+                "job is running on another worker; message deferred"
+            );
             return;
         }
         Err(err) => {

@@ -76,7 +76,7 @@ pub struct Lease {
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
 const CHECKPOINT_ATTRIBUTES: &str =
-    "#upload_id, #part_size, #source_length, #source_etag, #source_last_modified";
+    "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified";
 
 /// Key of the item that keeps one part's CRC (outside the job's own item,
 /// which could not hold 10,000 of them). `#` never occurs in a job id.
@@ -100,7 +100,7 @@ fn checkpoint_of(item: &Record) -> Option<Checkpoint> {
     };
     Some(Checkpoint {
         upload_id: text(item, "upload_id")?.to_owned(),
-        part_size: number(item, "part_size")?,
+        part_size: number(item, "upload_part_size")?,
         length: number(item, "source_length")?,
         validator,
     })
@@ -111,8 +111,11 @@ pub enum Claim {
     Acquired(Lease),
     /// The job already ended; its message only needs deleting.
     Final(Status),
-    /// Another worker holds a live lease.
-    Busy,
+    /// Another worker holds a lease that ends in `expires_in` (when known);
+    /// if that worker died, the job can be claimed then.
+    Busy {
+        expires_in: Option<Duration>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +197,9 @@ impl JobStore {
                  #lease_expires = :expires, \
                  #fence = if_not_exists(#fence, :zero) + :one, \
                  #attempts = if_not_exists(#attempts, :zero) + :one, \
+                 #restarts = if_not_exists(#restarts, :zero), \
+                 #resumes = if_not_exists(#resumes, :zero), \
+                 #bytes_fetched = if_not_exists(#bytes_fetched, :zero), \
                  #url = :url, #bucket = :bucket, #key = :key, \
                  #created_at = if_not_exists(#created_at, :now_text), \
                  #updated_at = :now_text, #started_at = :now_text \
@@ -244,9 +250,12 @@ impl JobStore {
                     .and_then(Status::parse);
                 metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "claim")
                     .increment(1);
+                let expires_in = old_item
+                    .and_then(|item| number(item, "lease_expires"))
+                    .map(|at| Duration::from_secs(at.saturating_sub(now)));
                 Ok(match status {
                     Some(status) if status.is_final() => Claim::Final(status),
-                    _ => Claim::Busy,
+                    _ => Claim::Busy { expires_in },
                 })
             }
             Err(err) => Err(dynamo("UpdateItem", err)),
@@ -412,7 +421,7 @@ impl JobStore {
         let mut update = self
             .leased_update(lease)
             .update_expression(
-                "SET #upload_id = :upload_id, #part_size = :part_size, \
+                "SET #upload_id = :upload_id, #upload_part_size = :part_size, \
                  #source_length = :length, #source_etag = :etag, \
                  #source_last_modified = :last_modified, #checkpointed_at = :now_text, \
                  #updated_at = :now_text",

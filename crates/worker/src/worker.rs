@@ -46,6 +46,7 @@ pub async fn run(
     clients: Clients,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let s3 = clients.s3.clone();
     let engine = Engine::new(config.engine.clone(), clients.s3)?;
     crate::metrics::watch_pool(engine.pool());
     let protection = clients.protection;
@@ -64,6 +65,15 @@ pub async fn run(
         engine,
         config,
     });
+    if let Some(schedule) = ctx.config.gc {
+        background.spawn(crate::gc::sweep_periodically(
+            s3,
+            ctx.store.clone(),
+            ctx.config.destinations.clone(),
+            schedule,
+            stop_background.clone(),
+        ));
+    }
     let slots = Arc::new(Semaphore::new(ctx.config.max_concurrent_jobs));
     let jobs = TaskTracker::new();
     let release_jobs = CancellationToken::new();

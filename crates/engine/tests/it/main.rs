@@ -6,5 +6,6 @@
 mod faults;
 mod harness;
 mod hostile;
+mod resume;
 mod ssrf;
 mod transfers;

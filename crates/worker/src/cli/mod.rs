@@ -1,6 +1,7 @@
 //! The `ferry` command line: one binary, one subcommand per job.
 
 pub mod copy;
+pub mod gc;
 pub mod healthcheck;
 pub mod progress;
 pub mod status;
@@ -39,6 +40,8 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Print a job record.
     Status(status::StatusArgs),
+    /// Abort multipart uploads ferry left behind whose job will not finish them.
+    Gc(gc::GcArgs),
     /// Exit 0 if the local worker is healthy (for container health checks).
     Healthcheck(healthcheck::HealthcheckArgs),
 }

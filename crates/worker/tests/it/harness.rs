@@ -109,6 +109,7 @@ impl Stack {
             shutdown_grace: Duration::from_secs(10),
             metrics_addr: None,
             destinations: Vec::new(),
+            gc: None,
             engine: engine_config(),
         }
     }
@@ -227,6 +228,41 @@ impl Stack {
         ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
+    /// Parts S3 holds for the upload the job's checkpoint names (0 before
+    /// there is one).
+    pub async fn uploaded_parts(&self, job_id: &str) -> usize {
+        let Some(record) = self.record(job_id).await else {
+            return 0;
+        };
+        let Some(upload_id) = store::text(&record, "upload_id") else {
+            return 0;
+        };
+        self.s3
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(job_id)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_or(0, |out| out.parts().len())
+    }
+
+    /// Waits (bounded) until S3 holds at least `count` parts of the job's upload.
+    pub async fn wait_for_parts(&self, job_id: &str, count: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let parts = self.uploaded_parts(job_id).await;
+            if parts >= count {
+                return parts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} had {parts} of {count} parts after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn open_uploads(&self) -> usize {
         ferry_testkit::open_uploads(&self.s3, &self.bucket).await
     }
@@ -305,6 +341,16 @@ impl WorkerProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// SIGKILL to the process we started, by its PID: no shutdown path runs.
+    pub fn kill(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
     }
 
     /// Waits (bounded) for the exit; returns the status and the log.

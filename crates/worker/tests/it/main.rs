@@ -4,8 +4,10 @@
 // Test helpers outside #[test] functions panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
+mod gc;
 mod harness;
 mod jobs;
 mod lifecycle;
 mod observability;
+mod resume;
 mod security;

@@ -1,0 +1,210 @@
+//! Resume: workers killed with SIGKILL mid-job, and the next worker picks the
+//! upload up without fetching finished parts again.
+
+use std::time::Duration;
+
+use ferry_testkit::{Behavior, Origin, sha256_hex, test_bytes};
+
+use crate::harness::{PART, Stack, WorkerProcess, number, text};
+
+/// Parts a worker of these tests has in flight at once.
+const IN_FLIGHT: usize = 2;
+
+/// ~0.8 s per 5 MiB part with two in flight: slow enough to kill mid-job.
+fn slow() -> Behavior {
+    Behavior {
+        chunk_delay: Some(Duration::from_millis(20)),
+        ..Behavior::default()
+    }
+}
+
+fn start(stack: &Stack) -> WorkerProcess {
+    stack.start_worker_process(&[("FERRY_MAX_CONCURRENT_UPLOADS", "2")])
+}
+
+/// Object size for the kill-and-resume test: `FERRY_RESUME_TEST_MIB` lets a
+/// person measure a large object (`docs/operations.md`); CI uses 60 MiB.
+fn resume_test_len() -> usize {
+    std::env::var("FERRY_RESUME_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(12 * PART, |mib| mib * 1024 * 1024)
+}
+
+#[tokio::test]
+async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
+    let stack = Stack::new().await;
+    let len = resume_test_len();
+    let data = test_bytes(len, 41);
+    let origin = Origin::start(data.clone(), slow()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("kill", &origin.url("f"), "kill"),
+        )
+        .await;
+    let mut first = start(&stack);
+    let acked = stack
+        .wait_for_parts("kill", 3, Duration::from_secs(120))
+        .await;
+    first.kill();
+    let served_before = origin.bytes_served();
+
+    origin.set(|b| b.chunk_delay = None);
+    let mut second = start(&stack);
+    let record = stack.wait_final("kill", Duration::from_secs(300)).await;
+    second.terminate();
+    second.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    let stored = stack.object("kill").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    assert_eq!(number(&record, "attempts"), 2);
+    assert_eq!(number(&record, "resumes"), 1);
+    let reused = number(&record, "parts_reused") as usize;
+    assert!(
+        reused >= acked,
+        "reused {reused} of the {acked} parts acknowledged at the kill"
+    );
+    assert_eq!(number(&record, "restarts"), 0, "no restart");
+    let served = origin.bytes_served();
+    let bound = (len + IN_FLIGHT * PART) as u64;
+    println!(
+        "killed-and-resumed {len} bytes: origin served {served} bytes ({:.3}× size; \
+         {served_before} before the kill), {reused} parts reused, record bytes_fetched {}",
+        served as f64 / len as f64,
+        number(&record, "bytes_fetched"),
+    );
+    assert!(
+        served <= bound,
+        "origin served {served} bytes for a {len}-byte object; at most size + {IN_FLIGHT} parts in flight ({bound}) allowed"
+    );
+    assert_eq!(stack.open_uploads().await, 0);
+}
+
+#[tokio::test]
+async fn a_changed_source_restarts_from_zero_with_the_reason_recorded() {
+    let stack = Stack::new().await;
+    let old = test_bytes(8 * PART, 42);
+    let new = test_bytes(8 * PART, 43);
+    let origin = Origin::start(old, slow()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("etag", &origin.url("f"), "etag"),
+        )
+        .await;
+    let mut first = start(&stack);
+    stack
+        .wait_for_parts("etag", 3, Duration::from_secs(120))
+        .await;
+    first.kill();
+
+    origin.set_body(new.clone());
+    origin.set(|b| {
+        b.chunk_delay = None;
+        b.etag = Some("\"v2\"".into());
+    });
+    let mut second = start(&stack);
+    let record = stack.wait_final("etag", Duration::from_secs(120)).await;
+    second.terminate();
+    second.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    let stored = stack.object("etag").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&new), "the new content");
+    assert_eq!(number(&record, "restarts"), 1);
+    let reason = text(&record, "restart_reason");
+    assert!(
+        reason.contains("ETag") && reason.contains("\"v1\"") && reason.contains("\"v2\""),
+        "reason: {reason}"
+    );
+    assert_eq!(number(&record, "parts_reused"), 0);
+    assert_eq!(stack.open_uploads().await, 0, "the old upload was aborted");
+}
+
+#[tokio::test]
+async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
+    let stack = Stack::new().await;
+    let data = test_bytes(12 * PART, 44);
+    let origin = Origin::start(data.clone(), slow()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("five", &origin.url("f"), "five"),
+        )
+        .await;
+    let mut parts = 0;
+    for kill in 1..=5 {
+        let mut worker = start(&stack);
+        // Each worker must add at least one part before it dies.
+        parts = stack
+            .wait_for_parts("five", parts + 1, Duration::from_secs(120))
+            .await;
+        worker.kill();
+        println!("kill {kill}: {parts} parts held by S3");
+    }
+    origin.set(|b| b.chunk_delay = None);
+    let mut last = start(&stack);
+    let record = stack.wait_final("five", Duration::from_secs(180)).await;
+    last.terminate();
+    last.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    let stored = stack.object("five").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    assert_eq!(number(&record, "attempts"), 6);
+    assert_eq!(number(&record, "resumes"), 5);
+    assert_eq!(number(&record, "restarts"), 0, "no restart");
+    let served = origin.bytes_served() as usize;
+    assert!(
+        served <= data.len() + 5 * IN_FLIGHT * PART,
+        "served {served} for {} bytes over 6 workers",
+        data.len()
+    );
+    assert_eq!(stack.open_uploads().await, 0);
+}
+
+#[tokio::test]
+async fn a_resumed_job_still_verifies_its_expected_sha256() {
+    let stack = Stack::new().await;
+    let data = test_bytes(8 * PART, 45);
+    let origin = Origin::start(data.clone(), slow()).await;
+    let mut right = stack.message("sha-right", &origin.url("f"), "sha-right");
+    right["expected"] = serde_json::json!({"sha256": sha256_hex(&data)});
+    let mut wrong = stack.message("sha-wrong", &origin.url("f"), "sha-wrong");
+    wrong["expected"] = serde_json::json!({"sha256": "ab".repeat(32)});
+    stack.send(&stack.queue, &right).await;
+    stack.send(&stack.queue, &wrong).await;
+    let mut first = start(&stack);
+    stack
+        .wait_for_parts("sha-right", 2, Duration::from_secs(120))
+        .await;
+    stack
+        .wait_for_parts("sha-wrong", 2, Duration::from_secs(120))
+        .await;
+    first.kill();
+
+    origin.set(|b| b.chunk_delay = None);
+    let mut second = start(&stack);
+    let right = stack
+        .wait_final("sha-right", Duration::from_secs(120))
+        .await;
+    let wrong = stack
+        .wait_final("sha-wrong", Duration::from_secs(120))
+        .await;
+    second.terminate();
+    second.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&right, "status"), "succeeded", "{right:?}");
+    assert_eq!(number(&right, "resumes"), 1);
+    assert!(number(&right, "parts_reused") >= 2);
+    let stored = stack.object("sha-right").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+
+    assert_eq!(text(&wrong, "status"), "failed", "{wrong:?}");
+    assert_eq!(text(&wrong, "error_kind"), "checksum_mismatch");
+    assert_eq!(number(&wrong, "resumes"), 1);
+    assert!(stack.object("sha-wrong").await.is_none(), "no object");
+    assert_eq!(stack.open_uploads().await, 0, "no upload left open");
+}
