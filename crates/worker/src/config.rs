@@ -168,6 +168,9 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// Visibility given to a received message (extended while it runs).
     pub visibility: Duration,
+    /// SQS's limit on one receive's total invisibility (12 h); a job nearing
+    /// it is released so another receive can resume it.
+    pub visibility_cap: Duration,
     /// Longest long-poll wait.
     pub poll_wait: Duration,
     /// Base of the backoff before a transiently failed job runs again.
@@ -259,6 +262,10 @@ pub struct WorkerArgs {
     /// The sweep leaves uploads younger than this alone.
     #[arg(long, env = "FERRY_GC_OLDER_THAN_SECS", default_value_t = 86_400)]
     pub gc_older_than_secs: u64,
+    /// How long SQS keeps one receive invisible at most (its 12-hour cap); a
+    /// job nearing it is released and resumed. Lowered only by tests.
+    #[arg(long, env = "FERRY_VISIBILITY_CAP_SECS", default_value_t = 43_200, hide = true)]
+    pub visibility_cap_secs: u64,
     /// Identifies this worker in leases (default: host name, pid and a random suffix).
     #[arg(long, env = "FERRY_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -298,8 +305,14 @@ impl WorkerArgs {
                 self.heartbeat_secs, self.lease_secs
             ));
         }
-        if self.lease_secs > 12 * 3600 {
-            problems.push("lease must be under SQS's 12-hour visibility cap".to_owned());
+        if self.visibility_cap_secs > 12 * 3600 {
+            problems.push("the visibility cap cannot exceed SQS's 12 hours".to_owned());
+        }
+        if self.lease_secs + 3 * self.heartbeat_secs >= self.visibility_cap_secs {
+            problems.push(format!(
+                "lease ({} s) plus three heartbeats must stay under the visibility cap ({} s)",
+                self.lease_secs, self.visibility_cap_secs
+            ));
         }
         if self.poll_wait_secs > 20 {
             problems.push("poll wait is at most 20 s (SQS's long-poll limit)".to_owned());
@@ -361,6 +374,7 @@ impl WorkerArgs {
             lease: Duration::from_secs(self.lease_secs),
             heartbeat: Duration::from_secs(self.heartbeat_secs),
             visibility: Duration::from_secs(self.lease_secs),
+            visibility_cap: Duration::from_secs(self.visibility_cap_secs),
             poll_wait: Duration::from_secs(self.poll_wait_secs),
             retry_base_delay: Duration::from_secs(self.retry_base_delay_secs),
             busy_recheck: Duration::from_secs(self.lease_secs.max(300)),

@@ -6,9 +6,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 
-/// SQS caps a message's visibility at 12 hours after the receive.
-pub const VISIBILITY_CAP: Duration = Duration::from_secs(12 * 3600);
-
 #[derive(Debug, thiserror::Error)]
 #[error("SQS {operation} failed: {message}")]
 pub struct QueueError {

@@ -14,7 +14,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::config::WorkerConfig;
 use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
-use crate::queue::{Queue, Received, VISIBILITY_CAP};
+use crate::queue::{Queue, Received};
 use crate::store::{Claim, JobStore, Lease, Status, StoreError};
 
 /// What every job of one worker shares.
@@ -352,8 +352,8 @@ async fn heartbeat(
         // Extend only when the deadline comes near, and never past the cap.
         if visible_at.saturating_duration_since(Instant::now()) < config.heartbeat * 3 {
             let elapsed = message.received_at.elapsed();
-            if elapsed + config.visibility + config.heartbeat * 3 >= VISIBILITY_CAP {
-                info!("12-hour visibility cap near; releasing the job to resume elsewhere");
+            if elapsed + config.visibility + config.heartbeat * 3 >= config.visibility_cap {
+                info!("visibility cap near; releasing the job to resume with a new receive");
                 job_cancel.cancel();
                 return;
             }

@@ -382,7 +382,7 @@ impl JobStore {
             .leased_update(lease)
             .update_expression("ADD #bytes_fetched :fetched")
             .expression_attribute_values(":fetched", n(fetched))
-            .return_values(ReturnValue::UpdatedNew);
+            .return_values(ReturnValue::AllNew);
         let output = self.send_leased_output(update).await?;
         Ok(output
             .attributes

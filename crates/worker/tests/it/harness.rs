@@ -103,6 +103,7 @@ impl Stack {
             lease: Duration::from_secs(6),
             heartbeat: Duration::from_secs(1),
             visibility: Duration::from_secs(6),
+            visibility_cap: Duration::from_secs(12 * 3600),
             poll_wait: Duration::from_secs(1),
             retry_base_delay: Duration::from_secs(1),
             busy_recheck: Duration::from_secs(2),
@@ -228,8 +229,8 @@ impl Stack {
         ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
-    /// Parts S3 holds for the upload the job's checkpoint names (0 before
-    /// there is one).
+    /// Parts of the job's checkpointed upload that are done as far as a
+    /// resuming worker can tell: S3 lists them and their CRC item exists.
     pub async fn uploaded_parts(&self, job_id: &str) -> usize {
         let Some(record) = self.record(job_id).await else {
             return 0;
@@ -237,17 +238,29 @@ impl Stack {
         let Some(upload_id) = store::text(&record, "upload_id") else {
             return 0;
         };
-        self.s3
+        let Ok(listed) = self
+            .s3
             .list_parts()
             .bucket(&self.bucket)
             .key(job_id)
             .upload_id(upload_id)
             .send()
             .await
-            .map_or(0, |out| out.parts().len())
+        else {
+            return 0;
+        };
+        let numbers: Vec<u32> = listed
+            .parts()
+            .iter()
+            .filter_map(|p| p.part_number().and_then(|n| u32::try_from(n).ok()))
+            .collect();
+        self.store()
+            .part_checksums(job_id, upload_id, &numbers)
+            .await
+            .map_or(0, |found| found.len())
     }
 
-    /// Waits (bounded) until S3 holds at least `count` parts of the job's upload.
+    /// Waits (bounded) until at least `count` parts of the job's upload are done.
     pub async fn wait_for_parts(&self, job_id: &str, count: usize, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         loop {

@@ -137,7 +137,12 @@ async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
     let mut parts = 0;
     for kill in 1..=5 {
         let mut worker = start(&stack);
-        // Each worker must add at least one part before it dies.
+        // Each worker claims the job and adds at least one part before it dies.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while stack.record("five").await.map_or(0, |r| number(&r, "attempts")) < kill {
+            assert!(std::time::Instant::now() < deadline, "worker {kill} never claimed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         parts = stack
             .wait_for_parts("five", parts + 1, Duration::from_secs(120))
             .await;
@@ -207,4 +212,39 @@ async fn a_resumed_job_still_verifies_its_expected_sha256() {
     assert_eq!(number(&wrong, "resumes"), 1);
     assert!(stack.object("sha-wrong").await.is_none(), "no object");
     assert_eq!(stack.open_uploads().await, 0, "no upload left open");
+}
+
+#[tokio::test]
+async fn a_job_nearing_the_visibility_cap_is_released_and_resumed() {
+    let stack = Stack::new().await;
+    let data = test_bytes(12 * PART, 46);
+    let origin = Origin::start(data.clone(), slow()).await;
+    stack
+        .send(&stack.queue, &stack.message("cap", &origin.url("f"), "cap"))
+        .await;
+    // A 12-second cap stands in for SQS's 12 hours: with a 6 s visibility the
+    // worker must release the job about every 3 s, long before it is done.
+    let mut worker = stack.start_worker_process(&[
+        ("FERRY_MAX_CONCURRENT_UPLOADS", "2"),
+        ("FERRY_VISIBILITY_CAP_SECS", "12"),
+    ]);
+    let record = stack.wait_final("cap", Duration::from_secs(180)).await;
+    worker.terminate();
+    let (_, log) = worker.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    let stored = stack.object("cap").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    let releases = log.matches("visibility cap near").count() as u64;
+    assert!(releases >= 1, "released at the cap: {log}");
+    assert_eq!(number(&record, "attempts"), releases + 1);
+    assert_eq!(number(&record, "resumes"), releases);
+    assert_eq!(number(&record, "restarts"), 0);
+    let served = origin.bytes_served() as usize;
+    assert!(
+        served <= data.len() + releases as usize * IN_FLIGHT * PART,
+        "served {served} for {} bytes over {releases} releases",
+        data.len()
+    );
+    assert_eq!(stack.open_uploads().await, 0);
 }
