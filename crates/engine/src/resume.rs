@@ -140,6 +140,12 @@ impl Run {
                 "the checkpoint's part plan is not valid".into(),
             ));
         }
+        if checkpoint.part_size > engine.pool().budget() as u64 {
+            return Ok(Reopen::Restart(format!(
+                "the checkpoint's {}-byte parts do not fit this worker's memory budget",
+                checkpoint.part_size
+            )));
+        }
         let plan = KnownPlan {
             size: checkpoint.length,
             part_size: checkpoint.part_size,

@@ -264,7 +264,12 @@ pub struct WorkerArgs {
     pub gc_older_than_secs: u64,
     /// How long SQS keeps one receive invisible at most (its 12-hour cap); a
     /// job nearing it is released and resumed. Lowered only by tests.
-    #[arg(long, env = "FERRY_VISIBILITY_CAP_SECS", default_value_t = 43_200, hide = true)]
+    #[arg(
+        long,
+        env = "FERRY_VISIBILITY_CAP_SECS",
+        default_value_t = 43_200,
+        hide = true
+    )]
     pub visibility_cap_secs: u64,
     /// Identifies this worker in leases (default: host name, pid and a random suffix).
     #[arg(long, env = "FERRY_WORKER_ID")]

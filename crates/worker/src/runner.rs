@@ -199,11 +199,9 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Adds what this attempt fetched since the last heartbeat to the record;
-    /// returns the job's total over all attempts when the write worked.
-    async fn report_fetched(&self, store: &JobStore) -> Option<u64> {
-        let unreported = self.progress.fetched_unreported.swap(0, Ordering::Relaxed);
-        store.add_fetched(self.lease, unreported).await.ok()
+    /// What all attempts of the job, this one included, fetched so far.
+    fn total_fetched(&self) -> u64 {
+        self.lease.fetched_before + self.progress.fetched.load(Ordering::Relaxed)
     }
 }
 
@@ -216,10 +214,9 @@ async fn conclude(
 ) {
     let config = &ctx.config;
     let lease = attempt.lease;
-    let total_fetched = attempt.report_fetched(&ctx.store).await;
+    let total_fetched = attempt.total_fetched();
     match result {
         Ok(outcome) => {
-            let total_fetched = total_fetched.unwrap_or(outcome.bytes_fetched);
             let recorded = retry_store(|| ctx.store.succeed(lease, &outcome, total_fetched)).await;
             if let Err(err) = recorded {
                 // The object is stored, but without a final record the message
@@ -248,7 +245,7 @@ async fn conclude(
         Err(err) if err.class() == ErrorClass::Cancelled => {
             // Shutdown grace ran out (or the 12-hour visibility cap neared):
             // hand the job back so another worker can take it at once.
-            let released = ctx.store.release(lease).await;
+            let released = ctx.store.release(lease, total_fetched).await;
             let visible = ctx.queue.set_visibility(message, Duration::ZERO).await;
             metrics::counter!("ferry_jobs_total", "outcome" => "released").increment(1);
             info!(
@@ -274,8 +271,12 @@ async fn conclude(
                     format!("{err} (gave up after {} attempts)", lease.attempts)
                 };
                 let recorded = retry_store(|| {
-                    ctx.store
-                        .record_error(lease, Status::Failed, err.kind(), &error)
+                    ctx.store.record_error(
+                        lease,
+                        Status::Failed,
+                        (err.kind(), &error),
+                        total_fetched,
+                    )
                 })
                 .await;
                 if recorded.is_ok() {
@@ -287,8 +288,12 @@ async fn conclude(
                 let delay = backoff(config.retry_base_delay, lease.attempts);
                 let error = err.to_string();
                 let recorded = retry_store(|| {
-                    ctx.store
-                        .record_error(lease, Status::Retrying, err.kind(), &error)
+                    ctx.store.record_error(
+                        lease,
+                        Status::Retrying,
+                        (err.kind(), &error),
+                        total_fetched,
+                    )
                 })
                 .await;
                 let _ = ctx.queue.set_visibility(message, delay).await;
@@ -324,7 +329,7 @@ async fn heartbeat(
             _ = ticks.tick() => {}
         }
         let sent_at = Instant::now();
-        let fetched = progress.fetched_unreported.swap(0, Ordering::Relaxed);
+        let fetched = lease.fetched_before + progress.fetched.load(Ordering::Relaxed);
         let renewed = ctx
             .store
             .renew(
@@ -342,12 +347,7 @@ async fn heartbeat(
                 job_cancel.cancel();
                 return;
             }
-            Err(err) => {
-                progress
-                    .fetched_unreported
-                    .fetch_add(fetched, Ordering::Relaxed);
-                warn!(error = %err, "could not renew lease");
-            }
+            Err(err) => warn!(error = %err, "could not renew lease"),
         }
         // Extend only when the deadline comes near, and never past the cap.
         if visible_at.saturating_duration_since(Instant::now()) < config.heartbeat * 3 {
@@ -402,8 +402,8 @@ pub struct JobProgress {
     done: AtomicU64,
     /// `u64::MAX` while unknown.
     total: AtomicU64,
-    /// Bytes received from the source not yet added to the record.
-    fetched_unreported: AtomicU64,
+    /// Bytes this attempt received from the source.
+    fetched: AtomicU64,
 }
 
 impl JobProgress {
@@ -420,7 +420,7 @@ impl Observer for JobProgress {
     }
 
     fn on_downloaded(&self, bytes: u64) {
-        self.fetched_unreported.fetch_add(bytes, Ordering::Relaxed);
+        self.fetched.fetch_add(bytes, Ordering::Relaxed);
         metrics::counter!("ferry_downloaded_bytes_total").increment(bytes);
     }
 

@@ -72,6 +72,8 @@ pub struct Lease {
     pub attempts: u32,
     /// The upload an earlier attempt left to resume, if any.
     pub checkpoint: Option<Checkpoint>,
+    /// Bytes earlier attempts fetched from the source, as they recorded it.
+    pub fetched_before: u64,
 }
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
@@ -234,6 +236,7 @@ impl JobStore {
                     attempts: u32::try_from(number(&item, "attempts").unwrap_or(1))
                         .unwrap_or(u32::MAX),
                     checkpoint: checkpoint_of(&item),
+                    fetched_before: number(&item, "bytes_fetched").unwrap_or(0),
                 }))
             }
             Err(err) if is_condition_failure(&err) => {
@@ -264,8 +267,8 @@ impl JobStore {
 
     /// Extends the lease and records progress; fails with `LeaseLost` when
     /// another worker has taken the job.
-    /// `fetched` is what this worker received from the source since its last
-    /// write; the record's `bytes_fetched` sums it over all attempts.
+    /// `fetched` is what all attempts, this one included, received from the
+    /// source so far.
     pub async fn renew(
         &self,
         lease: &Lease,
@@ -278,7 +281,7 @@ impl JobStore {
             .leased_update(lease)
             .update_expression(
                 "SET #lease_expires = :expires, #updated_at = :now_text, #bytes_done = :done \
-                 , #bytes_total = :total ADD #bytes_fetched :fetched",
+                 , #bytes_total = :total, #bytes_fetched = :fetched",
             )
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
@@ -291,8 +294,8 @@ impl JobStore {
         self.send_leased(update).await
     }
 
-    /// Records success. `total_fetched` is the record's `bytes_fetched` (all
-    /// attempts); what exceeds the object's size was fetched more than once.
+    /// Records success. `total_fetched` is what all attempts fetched; what
+    /// exceeds the object's size was fetched more than once.
     pub async fn succeed(
         &self,
         lease: &Lease,
@@ -306,11 +309,13 @@ impl JobStore {
                 "SET #status = :succeeded, #size = :size, #etag = :etag, #checksum = :checksum, \
                  #checksum_algorithm = :algorithm, #bytes_done = :size, #bytes_total = :size, \
                  #duration_secs = :secs, #throughput_mbps = :mbps, #parts = :parts, \
-                 #part_size = :part_size, #retries = :retries, #bytes_refetched = :refetched, \
+                 #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
+                 #bytes_refetched = :refetched, \
                  #parts_reused = :reused, \
                  #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl \
                  REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}"
             ))
+            .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(
                 ":refetched",
                 n(total_fetched.saturating_sub(outcome.size)),
@@ -339,19 +344,19 @@ impl JobStore {
         &self,
         lease: &Lease,
         status: Status,
-        kind: &str,
-        error: &str,
+        (kind, error): (&str, &str),
+        total_fetched: u64,
     ) -> Result<(), StoreError> {
         let finished = status.is_final();
         let expression = if finished {
             &format!(
                 "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
-                 #finished_at = :now_text, #expires_at = :ttl \
+                 #bytes_fetched = :fetched, #finished_at = :now_text, #expires_at = :ttl \
                  REMOVE #lease_owner, #lease_expires, {CHECKPOINT_ATTRIBUTES}"
             )
         } else {
-            "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text \
-             REMOVE #lease_owner, #lease_expires"
+            "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
+             #bytes_fetched = :fetched REMOVE #lease_owner, #lease_expires"
         };
         let mut update = self
             .leased_update(lease)
@@ -359,6 +364,7 @@ impl JobStore {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":kind", s(kind))
             .expression_attribute_values(":error", s(error))
+            .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(":now_text", s(&now_text()));
         if finished {
             update =
@@ -374,21 +380,6 @@ impl JobStore {
             .update_expression("SET #lease_expires = :expires")
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()));
         self.send_leased(update).await
-    }
-
-    /// Adds `fetched` to the record's `bytes_fetched` and returns the new sum.
-    pub async fn add_fetched(&self, lease: &Lease, fetched: u64) -> Result<u64, StoreError> {
-        let update = self
-            .leased_update(lease)
-            .update_expression("ADD #bytes_fetched :fetched")
-            .expression_attribute_values(":fetched", n(fetched))
-            .return_values(ReturnValue::AllNew);
-        let output = self.send_leased_output(update).await?;
-        Ok(output
-            .attributes
-            .as_ref()
-            .and_then(|item| number(item, "bytes_fetched"))
-            .unwrap_or(fetched))
     }
 
     /// Records the upload this attempt writes to (before its first part), and
@@ -551,11 +542,15 @@ impl JobStore {
 
     /// Gives a job back (shutdown): `queued` again, lease cleared, so the next
     /// worker can claim it at once.
-    pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+    pub async fn release(&self, lease: &Lease, total_fetched: u64) -> Result<(), StoreError> {
         let update = self
             .leased_update(lease)
-            .update_expression("SET #status = :queued, #updated_at = :now_text REMOVE #lease_owner, #lease_expires")
+            .update_expression(
+                "SET #status = :queued, #updated_at = :now_text, #bytes_fetched = :fetched \
+                 REMOVE #lease_owner, #lease_expires",
+            )
             .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(":now_text", s(&now_text()));
         self.send_leased(update).await
     }
@@ -614,20 +609,13 @@ impl JobStore {
     }
 
     async fn send_leased(&self, update: UpdateBuilder) -> Result<(), StoreError> {
-        self.send_leased_output(update).await.map(|_| ())
-    }
-
-    async fn send_leased_output(
-        &self,
-        update: UpdateBuilder,
-    ) -> Result<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput, StoreError> {
         let result = named(update).send().await;
         crate::metrics::health().dynamodb(match &result {
             Ok(_) => true,
             Err(err) => is_condition_failure(err),
         });
         match result {
-            Ok(output) => Ok(output),
+            Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => {
                 metrics::counter!("ferry_dynamodb_condition_conflicts_total", "operation" => "leased_write")
                     .increment(1);

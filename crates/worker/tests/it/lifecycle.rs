@@ -220,9 +220,11 @@ async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
     assert_eq!(text(&record, "lease_owner"), "rival");
     assert!(stack.object("taken").await.is_none());
     worker.stop().await;
+    // The upload belongs to the job, now the rival's to resume: the stale
+    // worker must leave it open.
     assert_eq!(
         stack.open_uploads().await,
-        0,
-        "the stale worker aborted its upload"
+        1,
+        "the stale worker left the upload for the new owner"
     );
 }

@@ -19,7 +19,17 @@ fn slow() -> Behavior {
 }
 
 fn start(stack: &Stack) -> WorkerProcess {
-    stack.start_worker_process(&[("FERRY_MAX_CONCURRENT_UPLOADS", "2")])
+    // A large measured object keeps this machine's two cores busy enough to
+    // delay a 6 s lease's renewals; give it room so the lease is not lost.
+    let lease = if std::env::var_os("FERRY_RESUME_TEST_MIB").is_some() {
+        "30"
+    } else {
+        "6"
+    };
+    stack.start_worker_process(&[
+        ("FERRY_MAX_CONCURRENT_UPLOADS", "2"),
+        ("FERRY_LEASE_SECS", lease),
+    ])
 }
 
 /// Object size for the kill-and-resume test: `FERRY_RESUME_TEST_MIB` lets a
@@ -56,25 +66,28 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
     second.terminate();
     second.wait(Duration::from_secs(30));
 
+    let served = origin.bytes_served();
+    let reused = number(&record, "parts_reused") as usize;
+    println!(
+        "killed-and-resumed {len} bytes: origin served {served} bytes ({:.4}× size; \
+         {served_before} before the kill, {acked} parts done at the kill), {reused} parts \
+         reused, record: attempts {} bytes_fetched {} bytes_refetched {}",
+        served as f64 / len as f64,
+        number(&record, "attempts"),
+        number(&record, "bytes_fetched"),
+        number(&record, "bytes_refetched"),
+    );
     assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
     let stored = stack.object("kill").await.expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&data));
     assert_eq!(number(&record, "attempts"), 2);
     assert_eq!(number(&record, "resumes"), 1);
-    let reused = number(&record, "parts_reused") as usize;
     assert!(
         reused >= acked,
-        "reused {reused} of the {acked} parts acknowledged at the kill"
+        "reused {reused} of the {acked} parts done at the kill"
     );
     assert_eq!(number(&record, "restarts"), 0, "no restart");
-    let served = origin.bytes_served();
     let bound = (len + IN_FLIGHT * PART) as u64;
-    println!(
-        "killed-and-resumed {len} bytes: origin served {served} bytes ({:.3}× size; \
-         {served_before} before the kill), {reused} parts reused, record bytes_fetched {}",
-        served as f64 / len as f64,
-        number(&record, "bytes_fetched"),
-    );
     assert!(
         served <= bound,
         "origin served {served} bytes for a {len}-byte object; at most size + {IN_FLIGHT} parts in flight ({bound}) allowed"
@@ -139,8 +152,16 @@ async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
         let mut worker = start(&stack);
         // Each worker claims the job and adds at least one part before it dies.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while stack.record("five").await.map_or(0, |r| number(&r, "attempts")) < kill {
-            assert!(std::time::Instant::now() < deadline, "worker {kill} never claimed");
+        while stack
+            .record("five")
+            .await
+            .map_or(0, |r| number(&r, "attempts"))
+            < kill
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {kill} never claimed"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         parts = stack
@@ -247,4 +268,76 @@ async fn a_job_nearing_the_visibility_cap_is_released_and_resumed() {
         data.len()
     );
     assert_eq!(stack.open_uploads().await, 0);
+}
+
+#[tokio::test]
+async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
+    let stack = Stack::new().await;
+    let gone_data = test_bytes(8 * PART, 47);
+    let plain_data = test_bytes(8 * PART, 48);
+    let gone_origin = Origin::start(gone_data.clone(), slow()).await;
+    let plain_origin = Origin::start(plain_data.clone(), slow()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("gone", &gone_origin.url("f"), "gone"),
+        )
+        .await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("plain", &plain_origin.url("f"), "plain"),
+        )
+        .await;
+    let mut first = start(&stack);
+    stack
+        .wait_for_parts("gone", 1, Duration::from_secs(120))
+        .await;
+    stack
+        .wait_for_parts("plain", 1, Duration::from_secs(120))
+        .await;
+    first.kill();
+
+    // The upload disappears (a lifecycle rule, an operator), and the other
+    // source stops answering ranged requests.
+    let record = stack.record("gone").await.unwrap();
+    stack
+        .s3
+        .abort_multipart_upload()
+        .bucket(&stack.bucket)
+        .key("gone")
+        .upload_id(text(&record, "upload_id"))
+        .send()
+        .await
+        .unwrap();
+    gone_origin.set(|b| b.chunk_delay = None);
+    plain_origin.set(|b| {
+        b.chunk_delay = None;
+        b.ranges = false;
+    });
+    let mut second = start(&stack);
+    let gone = stack.wait_final("gone", Duration::from_secs(120)).await;
+    let plain = stack.wait_final("plain", Duration::from_secs(120)).await;
+    second.terminate();
+    second.wait(Duration::from_secs(30));
+
+    for (record, data, reason) in [
+        (&gone, &gone_data, "no longer exists"),
+        (&plain, &plain_data, "no longer answers ranged requests"),
+    ] {
+        let id = text(record, "job_id");
+        assert_eq!(text(record, "status"), "succeeded", "{record:?}");
+        assert_eq!(number(record, "restarts"), 1, "{id}");
+        assert!(
+            text(record, "restart_reason").contains(reason),
+            "{record:?}"
+        );
+        let stored = stack.object(id).await.expect("stored");
+        assert_eq!(sha256_hex(&stored), sha256_hex(data), "{id}");
+    }
+    assert_eq!(
+        stack.open_uploads().await,
+        0,
+        "the unusable upload was aborted"
+    );
 }
