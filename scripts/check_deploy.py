@@ -43,6 +43,7 @@ WORKER_ENV = {
     "FERRY_ALLOWED_BUCKETS",
     "FERRY_LOG_FORMAT",
     "FERRY_METRICS_ADDR",
+    "FERRY_GC_INTERVAL_SECS",
     "AWS_REGION",
 }
 WORKER_REQUIRED = {"FERRY_QUEUE_URL", "FERRY_TABLE", "AWS_REGION"}
@@ -58,6 +59,7 @@ TASK_ROLE_ACTIONS = {
     "sqs:GetQueueAttributes",
     "sqs:SendMessage",
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",

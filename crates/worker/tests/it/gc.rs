@@ -163,3 +163,30 @@ async fn gc_aborts_orphans_and_leaves_a_running_jobs_upload_alone() {
     let stored = stack.object("live").await.expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&data));
 }
+
+#[tokio::test]
+async fn the_workers_periodic_sweep_aborts_orphans_in_its_allowed_buckets() {
+    let stack = Stack::new().await;
+    let unknown = orphan(&stack, "swept/ghost", Some("ghost")).await;
+    let foreign = orphan(&stack, "swept/foreign", None).await;
+    let mut config = stack.config();
+    config.destinations = vec![ferry_worker::config::AllowedDestination {
+        bucket: stack.bucket.clone(),
+        prefix: "swept/".into(),
+    }];
+    config.gc = Some(ferry_worker::config::GcSchedule {
+        interval: Duration::from_millis(500),
+        older_than: Duration::ZERO,
+    });
+    let worker = stack.spawn_worker(config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while open_upload_ids(&stack).await.contains(&unknown) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never aborted it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    assert_eq!(open_upload_ids(&stack).await, vec![foreign]);
+}
