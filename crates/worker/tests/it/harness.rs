@@ -168,6 +168,22 @@ impl Stack {
         }
     }
 
+    /// `ferry status JOB_ID` as a process; returns its standard output.
+    pub fn status_cli(&self, job_id: &str) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["status", job_id])
+            .env_clear()
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("FERRY_TABLE", &self.table)
+            .output()
+            .expect("run ferry status");
+        assert!(output.status.success(), "ferry status failed: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn message(&self, job_id: &str, url: &str, key: &str) -> serde_json::Value {
         serde_json::json!({"job_id": job_id, "url": url, "bucket": self.bucket, "key": key})
     }

@@ -6,7 +6,7 @@ use ferry_testkit::{Behavior, Origin, test_bytes};
 
 use crate::harness::{PART, Stack, text};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,14 +18,14 @@ fn free_port() -> u16 {
     clippy::disallowed_methods,
     reason = "a small metrics page, not a source body"
 )]
-async fn get(url: &str) -> Option<(u16, String)> {
+pub(crate) async fn get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
 }
 
 /// The value of a sample line `name{labels} value`, or 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ferry_testkit::{Behavior, Origin, sha256_hex, test_bytes};
 
 use crate::harness::{PART, Stack, WorkerProcess, number, text};
+use crate::observability::{free_port, get, sample};
 
 /// Parts a worker of these tests has in flight at once.
 const IN_FLIGHT: usize = 2;
@@ -19,6 +20,10 @@ fn slow() -> Behavior {
 }
 
 fn start(stack: &Stack) -> WorkerProcess {
+    start_with(stack, &[])
+}
+
+fn start_with(stack: &Stack, extra: &[(&str, &str)]) -> WorkerProcess {
     // A large measured object keeps this machine's two cores busy enough to
     // delay a 6 s lease's renewals; give it room so the lease is not lost.
     let lease = if std::env::var_os("FERRY_RESUME_TEST_MIB").is_some() {
@@ -26,10 +31,12 @@ fn start(stack: &Stack) -> WorkerProcess {
     } else {
         "6"
     };
-    stack.start_worker_process(&[
+    let mut env = vec![
         ("FERRY_MAX_CONCURRENT_UPLOADS", "2"),
         ("FERRY_LEASE_SECS", lease),
-    ])
+    ];
+    env.extend_from_slice(extra);
+    stack.start_worker_process(&env)
 }
 
 /// Object size for the kill-and-resume test: `FERRY_RESUME_TEST_MIB` lets a
@@ -61,8 +68,14 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
     let served_before = origin.bytes_served();
 
     origin.set(|b| b.chunk_delay = None);
-    let mut second = start(&stack);
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut second = start_with(&stack, &[("FERRY_METRICS_ADDR", &metrics_addr)]);
     let record = stack.wait_final("kill", Duration::from_secs(300)).await;
+    let metrics = get(&format!("http://{metrics_addr}/metrics"))
+        .await
+        .expect("metrics")
+        .1;
     second.terminate();
     second.wait(Duration::from_secs(30));
 
@@ -87,6 +100,12 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
         "reused {reused} of the {acked} parts done at the kill"
     );
     assert_eq!(number(&record, "restarts"), 0, "no restart");
+    assert_eq!(sample(&metrics, "ferry_resumes_total"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "ferry_restarts_total"), 0.0, "{metrics}");
+    let shown = stack.status_cli("kill");
+    for line in ["attempts: 2", "resumes: 1", "restarts: 0", "bytes_refetched: "] {
+        assert!(shown.contains(line), "ferry status shows {line:?}: {shown}");
+    }
     let bound = (len + IN_FLIGHT * PART) as u64;
     assert!(
         served <= bound,
