@@ -603,7 +603,10 @@ impl Run {
             crc,
             len,
         };
-        self.journal.part_uploaded(upload_id, &part).await;
+        // Only a checkpointed upload can be resumed, so only its CRCs are kept.
+        if self.checkpointed.load(Ordering::Relaxed) {
+            self.journal.part_uploaded(upload_id, &part).await;
+        }
         self.hash_or_recycle(number, bytes, frozen);
         self.acknowledged.fetch_add(len, Ordering::Relaxed);
         self.observer.on_part_done(PartDone {

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use tracing::{info, warn};
 
 use crate::store::{self, JobStore, Status, StoreError};
@@ -159,21 +158,18 @@ async fn abort(
     key: &str,
     upload_id: &str,
 ) -> Result<(), GcError> {
-    let result = s3
-        .abort_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .send()
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if err.code() == Some("NoSuchUpload") => Ok(()),
-        Err(err) => Err(GcError::S3 {
+    let destination = ferry_engine::Destination {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        ..ferry_engine::Destination::default()
+    };
+    ferry_engine::sink::S3Sink::new(s3.clone())
+        .abort(&destination, upload_id)
+        .await
+        .map_err(|err| GcError::S3 {
             operation: "AbortMultipartUpload",
-            message: store::describe(&err),
-        }),
-    }
+            message: err.to_string(),
+        })
 }
 
 /// The worker's periodic sweep over its allowed destinations, until `stop`.

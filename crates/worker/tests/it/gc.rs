@@ -1,7 +1,6 @@
 //! `ferry gc`: orphaned uploads are aborted, a running job's upload is not.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -67,25 +66,9 @@ async fn open_upload_ids(stack: &Stack) -> Vec<String> {
 }
 
 fn gc(stack: &Stack, extra: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["gc", "--bucket", &stack.bucket, "--older-than", "0s"])
-        .args(extra)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", stack.moto.endpoint())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("FERRY_TABLE", &stack.table)
-        .env("FERRY_LOG_FORMAT", "json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "ferry gc failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut args = vec!["gc", "--bucket", &stack.bucket, "--older-than", "0s"];
+    args.extend_from_slice(extra);
+    stack.cli(&args)
 }
 
 #[tokio::test]

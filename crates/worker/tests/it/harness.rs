@@ -168,20 +168,27 @@ impl Stack {
         }
     }
 
-    /// `ferry status JOB_ID` as a process; returns its standard output.
-    pub fn status_cli(&self, job_id: &str) -> String {
+    /// A `ferry` command (not the worker) against this stack; must exit 0.
+    /// Returns its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
         let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["status", job_id])
+            .args(args)
             .env_clear()
             .env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("FERRY_TABLE", &self.table)
+            .env("FERRY_LOG_FORMAT", "json")
             .output()
-            .expect("run ferry status");
-        assert!(output.status.success(), "ferry status failed: {output:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+            .expect("run ferry");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "ferry {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 
     pub fn message(&self, job_id: &str, url: &str, key: &str) -> serde_json::Value {
