@@ -731,12 +731,15 @@ impl Run {
         let dest = &self.spec.destination;
         self.journal.before_complete().await?;
         let mut attempts = 0;
+        // Not cancellable: a Complete cut short may still have succeeded, and
+        // the lease was just extended for it.
+        let never = CancellationToken::new();
         let result = self
             .engine
             .config
             .retry
             .run(
-                &self.cancel,
+                &never,
                 |err, attempt| self.retried(RetrySide::Complete, err, attempt),
                 |attempt| {
                     attempts = attempt + 1;

@@ -248,9 +248,11 @@ async fn conclude(
             let released = ctx.store.release(lease, total_fetched).await;
             let visible = ctx.queue.set_visibility(message, Duration::ZERO).await;
             metrics::counter!("ferry_jobs_total", "outcome" => "released").increment(1);
+            // (`message` would clash with the log line's own `message` key.)
             info!(
-                record = released.is_ok(),
-                message = visible.is_ok(),
+                record_written = released.is_ok(),
+                message_visible = visible.is_ok(),
+                upload_kept = attempt.journal.upload_id().is_some(),
                 "released"
             );
         }

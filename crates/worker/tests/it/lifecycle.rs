@@ -186,8 +186,17 @@ async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
         )
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while stack.status("taken").await.as_deref() != Some("running") {
-        assert!(Instant::now() < deadline, "job never started");
+    // Wait for the checkpoint: from then on the upload belongs to the job.
+    while stack
+        .record("taken")
+        .await
+        .and_then(|r| ferry_worker::store::text(&r, "upload_id").map(str::to_owned))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job never checkpointed its upload"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Another worker takes the job over: new owner, next fence.

@@ -179,7 +179,9 @@ async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
         while stack
             .record("five")
             .await
-            .map_or(0, |r| number(&r, "attempts"))
+            // (moto applies an update attribute by attribute: `attempts` may lag.)
+            .and_then(|r| ferry_worker::store::number(&r, "attempts"))
+            .unwrap_or(0)
             < kill
         {
             assert!(
@@ -280,7 +282,10 @@ async fn a_job_nearing_the_visibility_cap_is_released_and_resumed() {
     assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
     let stored = stack.object("cap").await.expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&data));
-    let releases = log.matches("visibility cap near").count() as u64;
+    // A cap reached while the last attempt completes ends in success, not a
+    // release: count the releases themselves.
+    assert!(log.contains("visibility cap near"), "{log}");
+    let releases = log.matches("\"message\":\"released\"").count() as u64;
     assert!(releases >= 1, "released at the cap: {log}");
     assert_eq!(number(&record, "attempts"), releases + 1);
     assert_eq!(number(&record, "resumes"), releases);
