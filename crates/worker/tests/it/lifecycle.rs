@@ -237,3 +237,68 @@ async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
         "the stale worker left the upload for the new owner"
     );
 }
+
+#[tokio::test]
+async fn a_worker_whose_lease_was_taken_over_cannot_complete() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::new().await;
+    let data = test_bytes(PART * 2, 61);
+    let origin = Origin::start(
+        data,
+        Behavior {
+            // Part 2 pauses mid-body: the take-over happens meanwhile.
+            stall_at: Some((PART as u64 + 64 * 1024, Duration::from_secs(3))),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    // The first heartbeat would come only after the whole job: the fenced
+    // lease renewal before Complete is what must stop this worker.
+    let mut config = stack.config();
+    config.lease = Duration::from_secs(30);
+    config.visibility = Duration::from_secs(30);
+    config.heartbeat = Duration::from_secs(10);
+    let worker = stack.spawn_worker(config);
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("fenced", &origin.url("f"), "fenced"),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack
+        .record("fenced")
+        .await
+        .and_then(|r| ferry_worker::store::text(&r, "upload_id").map(str::to_owned))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job never checkpointed its upload"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table)
+        .key("job_id", AttributeValue::S("fenced".into()))
+        .update_expression("SET lease_owner = :rival, fence = fence + :one")
+        .expression_attribute_values(":rival", AttributeValue::S("rival".into()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    // The stall ends, part 2 arrives; without the fence the job would now
+    // complete within a second.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let record = stack.record("fenced").await.unwrap();
+    assert_eq!(text(&record, "lease_owner"), "rival");
+    assert_eq!(text(&record, "status"), "running", "{record:?}");
+    assert!(
+        stack.object("fenced").await.is_none(),
+        "the stale worker completed the upload"
+    );
+    assert_eq!(stack.open_uploads().await, 1, "left for the new owner");
+    worker.stop().await;
+}
