@@ -77,8 +77,8 @@ pub struct Lease {
 }
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
-const CHECKPOINT_ATTRIBUTES: &str =
-    "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified";
+const CHECKPOINT_ATTRIBUTES: &str = "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified, \
+     #checkpointed_at";
 
 /// Key of the item that keeps one part's CRC (outside the job's own item,
 /// which could not hold 10,000 of them). `#` never occurs in a job id.

@@ -94,8 +94,9 @@ async fn gc_aborts_orphans_and_leaves_a_running_jobs_upload_alone() {
     stack
         .wait_for_parts("live", 1, Duration::from_secs(60))
         .await;
-    let live_record = stack.record("live").await.unwrap();
-    let live = text(&live_record, "upload_id").to_owned();
+    let live = stack
+        .wait_for_checkpoint("live", Duration::from_secs(1))
+        .await;
 
     // Orphans: a job that ended, a job nobody knows, a job that moved on.
     put(&stack, &[("job_id", "ended"), ("status", "failed")]).await;

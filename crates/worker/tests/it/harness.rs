@@ -283,6 +283,40 @@ impl Stack {
             .map_or(0, |found| found.len())
     }
 
+    /// Waits (bounded) for the job's checkpoint; returns its upload id.
+    pub async fn wait_for_checkpoint(&self, job_id: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(upload_id) = self
+                .record(job_id)
+                .await
+                .and_then(|r| store::text(&r, "upload_id").map(str::to_owned))
+            {
+                return upload_id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} did not checkpoint its upload within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Another worker takes the job over: new owner, next fence.
+    pub async fn take_over(&self, job_id: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        self.dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", AttributeValue::S(job_id.into()))
+            .update_expression("SET lease_owner = :rival, fence = fence + :one")
+            .expression_attribute_values(":rival", AttributeValue::S("rival".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// Waits (bounded) until at least `count` parts of the job's upload are done.
     pub async fn wait_for_parts(&self, job_id: &str, count: usize, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;

@@ -166,7 +166,6 @@ async fn the_high_priority_queue_is_drained_first() {
 
 #[tokio::test]
 async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let stack = Stack::new().await;
     let origin = Origin::start(
         test_bytes(PART * 3, 60),
@@ -185,32 +184,11 @@ async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
             &stack.message("taken", &origin.url("f"), "taken"),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Wait for the checkpoint: from then on the upload belongs to the job.
-    while stack
-        .record("taken")
-        .await
-        .and_then(|r| ferry_worker::store::text(&r, "upload_id").map(str::to_owned))
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "job never checkpointed its upload"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Another worker takes the job over: new owner, next fence.
+    // From the checkpoint on, the upload belongs to the job.
     stack
-        .dynamodb
-        .update_item()
-        .table_name(&stack.table)
-        .key("job_id", AttributeValue::S("taken".into()))
-        .update_expression("SET lease_owner = :rival, fence = fence + :one")
-        .expression_attribute_values(":rival", AttributeValue::S("rival".into()))
-        .expression_attribute_values(":one", AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+        .wait_for_checkpoint("taken", Duration::from_secs(30))
+        .await;
+    stack.take_over("taken").await;
     // Within a heartbeat or two the first worker notices and stops fetching.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let served = origin.bytes_served();
@@ -240,7 +218,6 @@ async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
 
 #[tokio::test]
 async fn a_worker_whose_lease_was_taken_over_cannot_complete() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     let stack = Stack::new().await;
     let data = test_bytes(PART * 2, 61);
     let origin = Origin::start(
@@ -265,30 +242,10 @@ async fn a_worker_whose_lease_was_taken_over_cannot_complete() {
             &stack.message("fenced", &origin.url("f"), "fenced"),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stack
-        .record("fenced")
-        .await
-        .and_then(|r| ferry_worker::store::text(&r, "upload_id").map(str::to_owned))
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "job never checkpointed its upload"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     stack
-        .dynamodb
-        .update_item()
-        .table_name(&stack.table)
-        .key("job_id", AttributeValue::S("fenced".into()))
-        .update_expression("SET lease_owner = :rival, fence = fence + :one")
-        .expression_attribute_values(":rival", AttributeValue::S("rival".into()))
-        .expression_attribute_values(":one", AttributeValue::N("1".into()))
-        .send()
-        .await
-        .unwrap();
+        .wait_for_checkpoint("fenced", Duration::from_secs(30))
+        .await;
+    stack.take_over("fenced").await;
     // The stall ends, part 2 arrives; without the fence the job would now
     // complete within a second.
     tokio::time::sleep(Duration::from_secs(6)).await;

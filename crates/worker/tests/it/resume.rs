@@ -329,13 +329,15 @@ async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
 
     // The upload disappears (a lifecycle rule, an operator), and the other
     // source stops answering ranged requests.
-    let record = stack.record("gone").await.unwrap();
+    let upload_id = stack
+        .wait_for_checkpoint("gone", Duration::from_secs(1))
+        .await;
     stack
         .s3
         .abort_multipart_upload()
         .bucket(&stack.bucket)
         .key("gone")
-        .upload_id(text(&record, "upload_id"))
+        .upload_id(upload_id)
         .send()
         .await
         .unwrap();
