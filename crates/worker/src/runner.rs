@@ -110,11 +110,17 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         }
         Ok(Claim::Busy { expires_in }) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
-            // Look again just after the other worker's lease could lapse: if
-            // it died, the job resumes then rather than after a long recheck.
-            let recheck = expires_in.map_or(config.busy_recheck, |left| {
-                (left + Duration::from_secs(1)).min(config.busy_recheck)
-            });
+            // An owner that missed two renewals has probably died: look again
+            // just after its lease lapses, so the job resumes within about one
+            // lease period. A freshly renewed lease means a live owner and
+            // this message a duplicate: look rarely, so it does not use up the
+            // queue's maxReceiveCount and land in the DLQ early.
+            let recheck = match expires_in {
+                Some(left) if left + config.heartbeat * 2 <= config.lease => {
+                    (left + Duration::from_secs(1)).min(config.busy_recheck)
+                }
+                _ => config.busy_recheck,
+            };
             let _ = ctx.queue.set_visibility(&message, recheck).await;
             info!(
                 recheck_secs = recheck.as_secs(),
