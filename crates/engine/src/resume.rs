@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use reqwest::Response;
 
 use crate::error::TransferError;
-use crate::plan::{KnownPlan, MIN_PART_SIZE};
+use crate::plan::{KnownPlan, MAX_PARTS, MIN_PART_SIZE};
 use crate::sink::UploadedPart;
 use crate::source::Validator;
 use crate::transfer::Run;
@@ -135,7 +135,10 @@ impl Run {
         checkpoint: &Checkpoint,
     ) -> Result<Reopen, TransferError> {
         let engine = &self.engine;
-        if checkpoint.part_size < MIN_PART_SIZE || checkpoint.length <= checkpoint.part_size {
+        if checkpoint.part_size < MIN_PART_SIZE
+            || checkpoint.length <= checkpoint.part_size
+            || checkpoint.length.div_ceil(checkpoint.part_size) > u64::from(MAX_PARTS)
+        {
             return Ok(Reopen::Restart(
                 "the checkpoint's part plan is not valid".into(),
             ));
