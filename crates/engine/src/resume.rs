@@ -15,9 +15,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use reqwest::Response;
 
+use crate::checksum;
 use crate::error::TransferError;
 use crate::plan::{KnownPlan, MAX_PARTS, MIN_PART_SIZE};
-use crate::sink::UploadedPart;
+use crate::sink::{StoredObject, UploadedPart};
 use crate::source::Validator;
 use crate::transfer::Run;
 
@@ -122,9 +123,18 @@ pub(crate) struct Reopened {
     pub first: Option<(u32, Response)>,
 }
 
-/// Why a checkpoint cannot be used; becomes the record's restart reason.
+/// What a checkpoint turned out to describe.
 pub(crate) enum Reopen {
+    /// An open upload to continue.
     Resumed(Reopened),
+    /// The upload was completed already (its run died before recording it):
+    /// the object at the destination is the one its parts compose.
+    Completed {
+        stored: StoredObject,
+        crc: u64,
+        plan: KnownPlan,
+    },
+    /// Unusable; the reason becomes the record's restart reason.
     Restart(String),
 }
 
@@ -167,9 +177,7 @@ impl Run {
             )
             .await?
         else {
-            return Ok(Reopen::Restart(
-                "the multipart upload no longer exists".into(),
-            ));
+            return self.completed_or_gone(checkpoint, plan).await;
         };
         // Only parts with the planned size and a known CRC count as done.
         let fitting: Vec<_> = listed
@@ -251,5 +259,39 @@ impl Run {
                 .zip(probe.body)
                 .map(|(part, body)| (part.number, body)),
         }))
+    }
+
+    /// The upload is gone: either aborted (start over) or completed by a run
+    /// that died before recording it. It was completed only after every
+    /// check passed, so the object counts as this job's if its size and
+    /// full-object CRC equal what the kept part CRCs compose.
+    async fn completed_or_gone(
+        &self,
+        checkpoint: &Checkpoint,
+        plan: KnownPlan,
+    ) -> Result<Reopen, TransferError> {
+        let gone = || Reopen::Restart("the multipart upload no longer exists".into());
+        let numbers: Vec<u32> = plan.parts().map(|p| p.number).collect();
+        let kept = self
+            .journal
+            .part_checksums(&checkpoint.upload_id, &numbers)
+            .await?;
+        let Some(crcs) = numbers
+            .iter()
+            .map(|n| kept.get(n).copied())
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Ok(gone());
+        };
+        let crc = checksum::compose(crcs.into_iter().zip(plan.parts().map(|p| p.len)));
+        let Some(stored) = self.engine.sink.head(&self.spec.destination).await? else {
+            return Ok(gone());
+        };
+        if stored.size == Some(plan.size)
+            && stored.crc64nvme.as_deref() == Some(checksum::to_base64(crc).as_str())
+        {
+            return Ok(Reopen::Completed { stored, crc, plan });
+        }
+        Ok(gone())
     }
 }

@@ -136,6 +136,19 @@ impl Engine {
                     let stored = run.resumed(reopened, &checkpoint).await?;
                     return Ok(run.finished(stored, started, None));
                 }
+                Reopen::Completed { stored, crc, plan } => {
+                    tracing::info!("the upload was completed by an earlier attempt");
+                    let parts = plan.part_count();
+                    run.journal.resumed(parts, plan.size).await?;
+                    run.reused_parts.store(parts, Ordering::Relaxed);
+                    run.reused.store(plan.size, Ordering::Relaxed);
+                    run.acknowledged.store(plan.size, Ordering::Relaxed);
+                    run.total.store(plan.size, Ordering::Relaxed);
+                    let stored = run
+                        .outcome(stored, crc, parts, plan.part_size, plan.size)
+                        .await?;
+                    return Ok(run.finished(stored, started, None));
+                }
                 Reopen::Restart(reason) => {
                     tracing::info!(%reason, "starting over instead of resuming");
                     run.abort(&checkpoint.upload_id).await;

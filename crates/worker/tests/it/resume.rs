@@ -372,3 +372,55 @@ async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
         "the unusable upload was aborted"
     );
 }
+
+#[tokio::test]
+async fn a_completed_upload_whose_record_was_lost_is_not_copied_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::new().await;
+    let data = test_bytes(4 * PART + 17, 49);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let message = stack.message("lost", &origin.url("f"), "lost");
+    stack.send(&stack.queue, &message).await;
+    let mut worker = start(&stack);
+    let first = stack.wait_final("lost", Duration::from_secs(60)).await;
+    assert_eq!(text(&first, "status"), "succeeded", "{first:?}");
+    let served = origin.bytes_served();
+
+    // As if the worker had died after CompleteMultipartUpload but before its
+    // record: the checkpoint is still there, the job not final, the message back.
+    let part_one = stack.record("lost#part#1").await.expect("part CRC item");
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: usize| AttributeValue::N(v.to_string());
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.table)
+        .key("job_id", s("lost"))
+        .update_expression(
+            "SET #status = :retrying, upload_id = :upload, upload_part_size = :part, \
+             source_length = :len, source_etag = :etag REMOVE finished_at",
+        )
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":retrying", s("retrying"))
+        .expression_attribute_values(":upload", s(text(&part_one, "upload_id")))
+        .expression_attribute_values(":part", n(PART))
+        .expression_attribute_values(":len", n(data.len()))
+        .expression_attribute_values(":etag", s("\"v1\""))
+        .send()
+        .await
+        .unwrap();
+    stack.send(&stack.queue, &message).await;
+    let record = stack.wait_final("lost", Duration::from_secs(60)).await;
+    worker.terminate();
+    worker.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    assert_eq!(number(&record, "attempts"), 2);
+    assert_eq!(number(&record, "resumes"), 1);
+    assert_eq!(number(&record, "restarts"), 0);
+    assert_eq!(number(&record, "parts_reused"), 5);
+    assert_eq!(text(&record, "checksum"), text(&first, "checksum"));
+    assert_eq!(origin.bytes_served(), served, "nothing fetched again");
+    let stored = stack.object("lost").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+}
