@@ -7,6 +7,7 @@ Usage: moto_server.py [PORT]   (default 0: an ephemeral port)
 
 import sys
 
+from moto.s3.models import FakeMultipart, S3Backend
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
@@ -29,6 +30,25 @@ def _list_parts_with_s3s_root(original):
 
 
 S3Response.list_parts = _list_parts_with_s3s_root(S3Response.list_parts)
+
+
+# moto 5.2.5 pages ListParts by treating the part-number marker as a list
+# index, so with gaps in the part numbers (1, 3, 4: what an interrupted
+# upload leaves) pages skip parts and end early. S3 lists the parts numbered
+# above the marker.
+def _parts_after(self, part_number_marker, max_parts):
+    later = [number for number in self.partlist if number > part_number_marker]
+    for number in later[:max_parts]:
+        yield self.parts[number]
+
+
+def _is_truncated(self, bucket_name, multipart_id, next_part_number_marker):
+    parts = self.get_bucket(bucket_name).multiparts[multipart_id].parts
+    return any(int(number) > int(next_part_number_marker) for number in parts)
+
+
+FakeMultipart.list_parts = _parts_after
+S3Backend.is_truncated = _is_truncated
 
 
 def main() -> None:

@@ -181,6 +181,17 @@ impl S3Sink {
         dest: &Destination,
         upload_id: &str,
     ) -> Result<Option<Vec<ListedPart>>, TransferError> {
+        self.list_parts_in_pages(dest, upload_id, None).await
+    }
+
+    /// [`list_parts`](Self::list_parts) with at most `page_size` parts a page
+    /// (S3's default is 1,000; an upload may have 10,000).
+    pub async fn list_parts_in_pages(
+        &self,
+        dest: &Destination,
+        upload_id: &str,
+        page_size: Option<i32>,
+    ) -> Result<Option<Vec<ListedPart>>, TransferError> {
         let op = S3Operation::ListParts;
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
@@ -191,6 +202,7 @@ impl S3Sink {
                 .bucket(&dest.bucket)
                 .key(&dest.key)
                 .upload_id(upload_id)
+                .set_max_parts(page_size)
                 .set_part_number_marker(marker.take())
                 .send()
                 .await;
