@@ -49,9 +49,12 @@ def main() -> None:
             )["Responses"][table]
             polls += 1
             for item in found:
-                if item["status"]["S"] in ("succeeded", "failed", "rejected"):
-                    if item["status"]["S"] != "succeeded":
-                        sys.exit(f"job {item['job_id']['S']} ended {item['status']['S']}")
+                # moto applies an update attribute by attribute: a record being
+                # claimed can be read before its status is there.
+                status = item.get("status", {}).get("S")
+                if status in ("succeeded", "failed", "rejected"):
+                    if status != "succeeded":
+                        sys.exit(f"job {item['job_id']['S']} ended {status}")
                     pending.discard(item["job_id"]["S"])
     elapsed = time.monotonic() - started
     if pending:
