@@ -19,6 +19,15 @@ fn slow() -> Behavior {
     }
 }
 
+/// A job `id` (key `id`) from an origin that serves `data` slowly.
+async fn submit_slow(stack: &Stack, id: &str, data: Vec<u8>) -> Origin {
+    let origin = Origin::start(data, slow()).await;
+    stack
+        .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
+        .await;
+    origin
+}
+
 fn start(stack: &Stack) -> WorkerProcess {
     start_with(stack, &[])
 }
@@ -53,13 +62,7 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
     let stack = Stack::new().await;
     let len = resume_test_len();
     let data = test_bytes(len, 41);
-    let origin = Origin::start(data.clone(), slow()).await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("kill", &origin.url("f"), "kill"),
-        )
-        .await;
+    let origin = submit_slow(&stack, "kill", data.clone()).await;
     let mut first = start(&stack);
     let acked = stack
         .wait_for_parts("kill", 3, Duration::from_secs(120))
@@ -124,13 +127,7 @@ async fn a_changed_source_restarts_from_zero_with_the_reason_recorded() {
     let stack = Stack::new().await;
     let old = test_bytes(8 * PART, 42);
     let new = test_bytes(8 * PART, 43);
-    let origin = Origin::start(old, slow()).await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("etag", &origin.url("f"), "etag"),
-        )
-        .await;
+    let origin = submit_slow(&stack, "etag", old).await;
     let mut first = start(&stack);
     stack
         .wait_for_parts("etag", 3, Duration::from_secs(120))
@@ -164,13 +161,7 @@ async fn a_changed_source_restarts_from_zero_with_the_reason_recorded() {
 async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
     let stack = Stack::new().await;
     let data = test_bytes(12 * PART, 44);
-    let origin = Origin::start(data.clone(), slow()).await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("five", &origin.url("f"), "five"),
-        )
-        .await;
+    let origin = submit_slow(&stack, "five", data.clone()).await;
     let mut parts = 0;
     for kill in 1..=5 {
         let mut worker = start(&stack);
@@ -265,10 +256,7 @@ async fn a_resumed_job_still_verifies_its_expected_sha256() {
 async fn a_job_nearing_the_visibility_cap_is_released_and_resumed() {
     let stack = Stack::new().await;
     let data = test_bytes(12 * PART, 46);
-    let origin = Origin::start(data.clone(), slow()).await;
-    stack
-        .send(&stack.queue, &stack.message("cap", &origin.url("f"), "cap"))
-        .await;
+    let origin = submit_slow(&stack, "cap", data.clone()).await;
     // A 12-second cap stands in for SQS's 12 hours: with a 6 s visibility the
     // worker must release the job about every 3 s, long before it is done.
     let mut worker = stack.start_worker_process(&[
@@ -304,20 +292,8 @@ async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
     let stack = Stack::new().await;
     let gone_data = test_bytes(8 * PART, 47);
     let plain_data = test_bytes(8 * PART, 48);
-    let gone_origin = Origin::start(gone_data.clone(), slow()).await;
-    let plain_origin = Origin::start(plain_data.clone(), slow()).await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("gone", &gone_origin.url("f"), "gone"),
-        )
-        .await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("plain", &plain_origin.url("f"), "plain"),
-        )
-        .await;
+    let gone_origin = submit_slow(&stack, "gone", gone_data.clone()).await;
+    let plain_origin = submit_slow(&stack, "plain", plain_data.clone()).await;
     let mut first = start(&stack);
     stack
         .wait_for_parts("gone", 1, Duration::from_secs(120))
