@@ -294,4 +294,16 @@ impl Run {
         }
         Ok(gone())
     }
+
+    /// Discards an unusable checkpoint: its upload is aborted and the journal
+    /// records why; the caller then starts from byte 0.
+    pub(crate) async fn start_over(
+        &self,
+        checkpoint: &Checkpoint,
+        reason: &str,
+    ) -> Result<(), TransferError> {
+        tracing::info!(%reason, "starting over instead of resuming");
+        self.abort(&checkpoint.upload_id).await;
+        self.journal.restarted(reason).await
+    }
 }

@@ -50,10 +50,6 @@ pub struct TransferOutcome {
     pub bytes_fetched: u64,
     /// Parts an earlier run had uploaded and this one kept.
     pub parts_reused: u32,
-    /// Bytes of those parts.
-    pub bytes_reused: u64,
-    /// Why an earlier run's checkpoint was discarded, when it was.
-    pub restart_reason: Option<String>,
 }
 
 /// The streaming multipart engine. Cheap to clone; clones share the memory pool.
@@ -125,36 +121,22 @@ impl Engine {
             observer,
             journal,
             checkpointed: AtomicBool::new(false),
-            reused: AtomicU64::new(0),
             reused_parts: AtomicU32::new(0),
         });
-        let mut restart_reason = None;
         if let Some(checkpoint) = resume_from {
             self.source.check(&spec.source)?;
-            match run.reopen(&checkpoint).await? {
-                Reopen::Resumed(reopened) => {
-                    let stored = run.resumed(reopened, &checkpoint).await?;
-                    return Ok(run.finished(stored, started, None));
-                }
+            let stored = match run.reopen(&checkpoint).await? {
+                Reopen::Resumed(reopened) => Some(run.resumed(reopened, &checkpoint).await?),
                 Reopen::Completed { stored, crc, plan } => {
-                    tracing::info!("the upload was completed by an earlier attempt");
-                    let parts = plan.part_count();
-                    run.journal.resumed(parts, plan.size).await?;
-                    run.reused_parts.store(parts, Ordering::Relaxed);
-                    run.reused.store(plan.size, Ordering::Relaxed);
-                    run.acknowledged.store(plan.size, Ordering::Relaxed);
-                    run.total.store(plan.size, Ordering::Relaxed);
-                    let stored = run
-                        .outcome(stored, crc, parts, plan.part_size, plan.size)
-                        .await?;
-                    return Ok(run.finished(stored, started, None));
+                    Some(run.adopt_completed(stored, crc, plan).await?)
                 }
                 Reopen::Restart(reason) => {
-                    tracing::info!(%reason, "starting over instead of resuming");
-                    run.abort(&checkpoint.upload_id).await;
-                    run.journal.restarted(&reason).await?;
-                    restart_reason = Some(reason);
+                    run.start_over(&checkpoint, &reason).await?;
+                    None
                 }
+            };
+            if let Some(stored) = stored {
+                return Ok(run.finished(stored, started));
             }
         }
         let probe = self.probe(&run).await?;
@@ -175,7 +157,7 @@ impl Engine {
             (true, Some(length)) => run.ranged(probe, length).await?,
             _ => run.streamed(probe).await?,
         };
-        Ok(run.finished(stored, started, restart_reason))
+        Ok(run.finished(stored, started))
     }
 
     /// Aborts an upload a failed job leaves behind (best effort is the caller's choice).
@@ -216,25 +198,17 @@ pub(crate) struct Run {
     pub(crate) journal: Arc<dyn Journal>,
     /// Whether this run's upload is described by a persisted checkpoint.
     checkpointed: AtomicBool,
-    reused: AtomicU64,
     reused_parts: AtomicU32,
 }
 
 impl Run {
-    fn finished(
-        &self,
-        stored: TransferOutcome,
-        started: Instant,
-        restart_reason: Option<String>,
-    ) -> TransferOutcome {
+    fn finished(&self, stored: TransferOutcome, started: Instant) -> TransferOutcome {
         self.emit_progress(true);
         TransferOutcome {
             duration: started.elapsed(),
             retries: self.retries.load(Ordering::Relaxed),
             bytes_fetched: self.fetched.load(Ordering::Relaxed),
             parts_reused: self.reused_parts.load(Ordering::Relaxed),
-            bytes_reused: self.reused.load(Ordering::Relaxed),
-            restart_reason,
             ..stored
         }
     }
@@ -260,7 +234,6 @@ impl Run {
         }
         self.checkpointed.store(true, Ordering::Relaxed);
         let reused: u64 = done.values().map(|p| p.len).sum();
-        self.reused.store(reused, Ordering::Relaxed);
         self.reused_parts.store(
             u32::try_from(done.len()).unwrap_or(MAX_PARTS),
             Ordering::Relaxed,
@@ -276,6 +249,23 @@ impl Run {
             .ranged_parts(&plan, first, validator, upload_id, done)
             .await;
         self.finish(result, upload_id, plan.part_size, plan.size)
+            .await
+    }
+
+    /// Accepts the object an earlier run completed as this transfer's result.
+    async fn adopt_completed(
+        &self,
+        stored: StoredObject,
+        crc: u64,
+        plan: KnownPlan,
+    ) -> Result<TransferOutcome, TransferError> {
+        tracing::info!("the upload was completed by an earlier attempt");
+        let parts = plan.part_count();
+        self.journal.resumed(parts, plan.size).await?;
+        self.reused_parts.store(parts, Ordering::Relaxed);
+        self.acknowledged.store(plan.size, Ordering::Relaxed);
+        self.total.store(plan.size, Ordering::Relaxed);
+        self.outcome(stored, crc, parts, plan.part_size, plan.size)
             .await
     }
 
@@ -616,11 +606,13 @@ impl Run {
             crc,
             len,
         };
+        // The buffer goes back (or on to the digest) before the journal's
+        // write: no part memory waits on DynamoDB.
+        self.hash_or_recycle(number, bytes, frozen);
         // Only a checkpointed upload can be resumed, so only its CRCs are kept.
         if self.checkpointed.load(Ordering::Relaxed) {
             self.journal.part_uploaded(upload_id, &part).await;
         }
-        self.hash_or_recycle(number, bytes, frozen);
         self.acknowledged.fetch_add(len, Ordering::Relaxed);
         self.observer.on_part_done(PartDone {
             number,
@@ -814,8 +806,6 @@ impl Run {
             retries: 0,
             bytes_fetched: 0,
             parts_reused: 0,
-            bytes_reused: 0,
-            restart_reason: None,
         })
     }
 

@@ -210,10 +210,11 @@ pub fn destination_allowed(allowed: &[AllowedDestination], bucket: &str, key: &s
             .any(|d| d.bucket == bucket && key.starts_with(&d.prefix))
 }
 
-/// The raw `ferry worker` settings as flags and `FERRY_*` variables.
+/// Where jobs are queued and recorded: shared by `ferry worker` and `ferry submit`.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
-    /// SQS queue URL(s), highest priority first (repeat or comma-separate).
+pub struct JobQueueArgs {
+    /// SQS queue URL(s), highest priority first (repeat or comma-separate);
+    /// `ferry submit` sends to the first.
     #[arg(
         long = "queue-url",
         env = "FERRY_QUEUE_URL",
@@ -224,6 +225,13 @@ pub struct WorkerArgs {
     /// DynamoDB table of job records.
     #[arg(long, env = "FERRY_TABLE")]
     pub table: String,
+}
+
+/// The raw `ferry worker` settings as flags and `FERRY_*` variables.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub jobs: JobQueueArgs,
     /// Weighted instead of strict priority: one weight per queue (e.g. `3,1`
     /// polls the first queue first three times out of four).
     #[arg(long, env = "FERRY_QUEUE_WEIGHTS", value_delimiter = ',')]
@@ -279,20 +287,20 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     pub fn to_config(&self, engine: EngineConfig) -> Result<WorkerConfig, ConfigError> {
         let mut problems = Vec::new();
-        if self.queue_urls.iter().any(|q| q.trim().is_empty()) {
+        if self.jobs.queue_urls.iter().any(|q| q.trim().is_empty()) {
             problems.push("queue URLs must not be empty".to_owned());
         }
         if !self.queue_weights.is_empty()
-            && (self.queue_weights.len() != self.queue_urls.len()
+            && (self.queue_weights.len() != self.jobs.queue_urls.len()
                 || self.queue_weights.iter().all(|w| *w == 0))
         {
             problems.push(format!(
                 "queue weights ({}) must give one weight per queue ({}) and not all zero",
                 self.queue_weights.len(),
-                self.queue_urls.len()
+                self.jobs.queue_urls.len()
             ));
         }
-        if self.table.trim().is_empty() {
+        if self.jobs.table.trim().is_empty() {
             problems.push("table must not be empty".to_owned());
         }
         if !(1..=256).contains(&self.max_concurrent_jobs) {
@@ -366,12 +374,13 @@ impl WorkerArgs {
         let worker_id = self.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(WorkerConfig {
             queues: self
+                .jobs
                 .queue_urls
                 .iter()
                 .map(|q| q.trim().to_owned())
                 .collect(),
             queue_weights: self.queue_weights.clone(),
-            table: self.table.clone(),
+            table: self.jobs.table.clone(),
             dlq_url: self.dlq_url.clone().filter(|d| !d.is_empty()),
             worker_id,
             max_concurrent_jobs: self.max_concurrent_jobs,

@@ -263,8 +263,8 @@ async fn conclude(
             );
         }
         Err(err) => {
-            let gave_up =
-                err.class() == ErrorClass::Permanent || lease.attempts >= config.max_attempts;
+            let permanent = err.class() == ErrorClass::Permanent;
+            let gave_up = permanent || lease.attempts >= config.max_attempts;
             if gave_up {
                 // An upload kept for resuming has no later attempt to use it.
                 if let Some(upload_id) = attempt.journal.upload_id() {
@@ -273,20 +273,21 @@ async fn conclude(
                         warn!(error = %abort, "could not abort the job's multipart upload");
                     }
                 }
-                let error = if err.class() == ErrorClass::Permanent {
-                    err.to_string()
-                } else {
-                    format!("{err} (gave up after {} attempts)", lease.attempts)
-                };
-                let recorded = retry_store(|| {
-                    ctx.store.record_error(
-                        lease,
-                        Status::Failed,
-                        (err.kind(), &error),
-                        total_fetched,
-                    )
-                })
-                .await;
+            }
+            let (status, error) = match (gave_up, permanent) {
+                (false, _) => (Status::Retrying, err.to_string()),
+                (true, true) => (Status::Failed, err.to_string()),
+                (true, false) => (
+                    Status::Failed,
+                    format!("{err} (gave up after {} attempts)", lease.attempts),
+                ),
+            };
+            let recorded = retry_store(|| {
+                ctx.store
+                    .record_error(lease, status, (err.kind(), &error), total_fetched)
+            })
+            .await;
+            if gave_up {
                 if recorded.is_ok() {
                     let _ = ctx.queue.delete(message).await;
                 }
@@ -294,16 +295,6 @@ async fn conclude(
                 warn!(error_kind = err.kind(), error = %error, recorded = recorded.is_ok(), "failed");
             } else {
                 let delay = backoff(config.retry_base_delay, lease.attempts);
-                let error = err.to_string();
-                let recorded = retry_store(|| {
-                    ctx.store.record_error(
-                        lease,
-                        Status::Retrying,
-                        (err.kind(), &error),
-                        total_fetched,
-                    )
-                })
-                .await;
                 let _ = ctx.queue.set_visibility(message, delay).await;
                 metrics::counter!("ferry_jobs_total", "outcome" => "retrying").increment(1);
                 warn!(

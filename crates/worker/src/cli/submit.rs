@@ -28,16 +28,8 @@ pub struct SubmitArgs {
     /// Follow the job to its end; exit 0 only if it succeeded.
     #[arg(long)]
     pub wait: bool,
-    /// Queue to submit to (the first, when a list is configured).
-    #[arg(
-        long = "queue-url",
-        env = "FERRY_QUEUE_URL",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub queue_urls: Vec<String>,
-    #[arg(long, env = "FERRY_TABLE")]
-    pub table: String,
+    #[command(flatten)]
+    pub jobs: crate::config::JobQueueArgs,
     /// How often `--wait` reads the record.
     #[arg(long, default_value_t = 1)]
     pub poll_secs: u64,
@@ -66,7 +58,7 @@ pub async fn run(
     // refused here with the same reason.
     let job = job::parse(&body, &job_id).map_err(|r| CliError::Usage(r.reason))?;
     let sdk = crate::config::load_aws().await;
-    let store = JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &args.table);
+    let store = JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &args.jobs.table);
     let queue = Queue::new(aws_sdk_sqs::Client::new(&sdk));
     let failed = |kind: &'static str| {
         move |err: &dyn std::fmt::Display| CliError::Failed {
@@ -79,7 +71,7 @@ pub async fn run(
         .await
         .map_err(|e| failed("store_error")(&e))?;
     if created {
-        let queue_url = &args.queue_urls[0];
+        let queue_url = args.jobs.queue_urls.first().map_or("", String::as_str);
         queue
             .send(queue_url, &body)
             .await

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use ferry_testkit::{Behavior, Origin, sha256_hex, test_bytes};
+use ferry_testkit::{sha256_hex, test_bytes};
 use ferry_worker::store;
 
 use crate::harness::{PART, Stack, text};
@@ -76,20 +76,7 @@ async fn gc_aborts_orphans_and_leaves_a_running_jobs_upload_alone() {
     let stack = Stack::new().await;
     // A real job, still running (slow origin) when gc runs.
     let data = test_bytes(6 * PART, 51);
-    let origin = Origin::start(
-        data.clone(),
-        Behavior {
-            chunk_delay: Some(Duration::from_millis(20)),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("live", &origin.url("f"), "live"),
-        )
-        .await;
+    let origin = stack.submit_slow("live", data.clone()).await;
     let mut worker = stack.start_worker_process(&[("FERRY_MAX_CONCURRENT_UPLOADS", "2")]);
     stack
         .wait_for_parts("live", 1, Duration::from_secs(60))

@@ -18,6 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 pub const PART: usize = 5 * MIB as usize;
 
+/// An origin slow enough to act on a job mid-way: 20 ms between 64 KiB
+/// chunks, ~1.6 s per 5 MiB part and connection.
+pub fn slow() -> ferry_testkit::Behavior {
+    ferry_testkit::Behavior {
+        chunk_delay: Some(Duration::from_millis(20)),
+        ..ferry_testkit::Behavior::default()
+    }
+}
+
 pub struct Stack {
     pub moto: &'static Moto,
     pub s3: aws_sdk_s3::Client,
@@ -189,6 +198,14 @@ impl Stack {
             String::from_utf8_lossy(&output.stderr)
         );
         stdout
+    }
+
+    /// Queues job `id` (stored under key `id`) from a [`slow`] origin serving `data`.
+    pub async fn submit_slow(&self, id: &str, data: Vec<u8>) -> ferry_testkit::Origin {
+        let origin = ferry_testkit::Origin::start(data, slow()).await;
+        self.send(&self.queue, &self.message(id, &origin.url("f"), id))
+            .await;
+        origin
     }
 
     pub fn message(&self, job_id: &str, url: &str, key: &str) -> serde_json::Value {

@@ -61,21 +61,8 @@ async fn twenty_jobs_across_two_worker_processes_all_succeed() {
 async fn sigterm_mid_job_releases_it_and_a_second_worker_finishes() {
     let stack = Stack::new().await;
     let data = test_bytes(PART * 3, 7);
-    let origin = Origin::start(
-        data.clone(),
-        Behavior {
-            // ~1.5 s per part: the job is still running when SIGTERM lands.
-            chunk_delay: Some(Duration::from_millis(20)),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("long", &origin.url("f"), "long"),
-        )
-        .await;
+    // ~1.5 s per part: the job is still running when SIGTERM lands.
+    let origin = stack.submit_slow("long", data.clone()).await;
     let mut first = stack.start_worker_process(&[("FERRY_SHUTDOWN_GRACE_SECS", "1")]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while stack.status("long").await.as_deref() != Some("running") {

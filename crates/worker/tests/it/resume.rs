@@ -5,28 +5,11 @@ use std::time::Duration;
 
 use ferry_testkit::{Behavior, Origin, sha256_hex, test_bytes};
 
-use crate::harness::{PART, Stack, WorkerProcess, number, text};
+use crate::harness::{PART, Stack, WorkerProcess, number, slow, text};
 use crate::observability::{free_port, get, sample};
 
 /// Parts a worker of these tests has in flight at once.
 const IN_FLIGHT: usize = 2;
-
-/// ~0.8 s per 5 MiB part with two in flight: slow enough to kill mid-job.
-fn slow() -> Behavior {
-    Behavior {
-        chunk_delay: Some(Duration::from_millis(20)),
-        ..Behavior::default()
-    }
-}
-
-/// A job `id` (key `id`) from an origin that serves `data` slowly.
-async fn submit_slow(stack: &Stack, id: &str, data: Vec<u8>) -> Origin {
-    let origin = Origin::start(data, slow()).await;
-    stack
-        .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
-        .await;
-    origin
-}
 
 fn start(stack: &Stack) -> WorkerProcess {
     start_with(stack, &[])
@@ -62,7 +45,7 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
     let stack = Stack::new().await;
     let len = resume_test_len();
     let data = test_bytes(len, 41);
-    let origin = submit_slow(&stack, "kill", data.clone()).await;
+    let origin = stack.submit_slow("kill", data.clone()).await;
     let mut first = start(&stack);
     let acked = stack
         .wait_for_parts("kill", 3, Duration::from_secs(120))
@@ -127,7 +110,7 @@ async fn a_changed_source_restarts_from_zero_with_the_reason_recorded() {
     let stack = Stack::new().await;
     let old = test_bytes(8 * PART, 42);
     let new = test_bytes(8 * PART, 43);
-    let origin = submit_slow(&stack, "etag", old).await;
+    let origin = stack.submit_slow("etag", old).await;
     let mut first = start(&stack);
     stack
         .wait_for_parts("etag", 3, Duration::from_secs(120))
@@ -161,7 +144,7 @@ async fn a_changed_source_restarts_from_zero_with_the_reason_recorded() {
 async fn five_kills_in_a_row_and_the_sixth_worker_finishes() {
     let stack = Stack::new().await;
     let data = test_bytes(12 * PART, 44);
-    let origin = submit_slow(&stack, "five", data.clone()).await;
+    let origin = stack.submit_slow("five", data.clone()).await;
     let mut parts = 0;
     for kill in 1..=5 {
         let mut worker = start(&stack);
@@ -256,7 +239,7 @@ async fn a_resumed_job_still_verifies_its_expected_sha256() {
 async fn a_job_nearing_the_visibility_cap_is_released_and_resumed() {
     let stack = Stack::new().await;
     let data = test_bytes(12 * PART, 46);
-    let origin = submit_slow(&stack, "cap", data.clone()).await;
+    let origin = stack.submit_slow("cap", data.clone()).await;
     // A 12-second cap stands in for SQS's 12 hours: with a 6 s visibility the
     // worker must release the job about every 3 s, long before it is done.
     let mut worker = stack.start_worker_process(&[
@@ -292,8 +275,8 @@ async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
     let stack = Stack::new().await;
     let gone_data = test_bytes(8 * PART, 47);
     let plain_data = test_bytes(8 * PART, 48);
-    let gone_origin = submit_slow(&stack, "gone", gone_data.clone()).await;
-    let plain_origin = submit_slow(&stack, "plain", plain_data.clone()).await;
+    let gone_origin = stack.submit_slow("gone", gone_data.clone()).await;
+    let plain_origin = stack.submit_slow("plain", plain_data.clone()).await;
     let mut first = start(&stack);
     stack
         .wait_for_parts("gone", 1, Duration::from_secs(120))
