@@ -200,12 +200,23 @@ impl Stack {
         stdout
     }
 
-    /// Queues job `id` (stored under key `id`) from a [`slow`] origin serving `data`.
-    pub async fn submit_slow(&self, id: &str, data: Vec<u8>) -> ferry_testkit::Origin {
-        let origin = ferry_testkit::Origin::start(data, slow()).await;
+    /// Queues job `id` (stored under key `id`) from an origin that serves
+    /// `data` with `behavior`; the origin lives as long as the returned handle.
+    pub async fn submit(
+        &self,
+        id: &str,
+        data: Vec<u8>,
+        behavior: ferry_testkit::Behavior,
+    ) -> ferry_testkit::Origin {
+        let origin = ferry_testkit::Origin::start(data, behavior).await;
         self.send(&self.queue, &self.message(id, &origin.url("f"), id))
             .await;
         origin
+    }
+
+    /// [`submit`](Self::submit) from a [`slow`] origin.
+    pub async fn submit_slow(&self, id: &str, data: Vec<u8>) -> ferry_testkit::Origin {
+        self.submit(id, data, slow()).await
     }
 
     pub fn message(&self, job_id: &str, url: &str, key: &str) -> serde_json::Value {

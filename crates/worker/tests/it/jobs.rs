@@ -151,21 +151,17 @@ async fn a_wrong_expected_sha256_fails_with_no_object_and_no_upload() {
 /// final record and how many requests the origin saw.
 async fn run_against_status(status: u16, job_id: &str) -> (ferry_worker::store::Record, u64) {
     let stack = Stack::new().await;
-    let origin = Origin::start(
-        Vec::new(),
-        Behavior {
-            status: Some(status),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    let worker = stack.spawn_worker(stack.config());
-    stack
-        .send(
-            &stack.queue,
-            &stack.message(job_id, &origin.url("x"), job_id),
+    let origin = stack
+        .submit(
+            job_id,
+            Vec::new(),
+            Behavior {
+                status: Some(status),
+                ..Behavior::default()
+            },
         )
         .await;
+    let worker = stack.spawn_worker(stack.config());
     let record = stack.wait_final(job_id, LIMIT).await;
     worker.stop().await;
     (record, origin.requests())

@@ -154,23 +154,19 @@ async fn the_high_priority_queue_is_drained_first() {
 #[tokio::test]
 async fn a_worker_whose_lease_is_taken_over_stops_and_writes_nothing() {
     let stack = Stack::new().await;
-    let origin = Origin::start(
-        test_bytes(PART * 3, 60),
-        Behavior {
-            // ~8 s per part: without lease-loss handling it would still be
-            // fetching when the test looks.
-            chunk_delay: Some(Duration::from_millis(100)),
-            ..Behavior::default()
-        },
-    )
-    .await;
-    let worker = stack.spawn_worker(stack.config());
-    stack
-        .send(
-            &stack.queue,
-            &stack.message("taken", &origin.url("f"), "taken"),
+    let origin = stack
+        .submit(
+            "taken",
+            test_bytes(PART * 3, 60),
+            Behavior {
+                // ~8 s per part: without lease-loss handling it would still be
+                // fetching when the test looks.
+                chunk_delay: Some(Duration::from_millis(100)),
+                ..Behavior::default()
+            },
         )
         .await;
+    let worker = stack.spawn_worker(stack.config());
     // From the checkpoint on, the upload belongs to the job.
     stack
         .wait_for_checkpoint("taken", Duration::from_secs(30))
