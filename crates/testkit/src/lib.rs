@@ -1,12 +1,15 @@
 //! Test support for ferry: real servers, started by the tests that need them.
 //!
 //! - [`moto`]: the AWS APIs (S3, SQS, DynamoDB) through moto's server mode.
+//! - [`aws_proxy`]: a fault-injecting proxy in front of moto (also the
+//!   `ferry-aws-proxy` binary, for scripts).
 //! - [`origin`]: an HTTP(S) origin with fault injection and served-bytes counters.
 //! - [`tls`]: a throwaway CA so HTTPS origins can be trusted explicitly.
 //!
 //! Only ever a dev-dependency. Helpers panic with a clear message on misuse:
 //! a missing dependency fails loudly, it never skips a test.
 
+pub mod aws_proxy;
 pub mod listener;
 pub mod moto;
 pub mod origin;
@@ -14,6 +17,7 @@ pub mod tls;
 
 use sha2::Digest as _;
 
+pub use aws_proxy::{AwsProxy, Fault, Rule};
 pub use listener::CountingListener;
 pub use moto::Moto;
 pub use origin::{Behavior, Origin};
