@@ -84,6 +84,8 @@ pub enum TransferError {
         code: Option<String>,
         message: String,
         transient: bool,
+        /// S3 asked us to slow down (SlowDown, 503, throttling codes).
+        throttled: bool,
     },
 
     #[error("{algorithm} mismatch: expected {expected}, got {actual}")]
@@ -115,6 +117,29 @@ impl TransferError {
         Self::SourceRequest {
             source: err.without_url(),
         }
+    }
+
+    /// S3 throttled the request: wait and retry, never give up for it.
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self,
+            Self::S3 {
+                throttled: true,
+                ..
+            }
+        )
+    }
+
+    /// A transient error on the AWS side (S3 5xx, timeout, reset, or the
+    /// job journal's DynamoDB): not the job's fault, worth more patience.
+    pub fn is_aws_side(&self) -> bool {
+        matches!(
+            self,
+            Self::S3 {
+                transient: true,
+                ..
+            } | Self::Journal { .. }
+        )
     }
 
     /// Whether retrying the same request could succeed.
@@ -188,6 +213,27 @@ impl TransferError {
     }
 }
 
+/// AWS error codes that mean "slow down" rather than "failed" (the list the
+/// AWS SDKs classify as throttling).
+pub fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequests"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestLimitExceeded"
+            | "BandwidthLimitExceeded"
+            | "LimitExceededException"
+            | "PriorRequestNotComplete"
+    )
+}
+
 /// Status codes that a later attempt may not see again.
 pub(crate) fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 425 | 429 | 500..=599)
@@ -229,6 +275,7 @@ mod tests {
             code: Some("NoSuchUpload".into()),
             message: "gone".into(),
             transient: false,
+            throttled: false,
         };
         assert_eq!(gone.kind(), "s3_upload_gone");
         assert_eq!(gone.to_string(), "S3 UploadPart failed: gone");

@@ -7,9 +7,11 @@
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
 //! - [`checksum`]: per-part CRC64NVME, its full-object composition, ordered sha256/md5.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
+//! - [`throttle`]: per-bucket adaptive rate limiting when S3 says "slow down".
 //! - [`transfer`]: orchestration; owns every task it spawns (through `parts`).
 //! - [`resume`]: checkpoints, the [`Journal`] that keeps them, reopening an upload.
 //! - [`events`]: the [`Observer`] through which progress leaves the engine.
+//! - [`retry`]: backoff; throttles wait without using up attempts.
 //! - [`error`]: typed errors with a retry class and a stable kind.
 //!
 //! # Invariants
@@ -32,6 +34,7 @@ pub mod resume;
 pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod throttle;
 pub mod transfer;
 
 pub use checksum::Expected;

@@ -103,6 +103,7 @@ impl<'a> PartSet<'a> {
                 code: None,
                 message: format!("part task ended abnormally: {join}"),
                 transient: true,
+                throttled: false,
             }),
         }
     }

@@ -72,6 +72,20 @@ pub trait Journal: Send + Sync {
     /// Called right before CompleteMultipartUpload; must make sure no other
     /// run can own the upload until Complete has returned.
     fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>>;
+
+    /// Called before every CreateMultipartUpload, so that an upload whose
+    /// Create reply is lost can still be found (and aborted) later.
+    fn creating_upload(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Whether an earlier run may have stored this very object already (it
+    /// died or lost its reply after writing): then the transfer looks at the
+    /// destination before PutObject/Complete and keeps an identical object
+    /// instead of writing it a second time.
+    fn may_be_stored_already(&self) -> bool {
+        false
+    }
 }
 
 /// A journal that keeps nothing: every run starts from zero.

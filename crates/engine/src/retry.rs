@@ -1,7 +1,14 @@
 //! Exponential backoff with full jitter, for transient errors only.
+//!
+//! Throttling is not a failure: an S3 throttle (SlowDown, 503) is retried
+//! with its own longer backoff (1 s base, 60 s cap) and never uses up an
+//! attempt, so a storm of any length delays a request but cannot fail it.
+//! Other AWS-side trouble (5xx, timeouts, resets) is retried past
+//! `max_attempts` for as long as `aws_patience` allows, counted from the
+//! call's first failure: S3 being briefly down does not fail a transfer.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +22,12 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Backoff base after a throttle (ScyllaDB's fix for S3: 1 s …
+    pub throttle_base_delay: Duration,
+    /// … capped at 60 s).
+    pub throttle_max_delay: Duration,
+    /// How long AWS-side transient errors are retried beyond `max_attempts`.
+    pub aws_patience: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +36,9 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(20),
+            throttle_base_delay: Duration::from_secs(1),
+            throttle_max_delay: Duration::from_secs(60),
+            aws_patience: Duration::from_secs(300),
         }
     }
 }
@@ -37,8 +53,24 @@ impl RetryPolicy {
         rand::rng().random_range(Duration::ZERO..=ceiling)
     }
 
-    /// Runs `op` until it succeeds, fails for good, or runs out of tries.
-    /// `on_retry` hears about every error that will be retried.
+    /// The pause after the `throttles`-th throttle of one call: uniform in
+    /// `0..=min(throttle_max, throttle_base·2^(throttles-1))`.
+    pub fn throttle_delay(&self, throttles: u32) -> Duration {
+        let ceiling = self
+            .throttle_base_delay
+            .saturating_mul(1 << throttles.saturating_sub(1).min(16))
+            .min(self.throttle_max_delay);
+        rand::rng().random_range(Duration::ZERO..=ceiling)
+    }
+
+    /// Whether an error that used up the attempts is still worth a retry.
+    fn still_patient(&self, err: &TransferError, first_failure: Instant) -> bool {
+        err.is_aws_side() && first_failure.elapsed() < self.aws_patience
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or runs out of tries (and,
+    /// for AWS-side errors, of patience). `op` gets the number of tries made
+    /// before this one; `on_retry` hears about every error that will be retried.
     pub async fn run<T, F, Fut>(
         &self,
         cancel: &CancellationToken,
@@ -50,24 +82,35 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, TransferError>>,
     {
         let mut attempt = 0;
+        let mut throttles = 0;
+        let mut first_failure = None;
         loop {
             let result = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(TransferError::Cancelled),
-                result = op(attempt) => result,
+                result = op(attempt + throttles) => result,
             };
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            attempt += 1;
-            if err.class() != ErrorClass::Transient || attempt >= self.max_attempts {
-                return Err(err);
-            }
-            on_retry(&err, attempt);
+            let pause = if err.is_throttle() {
+                throttles += 1;
+                self.throttle_delay(throttles)
+            } else {
+                attempt += 1;
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                if err.class() != ErrorClass::Transient
+                    || (attempt >= self.max_attempts && !self.still_patient(&err, since))
+                {
+                    return Err(err);
+                }
+                self.delay(attempt)
+            };
+            on_retry(&err, attempt + throttles);
             tokio::select! {
                 () = cancel.cancelled() => return Err(TransferError::Cancelled),
-                () = tokio::time::sleep(self.delay(attempt)) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -82,7 +125,90 @@ mod tests {
             max_attempts: 3,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
+            throttle_base_delay: Duration::from_millis(1),
+            throttle_max_delay: Duration::from_millis(2),
+            aws_patience: Duration::ZERO,
         }
+    }
+
+    fn s3_error(code: &str, throttled: bool) -> TransferError {
+        TransferError::S3 {
+            operation: crate::error::S3Operation::UploadPart,
+            code: Some(code.into()),
+            message: code.into(),
+            transient: true,
+            throttled,
+        }
+    }
+
+    #[tokio::test]
+    async fn throttles_never_use_up_attempts() {
+        let mut tries = 0;
+        let result: Result<u32, _> = quick()
+            .run(
+                &CancellationToken::new(),
+                |_, _| {},
+                |_| {
+                    tries += 1;
+                    let answer = if tries <= 50 {
+                        Err(s3_error("SlowDown", true))
+                    } else {
+                        Ok(tries)
+                    };
+                    async move { answer }
+                },
+            )
+            .await;
+        assert_eq!(result.unwrap(), 51, "50 throttles, then success");
+    }
+
+    #[tokio::test]
+    async fn aws_errors_are_retried_past_the_attempts_while_patience_lasts() {
+        let patient = RetryPolicy {
+            aws_patience: Duration::from_secs(60),
+            ..quick()
+        };
+        let mut tries = 0;
+        let result: Result<u32, _> = patient
+            .run(
+                &CancellationToken::new(),
+                |_, _| {},
+                |_| {
+                    tries += 1;
+                    let answer = if tries <= 10 {
+                        Err(s3_error("InternalError", false))
+                    } else {
+                        Ok(tries)
+                    };
+                    async move { answer }
+                },
+            )
+            .await;
+        assert_eq!(result.unwrap(), 11);
+        // Without patience the same errors stop at max_attempts.
+        let mut tries = 0;
+        let result: Result<(), _> = quick()
+            .run(
+                &CancellationToken::new(),
+                |_, _| {},
+                |_| {
+                    tries += 1;
+                    async { Err(s3_error("InternalError", false)) }
+                },
+            )
+            .await;
+        assert!(result.is_err());
+        assert_eq!(tries, 3);
+    }
+
+    #[test]
+    fn throttle_delays_grow_to_their_own_cap() {
+        let policy = RetryPolicy::default();
+        for throttles in 1..40 {
+            assert!(policy.throttle_delay(throttles) <= Duration::from_secs(60));
+        }
+        let first_ceiling = (0..200).map(|_| policy.throttle_delay(1)).max().unwrap();
+        assert!(first_ceiling <= Duration::from_secs(1));
     }
 
     #[tokio::test]

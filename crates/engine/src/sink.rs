@@ -5,8 +5,12 @@
 //! Complete (`ChecksumType::FullObject`), so S3 checks the bytes it stored.
 //! Payload signing is off: the CRC already covers the body, and hashing every
 //! byte with SHA-256 for SigV4 would cost a CPU-second or more per GiB.
+//!
+//! Every request waits for its bucket's [`Limiter`](crate::throttle::Limiter)
+//! and tells it whether S3 throttled it.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -17,7 +21,8 @@ use aws_sdk_s3::types::{
 use bytes::Bytes;
 
 use crate::checksum;
-use crate::error::{S3Operation, TransferError};
+use crate::error::{S3Operation, TransferError, is_throttle_code};
+use crate::throttle::Limiters;
 
 /// Where and how the object is stored.
 #[derive(Debug, Clone, Default)]
@@ -60,16 +65,46 @@ pub struct StoredObject {
 #[derive(Clone)]
 pub struct S3Sink {
     client: aws_sdk_s3::Client,
+    limiters: Limiters,
 }
 
 impl S3Sink {
     pub fn new(client: aws_sdk_s3::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            limiters: Limiters::default(),
+        }
+    }
+
+    /// The per-bucket rate limiters every request of this sink goes through.
+    pub fn limiters(&self) -> &Limiters {
+        &self.limiters
+    }
+
+    /// Sends `request` when `bucket`'s limiter allows, and tells the limiter
+    /// whether S3 throttled it.
+    async fn limited<T, E, R>(
+        &self,
+        bucket: &str,
+        request: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<T, SdkError<E, R>>
+    where
+        E: ProvideErrorMetadata,
+        R: HasStatus,
+    {
+        let limiter = self.limiters.for_bucket(bucket);
+        limiter.acquire().await;
+        let result = request.await;
+        match &result {
+            Err(err) if throttled(err) => limiter.throttled(),
+            _ => limiter.succeeded(),
+        }
+        result
     }
 
     pub async fn create(&self, dest: &Destination) -> Result<String, TransferError> {
         let op = S3Operation::CreateMultipartUpload;
-        let output = self
+        let request = self
             .client
             .create_multipart_upload()
             .bucket(&dest.bucket)
@@ -79,7 +114,9 @@ impl S3Sink {
             .set_content_type(dest.content_type.clone())
             .set_metadata(metadata(dest))
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
-            .send()
+            .send();
+        let output = self
+            .limited(&dest.bucket, request)
             .await
             .map_err(|err| s3_error(op, err))?;
         output.upload_id.ok_or_else(|| missing(op, "upload id"))
@@ -94,7 +131,7 @@ impl S3Sink {
         crc: u64,
     ) -> Result<String, TransferError> {
         let op = S3Operation::UploadPart;
-        let output = self
+        let request = self
             .client
             .upload_part()
             .bucket(&dest.bucket)
@@ -106,7 +143,9 @@ impl S3Sink {
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()
-            .send()
+            .send();
+        let output = self
+            .limited(&dest.bucket, request)
             .await
             .map_err(|err| s3_error(op, err))?;
         output.e_tag.ok_or_else(|| missing(op, "ETag"))
@@ -134,7 +173,7 @@ impl S3Sink {
                     .build()
             })
             .collect();
-        let output = self
+        let request = self
             .client
             .complete_multipart_upload()
             .bucket(&dest.bucket)
@@ -148,25 +187,35 @@ impl S3Sink {
             .checksum_crc64_nvme(checksum::to_base64(full_crc))
             .checksum_type(ChecksumType::FullObject)
             .mpu_object_size(size as i64)
-            .send()
+            .send();
+        let output = self
+            .limited(&dest.bucket, request)
             .await
             .map_err(|err| s3_error(op, err))?;
         Ok(StoredObject {
-            etag: output.e_tag.ok_or_else(|| missing(op, "ETag"))?,
+            // A 200 without an ETag is a Complete that answered with an
+            // error body: whether it applied is for the retry to find out.
+            etag: output.e_tag.ok_or_else(|| TransferError::S3 {
+                operation: op,
+                code: None,
+                message: "answered 200 without an ETag (an error body?)".into(),
+                transient: true,
+                throttled: false,
+            })?,
             crc64nvme: output.checksum_crc64_nvme,
             size: Some(size),
         })
     }
 
     pub async fn abort(&self, dest: &Destination, upload_id: &str) -> Result<(), TransferError> {
-        let result = self
+        let request = self
             .client
             .abort_multipart_upload()
             .bucket(&dest.bucket)
             .key(&dest.key)
             .upload_id(upload_id)
-            .send()
-            .await;
+            .send();
+        let result = self.limited(&dest.bucket, request).await;
         match result {
             Ok(_) => Ok(()),
             // Already gone is what we wanted.
@@ -196,7 +245,7 @@ impl S3Sink {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let result = self
+            let request = self
                 .client
                 .list_parts()
                 .bucket(&dest.bucket)
@@ -204,8 +253,8 @@ impl S3Sink {
                 .upload_id(upload_id)
                 .set_max_parts(page_size)
                 .set_part_number_marker(marker.take())
-                .send()
-                .await;
+                .send();
+            let result = self.limited(&dest.bucket, request).await;
             let page = match result {
                 Ok(page) => page,
                 Err(err) if err.code() == Some("NoSuchUpload") => return Ok(None),
@@ -239,7 +288,7 @@ impl S3Sink {
     ) -> Result<StoredObject, TransferError> {
         let op = S3Operation::PutObject;
         let size = body.len() as u64;
-        let output = self
+        let request = self
             .client
             .put_object()
             .bucket(&dest.bucket)
@@ -253,7 +302,9 @@ impl S3Sink {
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()
-            .send()
+            .send();
+        let output = self
+            .limited(&dest.bucket, request)
             .await
             .map_err(|err| s3_error(op, err))?;
         Ok(StoredObject {
@@ -263,34 +314,42 @@ impl S3Sink {
         })
     }
 
-    /// The object now at the destination, if any, with its checksum.
+    /// The object now at the destination, if any, with its checksum. A 403
+    /// counts as missing: without `s3:ListBucket` (the stack's policy) S3
+    /// answers a missing object so.
     pub async fn head(&self, dest: &Destination) -> Result<Option<StoredObject>, TransferError> {
-        let result = self
+        let request = self
             .client
             .head_object()
             .bucket(&dest.bucket)
             .key(&dest.key)
             .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
+            .send();
+        let result = self.limited(&dest.bucket, request).await;
         match result {
             Ok(output) => Ok(Some(StoredObject {
                 etag: output.e_tag.unwrap_or_default(),
                 crc64nvme: output.checksum_crc64_nvme,
                 size: output.content_length.and_then(|l| u64::try_from(l).ok()),
             })),
-            Err(SdkError::ServiceError(ctx)) if ctx.raw().status().as_u16() == 404 => Ok(None),
+            Err(SdkError::ServiceError(ctx))
+                if matches!(ctx.raw().status().as_u16(), 403 | 404) =>
+            {
+                Ok(None)
+            }
             Err(err) => Err(s3_error(S3Operation::HeadObject, err)),
         }
     }
 
     /// Deletes an object this transfer stored but must not leave behind.
     pub async fn delete(&self, dest: &Destination) -> Result<(), TransferError> {
-        self.client
+        let request = self
+            .client
             .delete_object()
             .bucket(&dest.bucket)
             .key(&dest.key)
-            .send()
+            .send();
+        self.limited(&dest.bucket, request)
             .await
             .map(|_| ())
             .map_err(|err| s3_error(S3Operation::PutObject, err))
@@ -312,6 +371,7 @@ fn missing(operation: S3Operation, what: &str) -> TransferError {
         code: None,
         message: format!("response carried no {what}"),
         transient: false,
+        throttled: false,
     }
 }
 
@@ -322,6 +382,7 @@ where
     R: std::fmt::Debug + HasStatus,
 {
     let code = err.code().map(str::to_owned);
+    let throttled = throttled(&err);
     let (transient, message) = match &err {
         SdkError::TimeoutError(_) => (true, "timed out".to_owned()),
         SdkError::DispatchFailure(failure) => (
@@ -356,7 +417,18 @@ where
         operation,
         code,
         message,
-        transient,
+        transient: transient || throttled,
+        throttled,
+    }
+}
+
+/// Whether S3 asked us to slow down: a throttling code, 503 or 429.
+fn throttled<E: ProvideErrorMetadata, R: HasStatus>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            err.code().is_some_and(is_throttle_code) || matches!(ctx.raw().status_code(), 503 | 429)
+        }
+        _ => false,
     }
 }
 

@@ -76,6 +76,11 @@ impl Engine {
         &self.pool
     }
 
+    /// The per-bucket S3 rate limiters all transfers of this engine share.
+    pub fn s3_limiters(&self) -> &crate::throttle::Limiters {
+        self.sink.limiters()
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
@@ -647,6 +652,8 @@ impl Run {
         }
         self.verify_expected(size)?;
         let uploaded = Instant::now();
+        let sink = &self.engine.sink;
+        let dest = &self.spec.destination;
         let stored = self
             .engine
             .config
@@ -654,10 +661,20 @@ impl Run {
             .run(
                 &self.cancel,
                 |err, attempt| self.retried(RetrySide::Upload, err, attempt),
-                |_| {
-                    self.engine
-                        .sink
-                        .put(&self.spec.destination, bytes.clone(), crc)
+                |tries| {
+                    let bytes = bytes.clone();
+                    async move {
+                        // A run that may have lost its job must not write again.
+                        self.journal.may_write()?;
+                        // A PutObject that was applied but whose reply was lost
+                        // (or an earlier run's) already stored these bytes.
+                        if (tries > 0 || self.journal.may_be_stored_already())
+                            && let Some(stored) = self.identical_object(crc, size).await?
+                        {
+                            return Ok(stored);
+                        }
+                        sink.put(dest, bytes, crc).await
+                    }
                 },
             )
             .await?;
@@ -673,15 +690,33 @@ impl Run {
     }
 
     async fn create_upload(&self) -> Result<String, TransferError> {
+        self.journal.creating_upload().await?;
         self.engine
             .config
             .retry
             .run(
                 &self.cancel,
                 |err, attempt| self.retried(RetrySide::Upload, err, attempt),
-                |_| self.engine.sink.create(&self.spec.destination),
+                |_| async {
+                    self.journal.may_write()?;
+                    self.engine.sink.create(&self.spec.destination).await
+                },
             )
             .await
+    }
+
+    /// The object at the destination, when it is the one this transfer
+    /// would store (same size and full-object CRC64NVME).
+    async fn identical_object(
+        &self,
+        crc: u64,
+        size: u64,
+    ) -> Result<Option<StoredObject>, TransferError> {
+        let stored = self.engine.sink.head(&self.spec.destination).await?;
+        Ok(stored.filter(|stored| {
+            stored.size == Some(size)
+                && stored.crc64nvme.as_deref() == Some(checksum::to_base64(crc).as_str())
+        }))
     }
 
     /// Completes after every check passed, or aborts the upload — unless a
@@ -706,8 +741,15 @@ impl Run {
             }
             self.verify_expected(size)?;
             let full_crc = checksum::compose(parts.iter().map(|p| (p.crc, p.len)));
-            let stored = self.complete(&parts, upload_id, full_crc, size).await?;
             let count = u32::try_from(parts.len()).unwrap_or(MAX_PARTS);
+            if self.journal.may_be_stored_already()
+                && let Some(stored) = self.identical_object(full_crc, size).await?
+            {
+                tracing::info!("an earlier attempt stored this object already; keeping it");
+                self.abort(upload_id).await;
+                return self.outcome(stored, full_crc, count, part_size, size).await;
+            }
+            let stored = self.complete(&parts, upload_id, full_crc, size).await?;
             self.outcome(stored, full_crc, count, part_size, size).await
         }
         .await;
@@ -759,14 +801,9 @@ impl Run {
             // A retried Complete may find its upload gone because an earlier
             // try succeeded after all: the object there is ours if its checksum is.
             Err(err) if attempts > 1 && err.kind() == "s3_upload_gone" => {
-                match sink.head(dest).await? {
-                    Some(stored)
-                        if stored.crc64nvme.as_deref() == Some(&checksum::to_base64(full_crc))
-                            && stored.size == Some(size) =>
-                    {
-                        Ok(stored)
-                    }
-                    _ => Err(err),
+                match self.identical_object(full_crc, size).await? {
+                    Some(stored) => Ok(stored),
+                    None => Err(err),
                 }
             }
             other => other,

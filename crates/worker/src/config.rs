@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use clap::Args;
 use ferry_engine::plan::MIB;
 use ferry_engine::source::guard::AddressPolicy;
@@ -68,6 +70,75 @@ pub struct AwsArgs {
     /// `AWS_ENDPOINT_URL` points at an emulator.
     #[arg(long, env = "FERRY_S3_PATH_STYLE")]
     pub s3_path_style: Option<bool>,
+    /// Longest one DynamoDB or SQS request may take (each try; a receive
+    /// gets its long-poll wait on top): a hung call cannot pin a job.
+    #[arg(long, env = "FERRY_AWS_ATTEMPT_TIMEOUT_SECS", default_value_t = 20)]
+    pub aws_attempt_timeout_secs: u64,
+    /// Longest one DynamoDB or SQS call may take, the SDK's retries included.
+    #[arg(long, env = "FERRY_AWS_OPERATION_TIMEOUT_SECS", default_value_t = 120)]
+    pub aws_operation_timeout_secs: u64,
+    /// Longest one S3 request may take, an UploadPart of the largest part
+    /// included (the engine retries it).
+    #[arg(long, env = "FERRY_S3_ATTEMPT_TIMEOUT_SECS", default_value_t = 600)]
+    pub s3_attempt_timeout_secs: u64,
+}
+
+/// How long the SDK waits to connect to any AWS endpoint.
+const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQS's longest long poll, added to a receive's attempt timeout.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+impl AwsArgs {
+    /// Every problem with these settings.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.aws_attempt_timeout_secs == 0 || self.s3_attempt_timeout_secs == 0 {
+            problems.push("AWS attempt timeouts must be positive".to_owned());
+        }
+        if self.aws_operation_timeout_secs < self.aws_attempt_timeout_secs {
+            problems.push(format!(
+                "the AWS operation timeout ({} s) must be at least the attempt timeout ({} s)",
+                self.aws_operation_timeout_secs, self.aws_attempt_timeout_secs
+            ));
+        }
+        problems
+    }
+
+    /// DynamoDB and SQS: the SDKs' adaptive retry mode (a client-side rate
+    /// limiter that backs off on throttling), patient backoff, and timeouts.
+    fn service_config(&self, extra_attempt_time: Duration) -> (RetryConfig, TimeoutConfig) {
+        let attempt = Duration::from_secs(self.aws_attempt_timeout_secs) + extra_attempt_time;
+        let retry = RetryConfig::adaptive()
+            .with_max_attempts(6)
+            .with_initial_backoff(Duration::from_millis(500))
+            .with_max_backoff(Duration::from_secs(20));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(AWS_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(Duration::from_secs(self.aws_operation_timeout_secs).max(attempt))
+            .build();
+        (retry, timeouts)
+    }
+}
+
+/// A DynamoDB client with ferry's retry mode and timeouts.
+pub fn dynamodb_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_dynamodb::Client {
+    let (retry, timeouts) = args.service_config(Duration::ZERO);
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// An SQS client with ferry's retry mode and timeouts (long polls included).
+pub fn sqs_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_sqs::Client {
+    let (retry, timeouts) = args.service_config(LONG_POLL);
+    let config = aws_sdk_sqs::config::Builder::from(sdk)
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
 }
 
 impl EngineArgs {
@@ -144,7 +215,13 @@ pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Cli
     let path_style = args
         .s3_path_style
         .unwrap_or_else(|| sdk.endpoint_url().is_some());
-    let builder = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style);
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(AWS_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(Duration::from_secs(args.s3_attempt_timeout_secs))
+        .build();
+    let builder = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .timeout_config(timeouts);
     aws_sdk_s3::Client::from_conf(ferry_engine::s3_config(&builder).build())
 }
 

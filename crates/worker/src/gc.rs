@@ -4,9 +4,12 @@
 //! (written with the checkpoint, before the first part). It is aborted when
 //! it is older than the threshold and its job is final, unknown, or has moved
 //! on to another upload; a job that is queued, retrying or running on this
-//! upload keeps it. Uploads without that item are not ferry's and are left
-//! alone — the bucket's AbortIncompleteMultipartUpload lifecycle rule is the
-//! backstop for everything (deploy/s3-lifecycle.json).
+//! upload keeps it. An upload without that item (its Create reply was lost,
+//! or it was never checkpointed) is placed through the `dest#<bucket>/<key>`
+//! item every job writes before CreateMultipartUpload: it is aborted once
+//! that job has ended. Uploads on keys no ferry job wrote are not ferry's and
+//! are left alone — the bucket's AbortIncompleteMultipartUpload lifecycle
+//! rule is the backstop for everything (deploy/s3-lifecycle.json).
 
 use std::time::{Duration, SystemTime};
 
@@ -89,7 +92,7 @@ pub async fn sweep(
             let (job_id, verdict) = if young {
                 (None, Verdict::Keep("younger than the threshold"))
             } else {
-                judge(store, upload_id).await?
+                judge(store, &sweep.bucket, key, upload_id).await?
             };
             let verdict = match verdict {
                 Verdict::Abort(reason) if !sweep.dry_run => {
@@ -131,9 +134,15 @@ pub async fn sweep(
 }
 
 /// Whose upload it is, and whether that job still needs it.
-async fn judge(store: &JobStore, upload_id: &str) -> Result<(Option<String>, Verdict), GcError> {
-    let Some(marker) = store.get(&store::upload_key(upload_id)).await? else {
-        return Ok((None, Verdict::Keep("not started by ferry")));
+async fn judge(
+    store: &JobStore,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(Option<String>, Verdict), GcError> {
+    let marker = match store.get(&store::upload_key(upload_id)).await? {
+        Some(marker) => marker,
+        None => return judge_unrecorded(store, bucket, key).await,
     };
     let Some(job_id) = store::text(&marker, "upload_job_id").map(str::to_owned) else {
         return Ok((None, Verdict::Keep("not started by ferry")));
@@ -148,6 +157,32 @@ async fn judge(store: &JobStore, upload_id: &str) -> Result<(Option<String>, Ver
             Verdict::Abort("its job has moved on to another upload")
         }
         _ => Verdict::Keep("its job will still use it"),
+    };
+    Ok((Some(job_id), verdict))
+}
+
+/// An upload no checkpoint recorded: the job that last started an upload to
+/// its key owns it; once that job has ended, nothing will complete it.
+async fn judge_unrecorded(
+    store: &JobStore,
+    bucket: &str,
+    key: &str,
+) -> Result<(Option<String>, Verdict), GcError> {
+    let Some(job_id) = store
+        .get(&store::destination_key(bucket, key))
+        .await?
+        .and_then(|marker| store::text(&marker, "upload_job_id").map(str::to_owned))
+    else {
+        return Ok((None, Verdict::Keep("not started by ferry")));
+    };
+    let status = store
+        .get(&job_id)
+        .await?
+        .and_then(|record| store::text(&record, "status").and_then(Status::parse));
+    let verdict = match status {
+        Some(status) if status.is_final() => Verdict::Abort("its job has ended"),
+        None => Verdict::Abort("its job is unknown"),
+        Some(_) => Verdict::Keep("its job may still use it"),
     };
     Ok((Some(job_id), verdict))
 }

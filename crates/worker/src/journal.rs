@@ -163,6 +163,19 @@ impl Journal for LeaseJournal {
         Ok(())
     }
 
+    fn creating_upload(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async move {
+            self.store
+                .mark_destination(&self.lease.job_id, &self.bucket, &self.key)
+                .await
+                .map_err(|err| self.refuse(err))
+        })
+    }
+
+    fn may_be_stored_already(&self) -> bool {
+        self.lease.attempts > 1
+    }
+
     fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async move {
             // A fenced renew: fails if another worker claimed the job, and

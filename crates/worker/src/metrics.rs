@@ -79,10 +79,25 @@ pub fn watch_pool(pool: &ferry_engine::pool::MemoryPool) {
     let _ = POOL.set(pool.clone());
 }
 
+/// The engine's per-bucket S3 rate limiters, sampled at scrape time.
+static S3_LIMITERS: OnceLock<ferry_engine::throttle::Limiters> = OnceLock::new();
+
+pub fn watch_s3_limiters(limiters: &ferry_engine::throttle::Limiters) {
+    let _ = S3_LIMITERS.set(limiters.clone());
+}
+
 fn sample_pool() {
     if let Some(pool) = POOL.get() {
         metrics::gauge!("ferry_memory_budget_bytes").set(pool.budget() as f64);
         metrics::gauge!("ferry_memory_in_use_bytes").set(pool.in_use() as f64);
+    }
+    for limiter in S3_LIMITERS.get().map(|l| l.stats()).unwrap_or_default() {
+        let bucket = limiter.bucket;
+        // 0 while the limiter is open (S3 has not throttled this bucket).
+        metrics::gauge!("ferry_s3_rate_limit_requests_per_second", "bucket" => bucket.clone())
+            .set(limiter.rate.unwrap_or(0.0));
+        metrics::counter!("ferry_s3_throttles_total", "bucket" => bucket)
+            .absolute(limiter.throttles);
     }
 }
 

@@ -95,10 +95,12 @@ async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
 
 async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken) {
     let config = &ctx.config;
-    let claim_sent = Instant::now();
-    let lease = match ctx.store.claim(&job, &config.worker_id, config.lease).await {
-        Ok(Claim::Acquired(lease)) => lease,
-        Ok(Claim::Final(status)) => {
+    let Some((claimed, claim_sent)) = claim(ctx, &message, &job, &stop).await else {
+        return;
+    };
+    let lease = match claimed {
+        Claim::Acquired(lease) => lease,
+        Claim::Final(status) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
             let deleted = ctx.queue.delete(&message).await;
             info!(
@@ -108,7 +110,7 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
             );
             return;
         }
-        Ok(Claim::Busy { expires_in }) => {
+        Claim::Busy { expires_in } => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
             // An owner that missed two renewals has probably died: look again
             // just after its lease lapses, so the job resumes within about one
@@ -126,15 +128,6 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
                 recheck_secs = recheck.as_secs(),
                 "job is running on another worker; message deferred"
             );
-            return;
-        }
-        Err(err) => {
-            metrics::counter!("ferry_store_errors_total").increment(1);
-            let _ = ctx
-                .queue
-                .set_visibility(&message, config.retry_base_delay)
-                .await;
-            warn!(error = %err, "could not claim job; message will come back");
             return;
         }
     };
@@ -194,6 +187,56 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         journal: &journal,
     };
     conclude(ctx, &message, &attempt, result).await;
+}
+
+/// Claims the job, retrying for as long as DynamoDB fails (throttled or
+/// down) with a growing, jittered pause, while the message stays invisible:
+/// waiting here costs no receive, so it never uses up the queue's
+/// `maxReceiveCount`. Returns the claim and when its request was sent, or
+/// `None` when `stop` fired first (the message is then released).
+async fn claim(
+    ctx: &Context,
+    message: &Received,
+    job: &Job,
+    stop: &CancellationToken,
+) -> Option<(Claim, Instant)> {
+    let config = &ctx.config;
+    let mut visible_at = message.received_at + config.visibility;
+    let mut failures = 0u32;
+    loop {
+        let sent = Instant::now();
+        let err = match ctx.store.claim(job, &config.worker_id, config.lease).await {
+            Ok(claim) => return Some((claim, sent)),
+            Err(err) => err,
+        };
+        failures += 1;
+        metrics::counter!("ferry_store_errors_total").increment(1);
+        let pause = aws_backoff(failures);
+        warn!(error = %err, failures, retry_in_ms = pause.as_millis() as u64, "could not claim job; retrying");
+        let wanted = Instant::now() + pause + config.heartbeat * 2;
+        if visible_at < wanted {
+            let extend = pause + config.visibility;
+            if ctx.queue.set_visibility(message, extend).await.is_ok() {
+                visible_at = Instant::now() + extend;
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => {
+                let _ = ctx.queue.set_visibility(message, Duration::ZERO).await;
+                return None;
+            }
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// The pause before retrying an AWS-side failure: full jitter on 1 s·2^n,
+/// capped at 60 s (throttling anchors: ScyllaDB's S3 fix, the SDKs).
+fn aws_backoff(failures: u32) -> Duration {
+    let ceiling = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(60));
+    rand::rng().random_range(Duration::from_millis(100)..=ceiling)
 }
 
 /// What `conclude` needs to know about the attempt that just ended.
@@ -329,16 +372,17 @@ async fn heartbeat(
         }
         let sent_at = Instant::now();
         let fetched = lease.fetched_before + progress.fetched.load(Ordering::Relaxed);
-        let renewed = ctx
-            .store
-            .renew(
+        // A hung or slow renewal must not hold the job's end back.
+        let renewed = tokio::select! {
+            () = stop.cancelled() => return,
+            renewed = ctx.store.renew(
                 lease,
                 config.lease,
                 progress.done.load(Ordering::Relaxed),
                 progress.total(),
                 fetched,
-            )
-            .await;
+            ) => renewed,
+        };
         match renewed {
             Ok(()) => journal.renewed(sent_at),
             Err(StoreError::LeaseLost) => {
@@ -356,7 +400,11 @@ async fn heartbeat(
                 job_cancel.cancel();
                 return;
             }
-            match ctx.queue.set_visibility(message, config.visibility).await {
+            let extended = tokio::select! {
+                () = stop.cancelled() => return,
+                extended = ctx.queue.set_visibility(message, config.visibility) => extended,
+            };
+            match extended {
                 Ok(()) => visible_at = Instant::now() + config.visibility,
                 Err(err) => warn!(error = %err, "could not extend message visibility"),
             }
@@ -373,21 +421,25 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     rand::rng().random_range(low..=ceiling)
 }
 
-/// A few quick retries for a record write that must not be lost.
+/// Retries for a record write that must not be lost (each try already has
+/// the SDK's own retries): about a minute of DynamoDB trouble is ridden out
+/// before the job is left for its message to come back.
 async fn retry_store<F, Fut>(mut write: F) -> Result<(), StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
-    let mut attempt = 0;
+    let mut failures = 0;
     loop {
         match write().await {
             Ok(()) => return Ok(()),
             Err(StoreError::LeaseLost) => return Err(StoreError::LeaseLost),
-            Err(err) if attempt >= 4 => return Err(err),
-            Err(_) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            Err(err) if failures >= 6 => return Err(err),
+            Err(err) => {
+                failures += 1;
+                let pause = aws_backoff(failures);
+                warn!(error = %err, failures, "could not write the job record; retrying");
+                tokio::time::sleep(pause).await;
             }
         }
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -74,6 +75,10 @@ pub struct Lease {
     pub checkpoint: Option<Checkpoint>,
     /// Bytes earlier attempts fetched from the source, as they recorded it.
     pub fetched_before: u64,
+    /// `resumes` and `restarts` before this attempt: counters are written as
+    /// values (not `ADD`), so a write retried after a lost reply counts once.
+    pub resumes_before: u64,
+    pub restarts_before: u64,
 }
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
@@ -89,6 +94,14 @@ fn part_key(job_id: &str, number: u32) -> String {
 /// Key of the item that names the job an upload belongs to, for `ferry gc`.
 pub fn upload_key(upload_id: &str) -> String {
     format!("upload#{upload_id}")
+}
+
+/// Key of the item that names the job that last started an upload to
+/// `bucket`/`key`: written before every CreateMultipartUpload, so `ferry gc`
+/// can place an upload that has no `upload#` item (its Create reply was
+/// lost, or it was never checkpointed).
+pub fn destination_key(bucket: &str, key: &str) -> String {
+    format!("dest#{bucket}/{key}")
 }
 
 fn checkpoint_of(item: &Record) -> Option<Checkpoint> {
@@ -148,9 +161,10 @@ impl JobStore {
         }
     }
 
-    /// Writes a `queued` record for a job about to be submitted; `false` when
-    /// a record with that id already exists.
-    pub async fn create_queued(&self, job: &Job) -> Result<bool, StoreError> {
+    /// Writes a `queued` record for a job about to be submitted. Returns the
+    /// record that already exists under that id, if one does — which may be
+    /// our own write, applied but with its reply lost.
+    pub async fn create_queued(&self, job: &Job) -> Result<Option<Record>, StoreError> {
         let now = now_text();
         let result = self
             .client
@@ -167,16 +181,33 @@ impl JobStore {
                 ("updated_at".into(), s(&now)),
             ])))
             .condition_expression("attribute_not_exists(job_id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(err) if is_condition_failure(&err) => Ok(false),
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(ctx))
+                if matches!(ctx.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                match ctx.err() {
+                    PutItemError::ConditionalCheckFailedException(failed)
+                        if failed.item().is_some() =>
+                    {
+                        Ok(failed.item().cloned())
+                    }
+                    // An emulator that returns no item: read it.
+                    _ => Ok(Some(self.get(&job.id).await?.unwrap_or_default())),
+                }
+            }
             Err(err) => Err(dynamo("PutItem", err)),
         }
     }
 
     /// Takes the job for `owner` unless it is final or leased to someone else.
+    ///
+    /// Each claim carries a fresh token: when the write was applied but its
+    /// reply lost, the SDK's retry fails the condition, and the old item it
+    /// returns carries our token — the claim is recognised as ours.
     pub async fn claim(
         &self,
         job: &Job,
@@ -185,6 +216,7 @@ impl JobStore {
     ) -> Result<Claim, StoreError> {
         let now = now_secs();
         let now_text = now_text();
+        let token = uuid::Uuid::new_v4().to_string();
         let result = self
             .client
             .update_item()
@@ -196,7 +228,7 @@ impl JobStore {
             )
             .update_expression(
                 "SET #status = :running, #lease_owner = :owner, #worker_id = :owner, \
-                 #lease_expires = :expires, \
+                 #lease_expires = :expires, #claim_token = :token, \
                  #fence = if_not_exists(#fence, :zero) + :one, \
                  #attempts = if_not_exists(#attempts, :zero) + :one, \
                  #restarts = if_not_exists(#restarts, :zero), \
@@ -213,6 +245,7 @@ impl JobStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":now_text", s(&now_text))
             .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":token", s(&token))
             .expression_attribute_values(":expires", n(now + lease.as_secs()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -226,28 +259,30 @@ impl JobStore {
             Ok(_) => true,
             Err(err) => is_condition_failure(err),
         });
+        let acquired = |item: &Record| {
+            Claim::Acquired(Lease {
+                job_id: job.id.clone(),
+                owner: owner.to_owned(),
+                fence: number(item, "fence").unwrap_or(0),
+                attempts: u32::try_from(number(item, "attempts").unwrap_or(1)).unwrap_or(u32::MAX),
+                checkpoint: checkpoint_of(item),
+                fetched_before: number(item, "bytes_fetched").unwrap_or(0),
+                resumes_before: number(item, "resumes").unwrap_or(0),
+                restarts_before: number(item, "restarts").unwrap_or(0),
+            })
+        };
         match result {
-            Ok(output) => {
-                let item = output.attributes.unwrap_or_default();
-                Ok(Claim::Acquired(Lease {
-                    job_id: job.id.clone(),
-                    owner: owner.to_owned(),
-                    fence: number(&item, "fence").unwrap_or(0),
-                    attempts: u32::try_from(number(&item, "attempts").unwrap_or(1))
-                        .unwrap_or(u32::MAX),
-                    checkpoint: checkpoint_of(&item),
-                    fetched_before: number(&item, "bytes_fetched").unwrap_or(0),
-                }))
-            }
+            Ok(output) => Ok(acquired(&output.attributes.unwrap_or_default())),
             Err(err) if is_condition_failure(&err) => {
                 // With ReturnValuesOnConditionCheckFailure the old item says why.
-                let old_item = match &err {
-                    SdkError::ServiceError(ctx) => match ctx.err() {
-                        UpdateItemError::ConditionalCheckFailedException(failed) => failed.item(),
-                        _ => None,
-                    },
-                    _ => None,
-                };
+                let old_item = condition_failure_item(&err);
+                if old_item.is_some_and(|item| text(item, "claim_token") == Some(token.as_str())) {
+                    metrics::counter!("ferry_dynamodb_replayed_writes_total", "operation" => "claim")
+                        .increment(1);
+                    return Ok(old_item
+                        .map(acquired)
+                        .unwrap_or(Claim::Busy { expires_in: None }));
+                }
                 let status = old_item
                     .and_then(|item| text(item, "status"))
                     .and_then(Status::parse);
@@ -336,7 +371,8 @@ impl JobStore {
             .expression_attribute_values(":retries", n(u64::from(outcome.retries)))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
-        self.send_leased(update).await
+        self.send_leased_final(update, lease, Status::Succeeded)
+            .await
     }
 
     /// Records an error: `failed` for good, or `retrying` for a later attempt.
@@ -370,7 +406,7 @@ impl JobStore {
             update =
                 update.expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
         }
-        self.send_leased(update).await
+        self.send_leased_final(update, lease, status).await
     }
 
     /// Extends the lease only (fenced), e.g. right before Complete.
@@ -380,6 +416,28 @@ impl JobStore {
             .update_expression("SET #lease_expires = :expires")
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()));
         self.send_leased(update).await
+    }
+
+    /// Names `job_id` as the job about to start an upload to `bucket`/`key`
+    /// (see [`destination_key`]). Idempotent: a retry writes the same item.
+    pub async fn mark_destination(
+        &self,
+        job_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(HashMap::from([
+                ("job_id".into(), s(&destination_key(bucket, key))),
+                ("upload_job_id".into(), s(job_id)),
+                ("expires_at".into(), n(now_secs() + RETENTION.as_secs())),
+            ])))
+            .send()
+            .await
+            .map_err(|err| dynamo("PutItem", err))?;
+        Ok(())
     }
 
     /// Records the upload this attempt writes to (before its first part), and
@@ -435,12 +493,12 @@ impl JobStore {
         let update = self
             .leased_update(lease)
             .update_expression(format!(
-                "SET #restart_reason = :reason, #updated_at = :now_text ADD #restarts :one \
+                "SET #restart_reason = :reason, #updated_at = :now_text, #restarts = :restarts \
                  REMOVE {CHECKPOINT_ATTRIBUTES}"
             ))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":now_text", s(&now_text()))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":restarts", n(lease.restarts_before + 1));
         self.send_leased(update).await
     }
 
@@ -449,11 +507,11 @@ impl JobStore {
         let update = self
             .leased_update(lease)
             .update_expression(
-                "SET #bytes_reused = :reused, #updated_at = :now_text ADD #resumes :one",
+                "SET #bytes_reused = :reused, #updated_at = :now_text, #resumes = :resumes",
             )
             .expression_attribute_values(":reused", n(bytes_reused))
             .expression_attribute_values(":now_text", s(&now_text()))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":resumes", n(lease.resumes_before + 1));
         self.send_leased(update).await
     }
 
@@ -552,7 +610,7 @@ impl JobStore {
             .expression_attribute_values(":queued", s(Status::Queued.as_str()))
             .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(":now_text", s(&now_text()));
-        self.send_leased(update).await
+        self.send_leased_final(update, lease, Status::Queued).await
     }
 
     /// Records a rejected message. Never overwrites a job that is running or
@@ -608,8 +666,43 @@ impl JobStore {
             .expression_attribute_values(":fence", n(lease.fence))
     }
 
+    /// A leased write that ends the lease (`target` status, owner removed).
+    /// When it was applied but its reply lost, the retry fails the condition;
+    /// the item then shows our fence, the target status and no owner — and
+    /// nobody else can have written that — so it counts as done.
+    async fn send_leased_final(
+        &self,
+        update: UpdateBuilder,
+        lease: &Lease,
+        target: Status,
+    ) -> Result<(), StoreError> {
+        let update = update
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = named(update).send().await;
+        if let Err(err) = &result
+            && is_condition_failure(err)
+            && condition_failure_item(err).is_some_and(|item| {
+                number(item, "fence") == Some(lease.fence)
+                    && text(item, "status") == Some(target.as_str())
+                    && !item.contains_key("lease_owner")
+            })
+        {
+            metrics::counter!("ferry_dynamodb_replayed_writes_total", "operation" => target.as_str())
+                .increment(1);
+            return Ok(());
+        }
+        self.leased_outcome(result)
+    }
+
     async fn send_leased(&self, update: UpdateBuilder) -> Result<(), StoreError> {
         let result = named(update).send().await;
+        self.leased_outcome(result)
+    }
+
+    fn leased_outcome<T>(
+        &self,
+        result: Result<T, SdkError<UpdateItemError, HttpResponse>>,
+    ) -> Result<(), StoreError> {
         crate::metrics::health().dynamodb(match &result {
             Ok(_) => true,
             Err(err) => is_condition_failure(err),
@@ -652,6 +745,18 @@ fn named(mut update: UpdateBuilder) -> UpdateBuilder {
 }
 
 type UpdateBuilder = aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+type HttpResponse = aws_sdk_dynamodb::config::http::HttpResponse;
+
+/// The item a failed UpdateItem condition returned (ReturnValuesOnConditionCheckFailure).
+fn condition_failure_item(err: &SdkError<UpdateItemError, HttpResponse>) -> Option<&Record> {
+    match err {
+        SdkError::ServiceError(ctx) => match ctx.err() {
+            UpdateItemError::ConditionalCheckFailedException(failed) => failed.item(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.code() == Some("ConditionalCheckFailedException")

@@ -49,6 +49,7 @@ pub async fn run(
     let s3 = clients.s3.clone();
     let engine = Engine::new(config.engine.clone(), clients.s3)?;
     crate::metrics::watch_pool(engine.pool());
+    crate::metrics::watch_s3_limiters(engine.s3_limiters());
     let protection = clients.protection;
     let background = TaskTracker::new();
     let stop_background = CancellationToken::new();

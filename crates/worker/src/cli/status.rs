@@ -13,11 +13,13 @@ pub struct StatusArgs {
     pub json: bool,
     #[arg(long, env = "FERRY_TABLE")]
     pub table: String,
+    #[command(flatten)]
+    pub aws: crate::config::AwsArgs,
 }
 
 pub async fn run(args: StatusArgs) -> Result<(), CliError> {
     let sdk = crate::config::load_aws().await;
-    let store = JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &args.table);
+    let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
     let record = store
         .get(&args.job_id)
         .await

@@ -30,6 +30,8 @@ pub struct SubmitArgs {
     pub wait: bool,
     #[command(flatten)]
     pub jobs: crate::config::JobQueueArgs,
+    #[command(flatten)]
+    pub aws: crate::config::AwsArgs,
     /// How often `--wait` reads the record.
     #[arg(long, default_value_t = 1)]
     pub poll_secs: u64,
@@ -58,26 +60,59 @@ pub async fn run(
     // refused here with the same reason.
     let job = job::parse(&body, &job_id).map_err(|r| CliError::Usage(r.reason))?;
     let sdk = crate::config::load_aws().await;
-    let store = JobStore::new(aws_sdk_dynamodb::Client::new(&sdk), &args.jobs.table);
-    let queue = Queue::new(aws_sdk_sqs::Client::new(&sdk));
+    let store = JobStore::new(
+        crate::config::dynamodb_client(&sdk, &args.aws),
+        &args.jobs.table,
+    );
+    let queue = Queue::new(crate::config::sqs_client(&sdk, &args.aws));
     let failed = |kind: &'static str| {
         move |err: &dyn std::fmt::Display| CliError::Failed {
             kind,
             message: err.to_string(),
         }
     };
-    let created = store
+    let existing = store
         .create_queued(&job)
         .await
         .map_err(|e| failed("store_error")(&e))?;
-    if created {
+    // A record that is still `queued` gets its message sent (again): our own
+    // PutItem may have been applied with its reply lost, or an earlier submit
+    // may have failed before SendMessage. A second message is harmless — the
+    // claim lets only one run — while a missing one would leave the job queued
+    // forever.
+    let enqueue = match &existing {
+        None => true,
+        Some(record) => {
+            let same_job = store::text(record, "url") == Some(job.shown_url.as_str())
+                && store::text(record, "bucket") == Some(job.spec.destination.bucket.as_str())
+                && store::text(record, "key") == Some(job.spec.destination.key.as_str());
+            if !same_job {
+                return Err(CliError::Failed {
+                    kind: "job_id_taken",
+                    message: format!("job id {job_id} already names a different job"),
+                });
+            }
+            let status = store::text(record, "status").unwrap_or("unknown");
+            if status == Status::Queued.as_str() {
+                true
+            } else {
+                eprintln!("job {job_id} already exists ({status}); not enqueued again");
+                false
+            }
+        }
+    };
+    if enqueue {
         let queue_url = args.jobs.queue_urls.first().map_or("", String::as_str);
         queue
             .send(queue_url, &body)
             .await
-            .map_err(|e| failed("queue_error")(&e))?;
-    } else {
-        eprintln!("job {job_id} already exists; not enqueued again");
+            .map_err(|err| CliError::Failed {
+                kind: "queue_error",
+                message: format!(
+                    "job {job_id} is recorded but could not be enqueued ({err}); \
+                     run the same command with --job-id {job_id} to enqueue it"
+                ),
+            })?;
     }
     println!("{job_id}");
     if args.wait {

@@ -22,11 +22,19 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
     // Every configuration problem at once, before anything starts.
     let engine = args.engine.to_config();
     let config = match engine {
-        Ok(engine) => args.worker.to_config(engine)?,
+        Ok(engine) => args.worker.to_config(engine),
         Err(mut err) => {
             if let Err(worker_err) = args.worker.to_config(ferry_engine::EngineConfig::default()) {
                 err.problems.extend(worker_err.problems);
             }
+            Err(err)
+        }
+    };
+    let config = match (config, args.aws.problems()) {
+        (Ok(config), aws) if aws.is_empty() => config,
+        (Ok(_), aws) => return Err(ConfigError { problems: aws }.into()),
+        (Err(mut err), aws) => {
+            err.problems.extend(aws);
             return Err(err.into());
         }
     };
@@ -36,8 +44,8 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
     let clients = Clients {
         protection,
         s3: crate::config::s3_client(&sdk, &args.aws),
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        sqs: crate::config::sqs_client(&sdk, &args.aws),
+        dynamodb: crate::config::dynamodb_client(&sdk, &args.aws),
     };
     worker::run(config, clients, shutdown)
         .await

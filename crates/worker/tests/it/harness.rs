@@ -418,6 +418,9 @@ pub fn engine_config() -> EngineConfig {
             max_attempts: 3,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(50),
+            throttle_base_delay: Duration::from_millis(20),
+            throttle_max_delay: Duration::from_millis(200),
+            aws_patience: Duration::from_secs(3),
         },
         ..EngineConfig::default()
     };
