@@ -101,18 +101,7 @@ impl Moto {
 
     /// SDK settings pointing at this server with dummy credentials.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test",
-                "test",
-                None,
-                None,
-                "ferry-testkit",
-            ))
-            .load()
-            .await
+        sdk_config_at(&self.endpoint).await
     }
 
     /// An S3 client builder with path-style addressing (moto needs it).
@@ -140,4 +129,21 @@ impl Drop for Moto {
             let _ = guard.0.wait();
         }
     }
+}
+
+/// SDK settings pointing at `endpoint` (moto, or a proxy in front of it)
+/// with dummy credentials.
+pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "ferry-testkit",
+        ))
+        .load()
+        .await
 }

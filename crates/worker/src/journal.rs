@@ -18,6 +18,7 @@ use ferry_engine::{Checkpoint, Journal, TransferError};
 use futures_util::future::BoxFuture;
 use tracing::{info, warn};
 
+use crate::patience::patiently;
 use crate::store::{JobStore, Lease, StoreError};
 
 pub struct LeaseJournal {
@@ -90,10 +91,12 @@ impl Journal for LeaseJournal {
         checkpoint: &'a Checkpoint,
     ) -> BoxFuture<'a, Result<(), TransferError>> {
         Box::pin(async move {
-            self.store
-                .save_checkpoint(&self.lease, (&self.bucket, &self.key), checkpoint)
-                .await
-                .map_err(|err| self.refuse(err))?;
+            patiently("checkpoint write", || {
+                self.store
+                    .save_checkpoint(&self.lease, (&self.bucket, &self.key), checkpoint)
+            })
+            .await
+            .map_err(|err| self.refuse(err))?;
             *lock(&self.upload_id) = Some(checkpoint.upload_id.clone());
             Ok(())
         })
@@ -104,10 +107,11 @@ impl Journal for LeaseJournal {
             metrics::counter!("ferry_restarts_total").increment(1);
             warn!(%reason, "checkpoint discarded; the job starts over");
             *lock(&self.upload_id) = None;
-            self.store
-                .record_restart(&self.lease, reason)
-                .await
-                .map_err(|err| self.refuse(err))
+            patiently("restart record write", || {
+                self.store.record_restart(&self.lease, reason)
+            })
+            .await
+            .map_err(|err| self.refuse(err))
         })
     }
 
@@ -119,10 +123,11 @@ impl Journal for LeaseJournal {
                 bytes_reused = bytes,
                 "resuming the earlier upload"
             );
-            self.store
-                .record_resume(&self.lease, bytes)
-                .await
-                .map_err(|err| self.refuse(err))
+            patiently("resume record write", || {
+                self.store.record_resume(&self.lease, bytes)
+            })
+            .await
+            .map_err(|err| self.refuse(err))
         })
     }
 
@@ -149,10 +154,12 @@ impl Journal for LeaseJournal {
         numbers: &'a [u32],
     ) -> BoxFuture<'a, Result<HashMap<u32, u64>, TransferError>> {
         Box::pin(async move {
-            self.store
-                .part_checksums(&self.lease.job_id, upload_id, numbers)
-                .await
-                .map_err(|err| self.refuse(err))
+            patiently("part checksum read", || {
+                self.store
+                    .part_checksums(&self.lease.job_id, upload_id, numbers)
+            })
+            .await
+            .map_err(|err| self.refuse(err))
         })
     }
 
@@ -165,10 +172,12 @@ impl Journal for LeaseJournal {
 
     fn creating_upload(&self) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async move {
-            self.store
-                .mark_destination(&self.lease.job_id, &self.bucket, &self.key)
-                .await
-                .map_err(|err| self.refuse(err))
+            patiently("destination marker write", || {
+                self.store
+                    .mark_destination(&self.lease.job_id, &self.bucket, &self.key)
+            })
+            .await
+            .map_err(|err| self.refuse(err))
         })
     }
 

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod job;
 pub mod journal;
 pub mod metrics;
+pub mod patience;
 pub mod protection;
 pub mod queue;
 pub mod redact;

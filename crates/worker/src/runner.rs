@@ -14,7 +14,8 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::config::WorkerConfig;
 use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
-use crate::queue::{Queue, Received};
+use crate::patience::{self, patiently};
+use crate::queue::{Queue, QueueError, Received};
 use crate::store::{Claim, JobStore, Lease, Status, StoreError};
 
 /// What every job of one worker shares.
@@ -102,7 +103,7 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         Claim::Acquired(lease) => lease,
         Claim::Final(status) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
-            let deleted = ctx.queue.delete(&message).await;
+            let deleted = delete(ctx, &message).await;
             info!(
                 status = status.as_str(),
                 deleted = deleted.is_ok(),
@@ -203,15 +204,20 @@ async fn claim(
     let config = &ctx.config;
     let mut visible_at = message.received_at + config.visibility;
     let mut failures = 0u32;
+    let token = uuid::Uuid::new_v4().to_string();
     loop {
         let sent = Instant::now();
-        let err = match ctx.store.claim(job, &config.worker_id, config.lease).await {
+        let err = match ctx
+            .store
+            .claim(job, &config.worker_id, config.lease, &token)
+            .await
+        {
             Ok(claim) => return Some((claim, sent)),
             Err(err) => err,
         };
         failures += 1;
         metrics::counter!("ferry_store_errors_total").increment(1);
-        let pause = aws_backoff(failures);
+        let pause = patience::aws_backoff(failures);
         warn!(error = %err, failures, retry_in_ms = pause.as_millis() as u64, "could not claim job; retrying");
         let wanted = Instant::now() + pause + config.heartbeat * 2;
         if visible_at < wanted {
@@ -228,15 +234,6 @@ async fn claim(
             () = tokio::time::sleep(pause) => {}
         }
     }
-}
-
-/// The pause before retrying an AWS-side failure: full jitter on 1 s·2^n,
-/// capped at 60 s (throttling anchors: ScyllaDB's S3 fix, the SDKs).
-fn aws_backoff(failures: u32) -> Duration {
-    let ceiling = Duration::from_secs(1)
-        .saturating_mul(1 << failures.saturating_sub(1).min(6))
-        .min(Duration::from_secs(60));
-    rand::rng().random_range(Duration::from_millis(100)..=ceiling)
 }
 
 /// What `conclude` needs to know about the attempt that just ended.
@@ -266,7 +263,10 @@ async fn conclude(
     let total_fetched = attempt.total_fetched();
     match result {
         Ok(outcome) => {
-            let recorded = retry_store(|| ctx.store.succeed(lease, &outcome, total_fetched)).await;
+            let recorded = patiently("the job record write", || {
+                ctx.store.succeed(lease, &outcome, total_fetched)
+            })
+            .await;
             if let Err(err) = recorded {
                 // The object is stored, but without a final record the message
                 // must come back so the job ends in a recorded state.
@@ -274,7 +274,7 @@ async fn conclude(
                 return;
             }
             metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
-            let deleted = ctx.queue.delete(message).await;
+            let deleted = delete(ctx, message).await;
             // Bytes fetched more than once: retried ranges, and parts earlier
             // attempts fetched but did not finish.
             metrics::counter!("ferry_refetched_bytes_total")
@@ -307,7 +307,11 @@ async fn conclude(
         }
         Err(err) => {
             let permanent = err.class() == ErrorClass::Permanent;
-            let gave_up = permanent || lease.attempts >= config.max_attempts;
+            // AWS being throttled or down is not the job's fault: such an
+            // attempt never makes the job `failed` (the queue's redrive
+            // policy stays the backstop for an outage without end).
+            let gave_up =
+                permanent || (lease.attempts >= config.max_attempts && !err.is_aws_side());
             if gave_up {
                 // An upload kept for resuming has no later attempt to use it.
                 if let Some(upload_id) = attempt.journal.upload_id() {
@@ -325,14 +329,14 @@ async fn conclude(
                     format!("{err} (gave up after {} attempts)", lease.attempts),
                 ),
             };
-            let recorded = retry_store(|| {
+            let recorded = patiently("the job record write", || {
                 ctx.store
                     .record_error(lease, status, (err.kind(), &error), total_fetched)
             })
             .await;
             if gave_up {
                 if recorded.is_ok() {
-                    let _ = ctx.queue.delete(message).await;
+                    let _ = delete(ctx, message).await;
                 }
                 metrics::counter!("ferry_jobs_total", "outcome" => "failed").increment(1);
                 warn!(error_kind = err.kind(), error = %error, recorded = recorded.is_ok(), "failed");
@@ -350,8 +354,9 @@ async fn conclude(
     }
 }
 
-/// Keeps the job's message invisible and its lease alive, and records
-/// progress; stops the job at once if the lease was taken over.
+/// Keeps the job's lease alive (recording progress) and its message
+/// invisible; stops the job at once if the lease was taken over. The two run
+/// side by side: a slow SQS call must not starve the lease, nor the reverse.
 async fn heartbeat(
     ctx: &Context,
     message: &Received,
@@ -361,8 +366,21 @@ async fn heartbeat(
     job_cancel: &CancellationToken,
     stop: &CancellationToken,
 ) {
+    tokio::join!(
+        renew_lease(ctx, lease, progress, journal, job_cancel, stop),
+        keep_invisible(ctx, message, job_cancel, stop),
+    );
+}
+
+async fn renew_lease(
+    ctx: &Context,
+    lease: &Lease,
+    progress: &JobProgress,
+    journal: &LeaseJournal,
+    job_cancel: &CancellationToken,
+    stop: &CancellationToken,
+) {
     let config = &ctx.config;
-    let mut visible_at = message.received_at + config.visibility;
     let mut ticks = tokio::time::interval(config.heartbeat);
     ticks.tick().await;
     loop {
@@ -392,21 +410,59 @@ async fn heartbeat(
             }
             Err(err) => warn!(error = %err, "could not renew lease"),
         }
-        // Extend only when the deadline comes near, and never past the cap.
-        if visible_at.saturating_duration_since(Instant::now()) < config.heartbeat * 3 {
-            let elapsed = message.received_at.elapsed();
-            if elapsed + config.visibility + config.heartbeat * 3 >= config.visibility_cap {
-                info!("visibility cap near; releasing the job to resume with a new receive");
-                job_cancel.cancel();
-                return;
-            }
-            let extended = tokio::select! {
-                () = stop.cancelled() => return,
-                extended = ctx.queue.set_visibility(message, config.visibility) => extended,
-            };
-            match extended {
-                Ok(()) => visible_at = Instant::now() + config.visibility,
-                Err(err) => warn!(error = %err, "could not extend message visibility"),
+    }
+}
+
+/// Extends the message's visibility when its deadline comes near, never
+/// past SQS's cap (then the job is released to resume with a new receive).
+async fn keep_invisible(
+    ctx: &Context,
+    message: &Received,
+    job_cancel: &CancellationToken,
+    stop: &CancellationToken,
+) {
+    let config = &ctx.config;
+    let mut visible_at = message.received_at + config.visibility;
+    let mut ticks = tokio::time::interval(config.heartbeat);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if visible_at.saturating_duration_since(Instant::now()) >= config.heartbeat * 3 {
+            continue;
+        }
+        let elapsed = message.received_at.elapsed();
+        if elapsed + config.visibility + config.heartbeat * 3 >= config.visibility_cap {
+            info!("visibility cap near; releasing the job to resume with a new receive");
+            job_cancel.cancel();
+            return;
+        }
+        let extended = tokio::select! {
+            () = stop.cancelled() => return,
+            extended = ctx.queue.set_visibility(message, config.visibility) => extended,
+        };
+        match extended {
+            Ok(()) => visible_at = Instant::now() + config.visibility,
+            Err(err) => warn!(error = %err, "could not extend message visibility"),
+        }
+    }
+}
+
+/// Deletes a finished job's message, riding out SQS trouble for a while: a
+/// message that comes back costs a receive (towards `maxReceiveCount`).
+async fn delete(ctx: &Context, message: &Received) -> Result<(), QueueError> {
+    let mut failures = 0;
+    loop {
+        match ctx.queue.delete(message).await {
+            Ok(()) => return Ok(()),
+            Err(err) if failures >= 4 => return Err(err),
+            Err(err) => {
+                failures += 1;
+                let pause = patience::aws_backoff(failures);
+                warn!(error = %err, failures, "could not delete the message; retrying");
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -419,30 +475,6 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
         .min(Duration::from_secs(900));
     let low = ceiling / 2;
     rand::rng().random_range(low..=ceiling)
-}
-
-/// Retries for a record write that must not be lost (each try already has
-/// the SDK's own retries): about a minute of DynamoDB trouble is ridden out
-/// before the job is left for its message to come back.
-async fn retry_store<F, Fut>(mut write: F) -> Result<(), StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
-{
-    let mut failures = 0;
-    loop {
-        match write().await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::LeaseLost) => return Err(StoreError::LeaseLost),
-            Err(err) if failures >= 6 => return Err(err),
-            Err(err) => {
-                failures += 1;
-                let pause = aws_backoff(failures);
-                warn!(error = %err, failures, "could not write the job record; retrying");
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
 }
 
 /// Progress of one job as the engine reports it; read by the heartbeat.

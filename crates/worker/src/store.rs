@@ -205,18 +205,19 @@ impl JobStore {
 
     /// Takes the job for `owner` unless it is final or leased to someone else.
     ///
-    /// Each claim carries a fresh token: when the write was applied but its
-    /// reply lost, the SDK's retry fails the condition, and the old item it
-    /// returns carries our token — the claim is recognised as ours.
+    /// `token` is fresh for each message handled (the same for every retry
+    /// of its claim): when the write was applied but its reply lost, the
+    /// retry fails the condition, and the old item it returns carries our
+    /// token — the claim is recognised as ours.
     pub async fn claim(
         &self,
         job: &Job,
         owner: &str,
         lease: Duration,
+        token: &str,
     ) -> Result<Claim, StoreError> {
         let now = now_secs();
         let now_text = now_text();
-        let token = uuid::Uuid::new_v4().to_string();
         let result = self
             .client
             .update_item()
@@ -245,7 +246,7 @@ impl JobStore {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":now_text", s(&now_text))
             .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":token", s(&token))
+            .expression_attribute_values(":token", s(token))
             .expression_attribute_values(":expires", n(now + lease.as_secs()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -276,7 +277,7 @@ impl JobStore {
             Err(err) if is_condition_failure(&err) => {
                 // With ReturnValuesOnConditionCheckFailure the old item says why.
                 let old_item = condition_failure_item(&err);
-                if old_item.is_some_and(|item| text(item, "claim_token") == Some(token.as_str())) {
+                if old_item.is_some_and(|item| text(item, "claim_token") == Some(token)) {
                     metrics::counter!("ferry_dynamodb_replayed_writes_total", "operation" => "claim")
                         .increment(1);
                     return Ok(old_item

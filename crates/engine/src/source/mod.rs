@@ -128,6 +128,7 @@ impl RateFloor {
 pub struct HttpSource {
     client: Client,
     read_timeout: Duration,
+    connect_timeout: Duration,
     min_rate_bytes_per_sec: u64,
     min_rate_window: Duration,
     policy: Arc<AddressPolicy>,
@@ -152,7 +153,6 @@ impl HttpSource {
         let mut builder = Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
             .redirect(redirects)
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&policy))))
             // One connection per ranged part: CDNs throttle per connection, and
@@ -177,6 +177,7 @@ impl HttpSource {
         Ok(Self {
             client,
             read_timeout: config.read_timeout,
+            connect_timeout: config.connect_timeout,
             min_rate_bytes_per_sec: config.min_rate_bytes_per_sec,
             min_rate_window: config.min_rate_window,
             policy,
@@ -221,11 +222,11 @@ impl HttpSource {
     ) -> Result<Probe, TransferError> {
         self.check(request)?;
         let response = self
-            .get(request)
-            .header(header::RANGE, format!("bytes={start}-{end}"))
-            .send()
-            .await
-            .map_err(TransferError::source_request)?;
+            .sent(
+                self.get(request)
+                    .header(header::RANGE, format!("bytes={start}-{end}")),
+            )
+            .await?;
         let headers = response.headers();
         let validator = Validator::from_headers(headers);
         let content_type = headers
@@ -381,12 +382,28 @@ impl HttpSource {
         &self,
         response: &mut Response,
     ) -> Result<Option<bytes::Bytes>, TransferError> {
-        match response.chunk().await {
-            Ok(chunk) => Ok(chunk),
-            Err(err) if err.is_timeout() => Err(TransferError::SourceStalled {
-                idle_secs: self.read_timeout.as_secs(),
-            }),
-            Err(err) => Err(TransferError::source_request(err)),
+        // The read timeout counts only while we wait for the source: time
+        // the body sat unread (while S3 made us wait) is not the source's.
+        match tokio::time::timeout(self.read_timeout, response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(err)) if err.is_timeout() => Err(self.stalled()),
+            Ok(Err(err)) => Err(TransferError::source_request(err)),
+            Err(_) => Err(self.stalled()),
+        }
+    }
+
+    fn stalled(&self) -> TransferError {
+        TransferError::SourceStalled {
+            idle_secs: self.read_timeout.as_secs(),
+        }
+    }
+
+    /// Sends `builder`, waiting at most the read timeout for the answer's
+    /// head once connected.
+    async fn sent(&self, builder: reqwest::RequestBuilder) -> Result<Response, TransferError> {
+        match tokio::time::timeout(self.read_timeout + self.connect_timeout, builder.send()).await {
+            Ok(result) => result.map_err(TransferError::source_request),
+            Err(_) => Err(self.stalled()),
         }
     }
 
@@ -401,10 +418,7 @@ impl HttpSource {
         &self,
         builder: reqwest::RequestBuilder,
     ) -> Result<Response, TransferError> {
-        let response = builder
-            .send()
-            .await
-            .map_err(TransferError::source_request)?;
+        let response = self.sent(builder).await?;
         let status = response.status();
         if status.is_success() || status == StatusCode::PRECONDITION_FAILED {
             Ok(response)

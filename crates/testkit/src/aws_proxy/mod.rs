@@ -50,6 +50,8 @@ pub struct LogEntry {
     pub op: String,
     /// S3: `bucket/key`; empty for DynamoDB and SQS.
     pub target: String,
+    /// S3: the multipart upload the request names (`uploadId`), if any.
+    pub upload_id: Option<String>,
     /// The terminal fault applied (`error`, `throttle`, `reset`, `lost`,
     /// `hang`, `error200`), if any.
     pub fault: Option<&'static str>,
@@ -294,6 +296,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
             .map_or(0, |d| d.as_millis() as u64),
         op: op.qualified(),
         target: op.target.clone(),
+        upload_id: op.upload_id.clone(),
         fault: fault.as_ref().map(Fault::name),
         delayed_ms,
         rules,

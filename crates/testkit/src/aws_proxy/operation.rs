@@ -31,6 +31,8 @@ pub struct Operation {
     pub name: String,
     /// S3: `bucket/key` (or `bucket`); others: empty (rules match their body).
     pub target: String,
+    /// S3: the `uploadId` the request names, if any.
+    pub upload_id: Option<String>,
 }
 
 impl Operation {
@@ -69,6 +71,7 @@ fn json_operation(service: Service, name: &str) -> Operation {
         service,
         name: name.to_owned(),
         target: String::new(),
+        upload_id: None,
     }
 }
 
@@ -88,13 +91,18 @@ fn s3_operation(parts: &Parts) -> Operation {
         Some((bucket, key)) => (bucket, key),
         None => (path, ""),
     };
-    let query: Vec<&str> = parts
+    let pairs: Vec<(&str, &str)> = parts
         .uri
         .query()
         .unwrap_or("")
         .split('&')
-        .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .collect();
+    let query: Vec<&str> = pairs.iter().map(|(name, _)| *name).collect();
+    let upload_id = pairs
+        .iter()
+        .find(|(name, _)| *name == "uploadId")
+        .map(|(_, value)| (*value).to_owned());
     let has = |name: &str| query.contains(&name);
     let copy = parts.headers.contains_key("x-amz-copy-source");
     let on_object = !key.is_empty();
@@ -124,6 +132,7 @@ fn s3_operation(parts: &Parts) -> Operation {
         service: Service::S3,
         name: name.to_owned(),
         target: path.to_owned(),
+        upload_id,
     }
 }
 
@@ -159,6 +168,8 @@ mod tests {
         assert_eq!(name("PUT", "/b"), "s3:CreateBucket");
         let op = recognise(&parts("PUT", "/b/dir/k?x-id=PutObject", &[]), b"");
         assert_eq!(op.target, "b/dir/k");
+        let op = recognise(&parts("POST", "/b/k?uploadId=u-1", &[]), b"");
+        assert_eq!(op.upload_id.as_deref(), Some("u-1"));
     }
 
     #[test]

@@ -232,6 +232,7 @@ mod tests {
             service: Service::S3,
             name: name.to_owned(),
             target: "bucket/key".to_owned(),
+            upload_id: None,
         }
     }
 

@@ -135,9 +135,7 @@ impl Stack {
 
     /// A worker running in this process until the handle is stopped.
     pub fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn(worker::run(config, self.clients(), cancel.clone()));
-        InProcessWorker { cancel, task }
+        spawn_worker_with(config, self.clients())
     }
 
     /// `ferry worker` as a real process, with the test settings as env vars.
@@ -407,6 +405,14 @@ impl Stack {
         }
         bodies
     }
+}
+
+/// A worker running in this process with the given clients (e.g. through
+/// the AWS fault proxy) until the handle is stopped.
+pub fn spawn_worker_with(config: WorkerConfig, clients: Clients) -> InProcessWorker {
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(worker::run(config, clients, cancel.clone()));
+    InProcessWorker { cancel, task }
 }
 
 pub fn engine_config() -> EngineConfig {

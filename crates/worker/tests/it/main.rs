@@ -4,6 +4,7 @@
 // Test helpers outside #[test] functions panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
+mod aws_faults;
 mod gc;
 mod harness;
 mod jobs;

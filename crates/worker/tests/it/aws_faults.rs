@@ -1,0 +1,656 @@
+//! The AWS side failing on purpose: the S3, DynamoDB and SQS calls a job
+//! makes, each crossed with error / throttling / applied-but-lost / hang,
+//! through the fault proxy in front of moto. docs/reliability.md is the
+//! matrix; its cells name the cases here (`cell` names).
+//!
+//! Every cell runs one job on its own stack (bucket, queue, DLQ, table) and
+//! its own proxy, with an in-process worker whose clients go through the
+//! proxy and use the product's SDK settings (adaptive retries, timeouts).
+//! A cell passes only if its fault was really injected and the job ended as
+//! promised: succeeded with the source's bytes, one attempt, the object
+//! completed by exactly one Complete/PutObject, no open upload after a gc
+//! sweep, nothing left on the queue or in the DLQ.
+
+use std::time::Duration;
+
+use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
+use ferry_testkit::{Behavior, test_bytes};
+use ferry_worker::config::AwsArgs;
+use ferry_worker::gc::{self, Sweep};
+use ferry_worker::worker::Clients;
+use tokio::task::JoinSet;
+
+use crate::harness::{InProcessWorker, Stack, number, spawn_worker_with, text};
+
+/// Short timeouts so that a hung call is given up on quickly.
+fn aws_args() -> AwsArgs {
+    AwsArgs {
+        s3_path_style: None,
+        aws_attempt_timeout_secs: 2,
+        aws_operation_timeout_secs: 30,
+        s3_attempt_timeout_secs: 3,
+    }
+}
+
+/// A stack whose worker reaches AWS only through a fault proxy.
+struct Faulty {
+    stack: Stack,
+    proxy: AwsProxy,
+}
+
+impl Faulty {
+    async fn new() -> Self {
+        let stack = Stack::new().await;
+        let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+        Self { stack, proxy }
+    }
+
+    async fn clients(&self) -> Clients {
+        let sdk = ferry_testkit::moto::sdk_config_at(&self.proxy.endpoint()).await;
+        let aws = aws_args();
+        Clients {
+            s3: ferry_worker::config::s3_client(&sdk, &aws),
+            sqs: ferry_worker::config::sqs_client(&sdk, &aws),
+            dynamodb: ferry_worker::config::dynamodb_client(&sdk, &aws),
+            protection: ferry_worker::protection::TaskProtection::disabled(),
+        }
+    }
+
+    async fn worker(&self, shutdown_grace: Duration) -> InProcessWorker {
+        let mut config = self.stack.config();
+        config.shutdown_grace = shutdown_grace;
+        spawn_worker_with(config, self.clients().await)
+    }
+
+    /// How many writes stored `key`: successful PutObjects, and uploads
+    /// successfully completed (a retried Complete of the same upload is the
+    /// same write; S3 may answer it 200 again).
+    fn completions(&self, key: &str) -> usize {
+        let target = format!("{}/{key}", self.stack.bucket);
+        let stored: std::collections::BTreeSet<(String, Option<String>, u64)> = self
+            .proxy
+            .log()
+            .into_iter()
+            .filter(|e| e.target == target && e.upstream_status == Some(200))
+            .filter_map(|e| match e.op.as_str() {
+                "s3:PutObject" => Some((e.op, None, e.seq)),
+                "s3:CompleteMultipartUpload" => Some((e.op, e.upload_id, 0)),
+                _ => None,
+            })
+            .collect();
+        stored.len()
+    }
+
+    /// Sweeps the bucket like `ferry gc --older-than 0` (straight to moto).
+    async fn sweep(&self) -> Vec<gc::Decision> {
+        let sweep = Sweep {
+            bucket: self.stack.bucket.clone(),
+            prefix: None,
+            older_than: Duration::ZERO,
+            dry_run: false,
+        };
+        gc::sweep(&self.stack.s3, &self.stack.store(), &sweep)
+            .await
+            .expect("gc sweep")
+    }
+}
+
+/// What a cell's job copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 100 KiB: one PutObject.
+    Small,
+    /// 12 MiB from an origin with ranges and an ETag: a checkpointed
+    /// multipart upload.
+    Ranged,
+    /// 12 MiB from an origin without ranges: a streamed multipart upload
+    /// that is never checkpointed.
+    Streamed,
+    /// 24 MiB, slowly (several heartbeats and a visibility extension).
+    Slow,
+    /// A 404 source: the job fails for good on its own account.
+    Missing,
+    /// 12 MiB with a wrong expected sha256: fails after its parts are in S3.
+    WrongDigest,
+    /// 12 MiB, slowly, without ranges: fails with a wrong digest.
+    WrongDigestStreamed,
+    /// Slow and ranged; a first worker is stopped mid-way (released), the
+    /// rules go in, and a second worker resumes the job.
+    Resumed,
+}
+
+impl Kind {
+    fn size(self) -> usize {
+        match self {
+            Self::Small => 100 * 1024,
+            Self::Slow | Self::Resumed => 24 << 20,
+            _ => 12 << 20,
+        }
+    }
+
+    fn behavior(self) -> Behavior {
+        // About 4 s a 5 MiB part: several heartbeats and, with the tests'
+        // 6 s visibility, at least one visibility extension.
+        let slow = Behavior {
+            chunk_delay: Some(Duration::from_millis(50)),
+            ..Behavior::default()
+        };
+        match self {
+            Self::Small | Self::Ranged | Self::WrongDigest => Behavior::default(),
+            Self::Streamed => Behavior {
+                ranges: false,
+                ..Behavior::default()
+            },
+            Self::WrongDigestStreamed => Behavior {
+                ranges: false,
+                ..slow
+            },
+            Self::Slow | Self::Resumed => slow,
+            Self::Missing => Behavior {
+                status: Some(404),
+                ..Behavior::default()
+            },
+        }
+    }
+
+    fn expected_status(self) -> &'static str {
+        match self {
+            Self::Missing | Self::WrongDigest | Self::WrongDigestStreamed => "failed",
+            _ => "succeeded",
+        }
+    }
+}
+
+/// One matrix cell: a job of `kind` while `rules` fault the AWS side.
+struct Cell {
+    name: String,
+    kind: Kind,
+    rules: Vec<Rule>,
+    /// The operation whose fault must show in the proxy log.
+    faulted_op: String,
+}
+
+fn cell(name: &str, kind: Kind, op: &str, matching: Option<&str>, fault: Fault) -> Cell {
+    // Errors and throttles outlast the SDK's own retries (6) so that ferry's
+    // retries are exercised too; lost replies and hangs happen once.
+    let times = match fault {
+        Fault::Error { .. } | Fault::Throttle => 8,
+        _ => 1,
+    };
+    let mut rule = Rule::new(op, fault).id(name).times(times);
+    if let Some(text) = matching {
+        rule = rule.matching(text);
+    }
+    Cell {
+        name: name.to_owned(),
+        kind,
+        rules: vec![rule],
+        faulted_op: op.to_owned(),
+    }
+}
+
+/// The four fault classes every call site is crossed with.
+fn classes() -> [(&'static str, Fault); 4] {
+    [
+        (
+            "error",
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        ),
+        ("throttle", Fault::Throttle),
+        ("lost", Fault::Lost),
+        ("hang", Fault::Hang { ms: Some(30_000) }),
+    ]
+}
+
+/// Every call site of a job's life with every fault class.
+fn cells(sites: &[(&str, Kind, &str, Option<&str>)]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (site, kind, op, matching) in sites {
+        for (class, fault) in classes() {
+            cells.push(cell(
+                &format!("{site}/{class}"),
+                *kind,
+                op,
+                *matching,
+                fault,
+            ));
+        }
+    }
+    cells
+}
+
+async fn run_cell(cell: Cell) -> Result<(), String> {
+    let f = Faulty::new().await;
+    let job = "job";
+    let data = test_bytes(cell.kind.size(), 7);
+    let origin = ferry_testkit::Origin::start(data.clone(), cell.kind.behavior()).await;
+    let mut message = f.stack.message(job, &origin.url("f"), job);
+    if matches!(cell.kind, Kind::WrongDigest | Kind::WrongDigestStreamed) {
+        message["expected"] = serde_json::json!({ "sha256": "0".repeat(64) });
+    }
+    f.stack.send(&f.stack.queue, &message).await;
+    if cell.kind == Kind::Resumed {
+        // A first worker runs until the upload has parts, then is stopped
+        // with no grace: it releases the job, keeping its checkpoint.
+        let first = f.worker(Duration::ZERO).await;
+        f.stack
+            .wait_for_parts(job, 1, Duration::from_secs(30))
+            .await;
+        first.stop().await;
+    }
+    f.proxy.set_rules(cell.rules.clone());
+    let worker = f.worker(Duration::from_secs(10)).await;
+    let record = f.stack.wait_final(job, Duration::from_secs(120)).await;
+    let check = async {
+        let status = text(&record, "status");
+        let expected = cell.kind.expected_status();
+        if status != expected {
+            return Err(format!(
+                "status {status}, expected {expected}: {}",
+                ferry_worker::store::to_json(&record)
+            ));
+        }
+        let attempts = number(&record, "attempts");
+        let first_attempts = u64::from(cell.kind == Kind::Resumed);
+        if attempts != 1 + first_attempts {
+            return Err(format!(
+                "the job took {attempts} attempts: {}",
+                ferry_worker::store::to_json(&record)
+            ));
+        }
+        if expected == "succeeded" {
+            if f.stack.object(job).await.as_deref() != Some(&data[..]) {
+                return Err("the stored object differs from the source".into());
+            }
+            let crc = ferry_engine::checksum::to_base64(ferry_engine::checksum::crc64nvme(&data));
+            if text(&record, "checksum") != crc {
+                return Err("the recorded checksum is not the object's".into());
+            }
+            let completions = f.completions(job);
+            if completions != 1 {
+                return Err(format!("the object was completed {completions} times"));
+            }
+        } else if text(&record, "error_kind").starts_with("s3_")
+            || text(&record, "error_kind") == "checkpoint_failed"
+        {
+            return Err(format!(
+                "failed for an AWS-side reason: {}",
+                text(&record, "error")
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    // The worker deletes the message right after the final record.
+    let mut drained = true;
+    for _ in 0..200 {
+        let (visible, in_flight) = f.stack.queue_depth(&f.stack.queue).await;
+        drained = visible + in_flight == 0;
+        if drained {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    check?;
+    if !drained {
+        return Err("the job's message is still on the queue".into());
+    }
+    if f.proxy.faults(&cell.faulted_op).is_empty() {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for entry in f.proxy.log() {
+            *seen.entry(entry.op).or_default() += 1;
+        }
+        return Err(format!(
+            "no fault was injected into {}; requests seen: {seen:?}",
+            cell.faulted_op
+        ));
+    }
+    let dead = f.stack.queue_depth(&f.stack.dlq).await;
+    if dead != (0, 0) {
+        return Err(format!("the DLQ holds {dead:?}"));
+    }
+    f.sweep().await;
+    let open = f.stack.open_uploads().await;
+    if open != 0 {
+        return Err(format!("{open} multipart uploads left open after gc"));
+    }
+    Ok(())
+}
+
+/// Runs cells a few at a time and reports every failing one together.
+/// `FERRY_CELLS=text` runs only the cells whose name contains `text`.
+async fn run_cells(mut cells: Vec<Cell>) {
+    if let Ok(only) = std::env::var("FERRY_CELLS") {
+        cells.retain(|c| c.name.contains(&only));
+    }
+    // FERRY_TEST_LOG=filter shows the workers' logs (e.g. `info`).
+    if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+    let total = cells.len();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+    let mut running = JoinSet::new();
+    for cell in cells {
+        let limit = std::sync::Arc::clone(&limit);
+        running.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore");
+            let name = cell.name.clone();
+            let outcome = tokio::spawn(run_cell(cell))
+                .await
+                .unwrap_or_else(|panic| Err(format!("panicked: {panic}")));
+            (name, outcome)
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let (name, outcome) = joined.expect("cell task");
+        if let Err(why) = outcome {
+            failures.push(format!("{name}: {why}"));
+        }
+    }
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_faults_on_every_call_of_a_job_end_in_one_correct_object() {
+    let mut all = cells(&[
+        ("s3.put_object", Kind::Small, "s3:PutObject", None),
+        ("s3.create", Kind::Ranged, "s3:CreateMultipartUpload", None),
+        (
+            "s3.create.streamed",
+            Kind::Streamed,
+            "s3:CreateMultipartUpload",
+            None,
+        ),
+        ("s3.upload_part", Kind::Ranged, "s3:UploadPart", None),
+        (
+            "s3.upload_part.streamed",
+            Kind::Streamed,
+            "s3:UploadPart",
+            None,
+        ),
+        (
+            "s3.complete",
+            Kind::Ranged,
+            "s3:CompleteMultipartUpload",
+            None,
+        ),
+        (
+            "s3.complete.streamed",
+            Kind::Streamed,
+            "s3:CompleteMultipartUpload",
+            None,
+        ),
+        ("s3.list_parts", Kind::Resumed, "s3:ListParts", None),
+    ]);
+    for (name, kind) in [
+        ("s3.complete/error200", Kind::Ranged),
+        ("s3.complete.streamed/error200", Kind::Streamed),
+    ] {
+        for forward in [false, true] {
+            all.push(cell(
+                &format!("{name}-forward={forward}"),
+                kind,
+                "s3:CompleteMultipartUpload",
+                None,
+                Fault::Error200 { forward },
+            ));
+        }
+    }
+    // A PutObject applied with its reply lost, and the HEAD that checks for
+    // the object failing too: the retry must still find the object.
+    for (class, fault) in [
+        (
+            "error",
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        ),
+        ("throttle", Fault::Throttle),
+    ] {
+        let mut both = cell(
+            &format!("s3.head_after_lost_put/{class}"),
+            Kind::Small,
+            "s3:HeadObject",
+            None,
+            fault,
+        );
+        both.rules.insert(
+            0,
+            Rule::new("s3:PutObject", Fault::Lost)
+                .times(1)
+                .id("lost put"),
+        );
+        all.push(both);
+    }
+    // Without s3:ListBucket (the stack's policy) S3 answers HEAD of a
+    // missing object with 403: that is "not stored yet", not a failure.
+    let mut forbidden = cell(
+        "s3.head_403_is_missing",
+        Kind::Small,
+        "s3:HeadObject",
+        None,
+        Fault::Error {
+            status: Some(403),
+            code: Some("AccessDenied".into()),
+        },
+    );
+    forbidden.rules[0].count = None;
+    forbidden.rules.insert(
+        0,
+        Rule::new(
+            "s3:PutObject",
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        )
+        .times(1),
+    );
+    all.push(forbidden);
+    run_cells(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_faults_on_every_write_of_a_job_neither_fail_nor_double_it() {
+    run_cells(cells(&[
+        (
+            "ddb.claim",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            Some("claim_token"),
+        ),
+        (
+            "ddb.renew",
+            Kind::Slow,
+            "dynamodb:UpdateItem",
+            Some(":done"),
+        ),
+        (
+            "ddb.succeed",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            Some(":succeeded"),
+        ),
+        (
+            "ddb.record_failure",
+            Kind::Missing,
+            "dynamodb:UpdateItem",
+            Some("#error_kind"),
+        ),
+        (
+            "ddb.mark_destination",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("dest#"),
+        ),
+        (
+            "ddb.upload_marker",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("upload#"),
+        ),
+        (
+            "ddb.checkpoint",
+            Kind::Ranged,
+            "dynamodb:UpdateItem",
+            Some("#checkpointed_at"),
+        ),
+        (
+            "ddb.part_checksum",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("#part#"),
+        ),
+        (
+            "ddb.resume_checksums",
+            Kind::Resumed,
+            "dynamodb:BatchGetItem",
+            None,
+        ),
+        (
+            "ddb.record_resume",
+            Kind::Resumed,
+            "dynamodb:UpdateItem",
+            Some("#bytes_reused"),
+        ),
+    ]))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqs_faults_never_lose_or_repeat_a_job() {
+    run_cells(cells(&[
+        ("sqs.receive", Kind::Small, "sqs:ReceiveMessage", None),
+        ("sqs.delete", Kind::Small, "sqs:DeleteMessage", None),
+        (
+            "sqs.extend_visibility",
+            Kind::Slow,
+            "sqs:ChangeMessageVisibility",
+            None,
+        ),
+    ]))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_give_up_whose_abort_fails_leaves_an_upload_gc_finds() {
+    // The abort fails for longer than the engine retries it (and the worker
+    // tries once more): the upload stays until the gc sweep, which must
+    // place it through the upload# (checkpointed) or dest# (streamed) item.
+    let mut all = Vec::new();
+    for (name, kind) in [
+        ("s3.abort_on_give_up", Kind::WrongDigest),
+        ("s3.abort_on_give_up.streamed", Kind::WrongDigestStreamed),
+    ] {
+        for (class, fault) in classes() {
+            let mut c = cell(
+                &format!("{name}/{class}"),
+                kind,
+                "s3:AbortMultipartUpload",
+                None,
+                fault,
+            );
+            c.rules[0].count = Some(40);
+            all.push(c);
+        }
+    }
+    run_cells(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttling_storms_delay_jobs_but_fail_none() {
+    let storm = |name: &str, ops: &str, kind: Kind, secs: f64| Cell {
+        name: name.to_owned(),
+        kind,
+        rules: vec![Rule::new(ops, Fault::Throttle).id(name).window(0.0, secs)],
+        faulted_op: match ops {
+            "s3:*" => "s3:UploadPart".to_owned(),
+            _ => "dynamodb:UpdateItem".to_owned(),
+        },
+    };
+    run_cells(vec![
+        storm("storm.s3", "s3:*", Kind::Ranged, 20.0),
+        storm("storm.dynamodb", "dynamodb:*", Kind::Ranged, 15.0),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_released_job_whose_release_write_fails_is_still_resumed() {
+    let mut all = Vec::new();
+    for (class, fault) in classes() {
+        let name = format!("ddb.release/{class}");
+        all.push(Cell {
+            name: name.clone(),
+            kind: Kind::Resumed,
+            rules: vec![
+                Rule::new("dynamodb:UpdateItem", fault)
+                    .matching("SET #status = :queued")
+                    .times(8)
+                    .id(&name),
+            ],
+            faulted_op: "dynamodb:UpdateItem".to_owned(),
+        });
+    }
+    // The release happens in the first phase, so its rules go in first.
+    for cell in all {
+        let outcome = released_with_faults(cell).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}
+
+/// Like [`run_cell`] for `Kind::Resumed`, but with the rules in place while
+/// the first worker releases the job.
+async fn released_with_faults(cell: Cell) -> Result<(), String> {
+    let f = Faulty::new().await;
+    let job = "job";
+    let data = test_bytes(cell.kind.size(), 7);
+    let origin = ferry_testkit::Origin::start(data.clone(), cell.kind.behavior()).await;
+    f.stack
+        .send(&f.stack.queue, &f.stack.message(job, &origin.url("f"), job))
+        .await;
+    f.proxy.set_rules(cell.rules.clone());
+    let first = f.worker(Duration::ZERO).await;
+    f.stack
+        .wait_for_parts(job, 1, Duration::from_secs(30))
+        .await;
+    first.stop().await;
+    let worker = f.worker(Duration::from_secs(10)).await;
+    let record = f.stack.wait_final(job, Duration::from_secs(120)).await;
+    worker.stop().await;
+    if f.proxy.faults(&cell.faulted_op).is_empty() {
+        return Err(format!("{}: no fault injected", cell.name));
+    }
+    if text(&record, "status") != "succeeded"
+        || f.stack.object(job).await.as_deref() != Some(&data[..])
+    {
+        return Err(format!(
+            "{}: {}",
+            cell.name,
+            ferry_worker::store::to_json(&record)
+        ));
+    }
+    if f.completions(job) != 1 {
+        return Err(format!(
+            "{}: completed {} times",
+            cell.name,
+            f.completions(job)
+        ));
+    }
+    Ok(())
+}
