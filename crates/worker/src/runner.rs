@@ -18,6 +18,10 @@ use crate::patience::{self, patiently};
 use crate::queue::{Queue, QueueError, Received};
 use crate::store::{Claim, JobStore, Lease, Status, StoreError};
 
+/// How long each of a release's two writes may take: the shutdown grace
+/// (at most 110 s) plus this stays within ECS's 120 s stopTimeout.
+const RELEASE_TIME: Duration = Duration::from_secs(4);
+
 /// What every job of one worker shares.
 pub struct Context {
     pub config: WorkerConfig,
@@ -294,8 +298,31 @@ async fn conclude(
         Err(err) if err.class() == ErrorClass::Cancelled => {
             // Shutdown grace ran out (or the 12-hour visibility cap neared):
             // hand the job back so another worker can take it at once.
-            let released = ctx.store.release(lease, total_fetched).await;
-            let visible = ctx.queue.set_visibility(message, Duration::ZERO).await;
+            // Bounded: after the grace period ECS kills the task soon. A
+            // release that does not make it only delays the job until its
+            // lease and the message's visibility run out.
+            let released = tokio::time::timeout(
+                RELEASE_TIME,
+                ctx.store.release(lease, total_fetched),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Dynamo {
+                    operation: "UpdateItem",
+                    message: "release timed out".into(),
+                })
+            });
+            let visible = tokio::time::timeout(
+                RELEASE_TIME,
+                ctx.queue.set_visibility(message, Duration::ZERO),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(QueueError {
+                    operation: "ChangeMessageVisibility",
+                    message: "timed out".into(),
+                })
+            });
             metrics::counter!("ferry_jobs_total", "outcome" => "released").increment(1);
             // (`message` would clash with the log line's own `message` key.)
             info!(
