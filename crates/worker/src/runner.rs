@@ -301,17 +301,15 @@ async fn conclude(
             // Bounded: after the grace period ECS kills the task soon. A
             // release that does not make it only delays the job until its
             // lease and the message's visibility run out.
-            let released = tokio::time::timeout(
-                RELEASE_TIME,
-                ctx.store.release(lease, total_fetched),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Dynamo {
-                    operation: "UpdateItem",
-                    message: "release timed out".into(),
-                })
-            });
+            let released =
+                tokio::time::timeout(RELEASE_TIME, ctx.store.release(lease, total_fetched))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Dynamo {
+                            operation: "UpdateItem",
+                            message: "release timed out".into(),
+                        })
+                    });
             let visible = tokio::time::timeout(
                 RELEASE_TIME,
                 ctx.queue.set_visibility(message, Duration::ZERO),

@@ -40,6 +40,13 @@ struct Faulty {
 
 impl Faulty {
     async fn new() -> Self {
+        // FERRY_TEST_LOG=filter shows the workers' logs (e.g. `info`).
+        if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let stack = Stack::new().await;
         let proxy = AwsProxy::start(stack.moto.endpoint()).await;
         Self { stack, proxy }
@@ -339,13 +346,7 @@ async fn run_cells(mut cells: Vec<Cell>) {
     if let Ok(only) = std::env::var("FERRY_CELLS") {
         cells.retain(|c| c.name.contains(&only));
     }
-    // FERRY_TEST_LOG=filter shows the workers' logs (e.g. `info`).
-    if let Ok(filter) = std::env::var("FERRY_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
+
     let total = cells.len();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(6));
     let mut running = JoinSet::new();
@@ -721,4 +722,161 @@ async fn released_with_faults(cell: Cell) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `ferry ARGS` as a process whose AWS endpoint is the proxy.
+fn ferry_through(f: &Faulty, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env_clear()
+        .env("AWS_ENDPOINT_URL", f.proxy.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("FERRY_TABLE", &f.stack.table)
+        .env("FERRY_QUEUE_URL", &f.stack.queue)
+        .env("FERRY_AWS_ATTEMPT_TIMEOUT_SECS", "4")
+        .env("FERRY_LOG_FORMAT", "json")
+        .output()
+        .expect("run ferry")
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_survives_a_lost_record_write_and_a_failed_enqueue() {
+    let f = Faulty::new().await;
+    let data = test_bytes(1000, 3);
+    let origin = ferry_testkit::Origin::start(data.clone(), Behavior::default()).await;
+    let url = origin.url("f");
+    let lost = |id: &str| format!("s3://{}/{id}", f.stack.bucket);
+
+    // The PutItem is applied but its reply lost: the SDK's retry finds the
+    // record there. It is ours and still queued, so the message goes out.
+    f.proxy
+        .set_rules(vec![Rule::new("dynamodb:PutItem", Fault::Lost).times(1)]);
+    let output = ferry_through(&f, &["submit", &url, &lost("a"), "--job-id", "a"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(f.proxy.faults("dynamodb:PutItem").len(), 1);
+    assert_eq!(f.stack.queue_depth(&f.stack.queue).await, (1, 0));
+
+    // SendMessage fails past the SDK's retries: the command fails and says
+    // how to finish; the same command then enqueues the recorded job.
+    f.proxy.set_rules(vec![Rule::new(
+        "sqs:SendMessage",
+        Fault::Error {
+            status: None,
+            code: None,
+        },
+    )]);
+    let output = ferry_through(&f, &["submit", &url, &lost("b"), "--job-id", "b"]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    assert!(
+        said.contains("recorded but could not be enqueued") && said.contains("--job-id b"),
+        "{said}"
+    );
+    assert_eq!(f.stack.status("b").await.as_deref(), Some("queued"));
+    f.proxy.clear_rules();
+    let output = ferry_through(&f, &["submit", &url, &lost("b"), "--job-id", "b"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(f.stack.queue_depth(&f.stack.queue).await, (2, 0));
+
+    // Both jobs run once; a finished job is never enqueued again, and an id
+    // that names another job is refused.
+    let worker = f.worker(Duration::from_secs(10)).await;
+    for id in ["a", "b"] {
+        let record = f.stack.wait_final(id, Duration::from_secs(60)).await;
+        assert_eq!(text(&record, "status"), "succeeded");
+        assert_eq!(number(&record, "attempts"), 1);
+    }
+    worker.stop().await;
+    let output = ferry_through(&f, &["submit", &url, &lost("a"), "--job-id", "a"]);
+    assert!(output.status.success());
+    assert!(stderr(&output).contains("already exists (succeeded)"));
+    assert_eq!(f.stack.queue_depth(&f.stack.queue).await, (0, 0));
+    let output = ferry_through(&f, &["submit", &url, &lost("other"), "--job-id", "a"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("already names a different job"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_dynamodb_outage_in_one_readable_line() {
+    let f = Faulty::new().await;
+    f.proxy.set_rules(vec![Rule::new(
+        "dynamodb:GetItem",
+        Fault::Error {
+            status: None,
+            code: None,
+        },
+    )]);
+    let output = ferry_through(&f, &["status", "nope"]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = stderr(&output);
+    assert!(
+        said.contains("DynamoDB GetItem failed: InternalServerError"),
+        "{said}"
+    );
+    assert!(!said.contains("ServiceError {"), "no Debug dump: {said}");
+    assert!(
+        f.proxy.faults("dynamodb:GetItem").len() >= 6,
+        "the SDK retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_cannot_be_renewed_never_writes_the_object() {
+    // Renewals fail from the start; the download (two 64 KiB chunks, 6 s
+    // apart) outlasts ¾ of a 6 s lease, so the single PutObject must not
+    // be sent: another worker may own the job by then.
+    let f = Faulty::new().await;
+    let data = test_bytes(100 * 1024, 5);
+    let origin = ferry_testkit::Origin::start(
+        data.clone(),
+        Behavior {
+            chunk_delay: Some(Duration::from_secs(6)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    f.proxy.set_rules(vec![
+        Rule::new(
+            "dynamodb:UpdateItem",
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        )
+        .matching(":done"),
+    ]);
+    f.stack
+        .send(
+            &f.stack.queue,
+            &f.stack.message("job", &origin.url("f"), "job"),
+        )
+        .await;
+    let mut config = f.stack.config();
+    config.shutdown_grace = Duration::from_secs(1);
+    config.engine.source.read_timeout = Duration::from_secs(10);
+    let worker = spawn_worker_with(config, f.clients().await);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(
+        !f.proxy.faults("dynamodb:UpdateItem").is_empty(),
+        "renewals were attempted"
+    );
+    assert!(
+        f.proxy.forwarded("s3:PutObject").is_empty(),
+        "a worker without a valid lease wrote the object"
+    );
+    assert_eq!(f.stack.object("job").await, None);
+    // Once renewals work again the job completes, exactly once.
+    f.proxy.clear_rules();
+    origin.set(|b| b.chunk_delay = None);
+    let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
+    assert_eq!(f.completions("job"), 1);
 }
