@@ -8,4 +8,5 @@ mod harness;
 mod hostile;
 mod resume;
 mod ssrf;
+mod throttling;
 mod transfers;
