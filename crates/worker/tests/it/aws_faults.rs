@@ -880,3 +880,48 @@ async fn a_worker_whose_lease_cannot_be_renewed_never_writes_the_object() {
     assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
     assert_eq!(f.completions("job"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reports_aws_errors_and_aborts_nothing_it_cannot_place() {
+    let f = Faulty::new().await;
+    // An upload no ferry job started (no upload# or dest# item).
+    let foreign = f
+        .stack
+        .s3
+        .create_multipart_upload()
+        .bucket(&f.stack.bucket)
+        .key("foreign")
+        .send()
+        .await
+        .unwrap();
+    assert!(foreign.upload_id.is_some());
+    let bucket = f.stack.bucket.clone();
+    let gc = ["gc", "--bucket", bucket.as_str(), "--older-than", "0s"];
+    for (op, said) in [
+        (
+            "s3:ListMultipartUploads",
+            "S3 ListMultipartUploads failed: InternalError",
+        ),
+        (
+            "dynamodb:GetItem",
+            "DynamoDB GetItem failed: InternalServerError",
+        ),
+    ] {
+        f.proxy.set_rules(vec![Rule::new(
+            op,
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        )]);
+        let output = ferry_through(&f, &gc);
+        assert_eq!(output.status.code(), Some(1), "{op}");
+        assert!(stderr(&output).contains(said), "{op}: {}", stderr(&output));
+        assert_eq!(f.stack.open_uploads().await, 1, "nothing aborted blindly");
+    }
+    f.proxy.clear_rules();
+    let output = ferry_through(&f, &gc);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("not started by ferry"));
+    assert_eq!(f.stack.open_uploads().await, 1, "a foreign upload is kept");
+}
