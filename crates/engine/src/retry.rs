@@ -141,25 +141,35 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn throttles_never_use_up_attempts() {
+    /// Runs `policy` over an operation that fails `failures` times with
+    /// `error`, then succeeds; returns the tries it took, or the error.
+    async fn tries_until_success(
+        policy: RetryPolicy,
+        failures: u32,
+        error: fn() -> TransferError,
+    ) -> Result<u32, TransferError> {
         let mut tries = 0;
-        let result: Result<u32, _> = quick()
+        policy
             .run(
                 &CancellationToken::new(),
                 |_, _| {},
                 |_| {
                     tries += 1;
-                    let answer = if tries <= 50 {
-                        Err(s3_error("SlowDown", true))
+                    let answer = if tries <= failures {
+                        Err(error())
                     } else {
                         Ok(tries)
                     };
                     async move { answer }
                 },
             )
-            .await;
-        assert_eq!(result.unwrap(), 51, "50 throttles, then success");
+            .await
+    }
+
+    #[tokio::test]
+    async fn throttles_never_use_up_attempts() {
+        let tries = tries_until_success(quick(), 50, || s3_error("SlowDown", true)).await;
+        assert_eq!(tries.unwrap(), 51, "50 throttles, then success");
     }
 
     #[tokio::test]
@@ -168,23 +178,11 @@ mod tests {
             aws_patience: Duration::from_secs(60),
             ..quick()
         };
-        let mut tries = 0;
-        let result: Result<u32, _> = patient
-            .run(
-                &CancellationToken::new(),
-                |_, _| {},
-                |_| {
-                    tries += 1;
-                    let answer = if tries <= 10 {
-                        Err(s3_error("InternalError", false))
-                    } else {
-                        Ok(tries)
-                    };
-                    async move { answer }
-                },
-            )
-            .await;
-        assert_eq!(result.unwrap(), 11);
+        let internal = || s3_error("InternalError", false);
+        assert_eq!(
+            tries_until_success(patient, 10, internal).await.unwrap(),
+            11
+        );
         // Without patience the same errors stop at max_attempts.
         let mut tries = 0;
         let result: Result<(), _> = quick()

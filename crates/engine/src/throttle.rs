@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 
+use crate::transfer::lock;
+
 /// The drop factor on a throttle (the SDKs' β).
 const BETA: f64 = 0.7;
 /// How fast the rate climbs back (the SDKs' scale constant C).
@@ -64,21 +66,8 @@ pub struct LimiterStats {
 
 impl Default for Limiter {
     fn default() -> Self {
-        let now = Instant::now();
         Self {
-            state: Mutex::new(State {
-                enabled: false,
-                rate: 0.0,
-                rate_at_throttle: 0.0,
-                last_throttle: now,
-                tokens: 0.0,
-                last_refill: now,
-                frozen_until: now,
-                measured: 0.0,
-                window_start: now,
-                window_count: 0,
-                throttles: 0,
-            }),
+            state: Mutex::new(State::open(Instant::now())),
         }
     }
 }
@@ -122,6 +111,22 @@ impl Limiter {
 }
 
 impl State {
+    fn open(now: Instant) -> Self {
+        Self {
+            enabled: false,
+            rate: 0.0,
+            rate_at_throttle: 0.0,
+            last_throttle: now,
+            tokens: 0.0,
+            last_refill: now,
+            frozen_until: now,
+            measured: 0.0,
+            window_start: now,
+            window_count: 0,
+            throttles: 0,
+        }
+    }
+
     fn count_sent(&mut self, now: Instant) {
         let elapsed = now.duration_since(self.window_start);
         if elapsed >= MEASURE_WINDOW {
@@ -211,30 +216,14 @@ impl Limiters {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sending_at(rate_per_sec: f64) -> State {
-        let now = Instant::now();
         State {
-            enabled: false,
-            rate: 0.0,
-            rate_at_throttle: 0.0,
-            last_throttle: now,
-            tokens: 0.0,
-            last_refill: now,
-            frozen_until: now,
             measured: rate_per_sec,
-            window_start: now,
-            window_count: 0,
-            throttles: 0,
+            ..State::open(Instant::now())
         }
     }
 

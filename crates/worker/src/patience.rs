@@ -31,24 +31,29 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    retry_with(what, RECORD_WRITE_TRIES, aws_backoff, call).await
+    let lease_lost = |err: &StoreError| matches!(err, StoreError::LeaseLost);
+    retry_with(what, RECORD_WRITE_TRIES, aws_backoff, lease_lost, call).await
 }
 
-async fn retry_with<T, F, Fut>(
+/// Runs `call` until it succeeds, fails with an error `is_final` accepts,
+/// or failed `tries` times, pausing `backoff(failures)` in between.
+pub async fn retry_with<T, E, F, Fut>(
     what: &'static str,
     tries: u32,
     backoff: fn(u32) -> Duration,
+    is_final: impl Fn(&E) -> bool,
     mut call: F,
-) -> Result<T, StoreError>
+) -> Result<T, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut failures = 0;
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(StoreError::LeaseLost) => return Err(StoreError::LeaseLost),
+            Err(err) if is_final(&err) => return Err(err),
             Err(err) => {
                 failures += 1;
                 if failures >= tries {
@@ -77,37 +82,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lost_lease_is_not_retried_and_other_errors_are_until_the_limit() {
-        let mut calls = 0;
-        let result: Result<(), _> = retry_with(
-            "test",
-            7,
-            |_| Duration::ZERO,
-            || {
+    async fn final_errors_are_not_retried_and_others_are_until_the_limit() {
+        let no_pause = |_| Duration::ZERO;
+        let lease_lost = |err: &StoreError| matches!(err, StoreError::LeaseLost);
+        for (error, expected_calls) in [
+            (StoreError::LeaseLost, 1),
+            (
+                StoreError::Dynamo {
+                    operation: "PutItem",
+                    message: "down".into(),
+                },
+                7,
+            ),
+        ] {
+            let mut calls = 0;
+            let result: Result<(), _> = retry_with("test", 7, no_pause, lease_lost, || {
                 calls += 1;
-                async { Err(StoreError::LeaseLost) }
-            },
-        )
-        .await;
-        assert!(matches!(result, Err(StoreError::LeaseLost)));
-        assert_eq!(calls, 1);
-        let mut calls = 0;
-        let result: Result<(), _> = retry_with(
-            "test",
-            7,
-            |_| Duration::ZERO,
-            || {
-                calls += 1;
-                async {
-                    Err(StoreError::Dynamo {
-                        operation: "PutItem",
-                        message: "down".into(),
-                    })
-                }
-            },
-        )
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls, 7);
+                let error = match &error {
+                    StoreError::LeaseLost => StoreError::LeaseLost,
+                    StoreError::Dynamo { operation, message } => StoreError::Dynamo {
+                        operation,
+                        message: message.clone(),
+                    },
+                };
+                async move { Err(error) }
+            })
+            .await;
+            assert!(result.is_err());
+            assert_eq!(calls, expected_calls);
+        }
     }
 }

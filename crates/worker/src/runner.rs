@@ -478,19 +478,14 @@ async fn keep_invisible(
 /// Deletes a finished job's message, riding out SQS trouble for a while: a
 /// message that comes back costs a receive (towards `maxReceiveCount`).
 async fn delete(ctx: &Context, message: &Received) -> Result<(), QueueError> {
-    let mut failures = 0;
-    loop {
-        match ctx.queue.delete(message).await {
-            Ok(()) => return Ok(()),
-            Err(err) if failures >= 4 => return Err(err),
-            Err(err) => {
-                failures += 1;
-                let pause = patience::aws_backoff(failures);
-                warn!(error = %err, failures, "could not delete the message; retrying");
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
+    patience::retry_with(
+        "message delete",
+        5,
+        patience::aws_backoff,
+        |_| false,
+        || ctx.queue.delete(message),
+    )
+    .await
 }
 
 /// Exponential backoff with full jitter, capped at 15 minutes.

@@ -18,6 +18,14 @@ async fn through_proxy() -> (Harness, AwsProxy, Engine) {
     (harness, proxy, engine)
 }
 
+async fn transfer(
+    engine: &Engine,
+    spec: &ferry_engine::TransferSpec,
+) -> Result<ferry_engine::TransferOutcome, ferry_engine::TransferError> {
+    let observer = std::sync::Arc::new(ferry_engine::NoopObserver);
+    engine.transfer(spec, observer, &Default::default()).await
+}
+
 #[tokio::test]
 async fn a_slowdown_storm_slows_the_bucket_down_and_the_transfer_still_succeeds() {
     let (harness, proxy, engine) = through_proxy().await;
@@ -28,12 +36,7 @@ async fn a_slowdown_storm_slows_the_bucket_down_and_the_transfer_still_succeeds(
         Rule::new("s3:UploadPart", Fault::Throttle).window(0.0, 4.0),
     ]);
     let spec = harness.spec(&origin.url("f"), "storm");
-    let outcome = engine
-        .transfer(
-            &spec,
-            std::sync::Arc::new(ferry_engine::NoopObserver),
-            &Default::default(),
-        )
+    let outcome = transfer(&engine, &spec)
         .await
         .expect("throttling delays a transfer, it never fails it");
     harness.assert_stored("storm", &data, &outcome).await;
@@ -63,14 +66,7 @@ async fn a_lost_put_object_reply_is_not_followed_by_a_second_put() {
     let origin = Origin::start(data.clone(), Default::default()).await;
     proxy.set_rules(vec![Rule::new("s3:PutObject", Fault::Lost).times(1)]);
     let spec = harness.spec(&origin.url("f"), "lost");
-    let outcome = engine
-        .transfer(
-            &spec,
-            std::sync::Arc::new(ferry_engine::NoopObserver),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let outcome = transfer(&engine, &spec).await.unwrap();
     harness.assert_stored("lost", &data, &outcome).await;
     assert_eq!(proxy.forwarded("s3:PutObject").len(), 1, "one PutObject");
     assert_eq!(proxy.forwarded("s3:HeadObject").len(), 1, "checked instead");
