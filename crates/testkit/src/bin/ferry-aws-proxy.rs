@@ -16,13 +16,13 @@ const USAGE: &str =
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if let Err(message) = run().await {
-        eprintln!("ferry-aws-proxy: {message}");
-        std::process::exit(2);
-    }
+    let Err(message) = run().await;
+    eprintln!("ferry-aws-proxy: {message}");
+    std::process::exit(2);
 }
 
-async fn run() -> Result<(), String> {
+/// Serves until told to stop, then exits the process; returns only errors.
+async fn run() -> Result<std::convert::Infallible, String> {
     let mut options = ProxyOptions {
         upstream: String::new(),
         seed: 0,
@@ -70,5 +70,7 @@ async fn run() -> Result<(), String> {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    Ok(())
+    // Not a return: the runtime would wait for the blocking stdin read,
+    // which never ends while the pipe's writer lives.
+    std::process::exit(0)
 }
