@@ -661,7 +661,9 @@ def run(args) -> int:
         s3_storm, ddb_storm = (15.0, 15.0 + storm_secs), (50.0, 50.0 + storm_secs)
     else:
         chaos_secs = max(120.0, (args.minutes - 4) * 60.0)
-        drain_secs, storm_secs = 180.0, min(60.0, chaos_secs / 4)
+        # The drain outlasts the longest documented wait: a message deferred
+        # for 5 minutes because its job's lease looked alive (docs/jobs.md).
+        drain_secs, storm_secs = 400.0, min(60.0, chaos_secs / 4)
         submit_window = 0.8 * chaos_secs
         s3_storm = (0.25 * chaos_secs, 0.25 * chaos_secs + storm_secs)
         ddb_storm = (0.55 * chaos_secs, 0.55 * chaos_secs + storm_secs)
@@ -858,20 +860,27 @@ def read_proxy_log(proxy: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def worker_warnings(logdir: str, wanted: set[str], per_job: int = 6) -> dict[str, list[str]]:
-    """The last WARN/ERROR lines each wanted job logged, for the evidence."""
+def worker_warnings(logdir: str, wanted: set[str], per_job: int = 8) -> dict[str, list[str]]:
+    """The last WARN/ERROR, claim and deferral lines each wanted job logged,
+    in time order, for the evidence."""
     found: dict[str, list[str]] = defaultdict(list)
     if not wanted:
         return found
     for name in sorted(os.listdir(logdir)):
         with open(os.path.join(logdir, name), encoding="utf-8", errors="replace") as f:
             for line in f:
-                if '"WARN"' not in line and '"ERROR"' not in line:
+                if '"WARN"' not in line and '"ERROR"' not in line and "deferred" not in line and '"claimed"' not in line:
                     continue
                 match = re.search(r'"job_id":"([^"]+)"', line)
                 if match and match.group(1) in wanted:
                     found[match.group(1)].append(f"[{name[:-4]}] {line.strip()[:600]}")
-    return {job: lines[-per_job:] for job, lines in found.items()}
+    stamp = re.compile(r'"timestamp":"([^"]+)"')
+
+    def when(line: str) -> str:
+        m = stamp.search(line)
+        return m.group(1) if m else ""
+
+    return {job: sorted(lines, key=when)[-per_job:] for job, lines in found.items()}
 
 
 def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, poison_ids, fleet, gc,
@@ -978,7 +987,8 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
         if status not in FINAL:
             entry = {"job": job.job_id, "status": status, "key": job.key, "size": job.size, "mode": job.mode}
             if record:
-                entry.update({k: attr(record, k) for k in ("attempts", "error_kind", "error", "resumes", "restarts", "upload_id", "lease_owner") if k in record})
+                entry.update({k: attr(record, k) for k in ("attempts", "error_kind", "error", "resumes", "restarts", "upload_id",
+                                                           "lease_owner", "lease_expires", "updated_at") if k in record})
             in_dlq = sum(1 for m in dlq_left if _job_id_of(m["Body"]) == job.job_id)
             if main_by_job[job.job_id]:
                 entry["message"] = "in the main queue"
