@@ -195,27 +195,51 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
 }
 
 /// Claims the job, retrying for as long as DynamoDB fails (throttled or
-/// down) with a growing, jittered pause, while the message stays invisible:
-/// waiting here costs no receive, so it never uses up the queue's
-/// `maxReceiveCount`. Returns the claim and when its request was sent, or
-/// `None` when `stop` fired first (the message is then released).
+/// down) with a growing, jittered pause. Meanwhile the message is kept
+/// invisible, as while the job runs: waiting here costs no receive (so it
+/// never uses up the queue's `maxReceiveCount`), and no other worker is
+/// handed the message only to defer it. Returns the claim and when its
+/// request was sent, or `None` when `stop` fired first (the message is then
+/// released).
 async fn claim(
     ctx: &Context,
     message: &Received,
     job: &Job,
     stop: &CancellationToken,
 ) -> Option<(Claim, Instant)> {
+    let claimed = CancellationToken::new();
+    let attempts = async {
+        let result = claim_until_done(ctx, job, stop).await;
+        claimed.cancel();
+        result
+    };
+    // The visibility cap (12 h) cannot be near before a claim.
+    let unused = CancellationToken::new();
+    let (result, ()) = tokio::join!(attempts, keep_invisible(ctx, message, &unused, &claimed));
+    if result.is_none() {
+        let release = ctx.queue.set_visibility(message, Duration::ZERO);
+        let _ = tokio::time::timeout(RELEASE_TIME, release).await;
+    }
+    result
+}
+
+async fn claim_until_done(
+    ctx: &Context,
+    job: &Job,
+    stop: &CancellationToken,
+) -> Option<(Claim, Instant)> {
     let config = &ctx.config;
-    let mut visible_at = message.received_at + config.visibility;
     let mut failures = 0u32;
+    // One token for every try: a retry finds it on a claim that was applied
+    // with its reply lost.
     let token = uuid::Uuid::new_v4().to_string();
     loop {
         let sent = Instant::now();
-        let err = match ctx
-            .store
-            .claim(job, &config.worker_id, config.lease, &token)
-            .await
-        {
+        let result = tokio::select! {
+            () = stop.cancelled() => return None,
+            result = ctx.store.claim(job, &config.worker_id, config.lease, &token) => result,
+        };
+        let err = match result {
             Ok(claim) => return Some((claim, sent)),
             Err(err) => err,
         };
@@ -223,18 +247,8 @@ async fn claim(
         metrics::counter!("ferry_store_errors_total").increment(1);
         let pause = patience::aws_backoff(failures);
         warn!(error = %err, failures, retry_in_ms = pause.as_millis() as u64, "could not claim job; retrying");
-        let wanted = Instant::now() + pause + config.heartbeat * 2;
-        if visible_at < wanted {
-            let extend = pause + config.visibility;
-            if ctx.queue.set_visibility(message, extend).await.is_ok() {
-                visible_at = Instant::now() + extend;
-            }
-        }
         tokio::select! {
-            () = stop.cancelled() => {
-                let _ = ctx.queue.set_visibility(message, Duration::ZERO).await;
-                return None;
-            }
+            () = stop.cancelled() => return None,
             () = tokio::time::sleep(pause) => {}
         }
     }

@@ -277,6 +277,23 @@ impl std::error::Error for Cut {}
 
 type Answer = Result<Response<Full<Bytes>>, Cut>;
 
+/// A log entry that is recorded when dropped, so that a request whose
+/// client went away mid-flight (hyper then drops the handler) still shows,
+/// with what had happened to it by then.
+struct Pending<'a> {
+    state: &'a State,
+    entry: LogEntry,
+    logged: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.logged {
+            self.state.record(self.entry.clone());
+        }
+    }
+}
+
 async fn handle(state: &State, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
@@ -288,28 +305,32 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
     }
     let op = operation::recognise(&parts, &body);
     let (delayed_ms, fault, rules) = state.decide(&op, &body);
-    let mut entry = LogEntry {
-        seq: 0,
-        t_ms: state.started.elapsed().as_millis() as u64,
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        op: op.qualified(),
-        target: op.target.clone(),
-        upload_id: op.upload_id.clone(),
-        fault: fault.as_ref().map(Fault::name),
-        delayed_ms,
-        rules,
-        forwarded: false,
-        upstream_status: None,
-        answered: None,
+    let mut pending = Pending {
+        state,
+        entry: LogEntry {
+            seq: 0,
+            t_ms: state.started.elapsed().as_millis() as u64,
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            op: op.qualified(),
+            target: op.target.clone(),
+            upload_id: op.upload_id.clone(),
+            fault: fault.as_ref().map(Fault::name),
+            delayed_ms,
+            rules,
+            forwarded: false,
+            upstream_status: None,
+            answered: None,
+        },
+        logged: false,
     };
     if delayed_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delayed_ms)).await;
     }
     let answer = match &fault {
         // `decide` never returns a delay as the terminal fault.
-        None | Some(Fault::Delay { .. }) => forward(state, parts, body, &mut entry).await,
+        None | Some(Fault::Delay { .. }) => forward(state, parts, body, &mut pending.entry).await,
         Some(Fault::Error { status, code }) => Ok(error_response(
             op.service,
             status.unwrap_or(500),
@@ -322,25 +343,26 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
         }
         Some(Fault::Reset) => Err(Cut),
         Some(Fault::Lost) => {
-            let _ = forward(state, parts, body, &mut entry).await;
+            let _ = forward(state, parts, body, &mut pending.entry).await;
             Err(Cut)
         }
         Some(Fault::Hang { ms }) => {
-            state.record(entry.clone());
+            // Logged now: the client gives up long before the hang ends.
+            state.record(pending.entry.clone());
+            pending.logged = true;
             tokio::time::sleep(Fault::hang_for(*ms)).await;
             return Err(Cut);
         }
         Some(Fault::Error200 { forward: applied }) => {
             if *applied {
-                let _ = forward(state, parts.clone(), body, &mut entry).await;
+                let _ = forward(state, parts.clone(), body, &mut pending.entry).await;
             }
             let mut response = error_response(Service::S3, 500, "InternalError", &parts);
             *response.status_mut() = StatusCode::OK;
             Ok(response)
         }
     };
-    entry.answered = answer.as_ref().ok().map(|r| r.status().as_u16());
-    state.record(entry);
+    pending.entry.answered = answer.as_ref().ok().map(|r| r.status().as_u16());
     answer
 }
 
