@@ -660,7 +660,8 @@ def run(args) -> int:
         submit_window = 45.0
         s3_storm, ddb_storm = (15.0, 15.0 + storm_secs), (50.0, 50.0 + storm_secs)
     else:
-        chaos_secs = max(120.0, (args.minutes - 4) * 60.0)
+        # `--minutes N` means N minutes of faults; the drain comes on top.
+        chaos_secs = max(120.0, args.minutes * 60.0)
         # The drain outlasts the longest documented wait: a message deferred
         # for 5 minutes because its job's lease looked alive (docs/jobs.md).
         drain_secs, storm_secs = 400.0, min(60.0, chaos_secs / 4)
