@@ -195,8 +195,10 @@ impl JobStore {
                     {
                         Ok(failed.item().cloned())
                     }
-                    // An emulator that returns no item: read it.
-                    _ => Ok(Some(self.get(&job.id).await?.unwrap_or_default())),
+                    // An emulator that returns no item: read it. Gone again
+                    // (TTL) counts as not there: the job's message is sent
+                    // and its claim creates the record.
+                    _ => self.get(&job.id).await,
                 }
             }
             Err(err) => Err(dynamo("PutItem", err)),
