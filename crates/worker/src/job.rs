@@ -141,6 +141,55 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
     })
 }
 
+impl Job {
+    /// The job as a version-1 message, for `ferry retry` to send again —
+    /// `None` when the job carries a secret (request headers, or a URL with
+    /// userinfo, a query or a fragment): ferry never stores those, so such a
+    /// job can only be submitted again by whoever holds the original.
+    pub fn message_without_secrets(&self) -> Option<String> {
+        let url = &self.spec.source.url;
+        if !self.spec.source.headers.is_empty() || url.as_str() != self.shown_url.as_str() {
+            return None;
+        }
+        let destination = &self.spec.destination;
+        let expected = &self.spec.expected;
+        let mut message = serde_json::json!({
+            "version": SUPPORTED_VERSION,
+            "job_id": self.id,
+            "url": url.as_str(),
+            "bucket": destination.bucket,
+            "key": destination.key,
+        });
+        let fields = message.as_object_mut()?;
+        if expected.sha256.is_some() || expected.md5.is_some() || expected.size.is_some() {
+            let mut wanted = serde_json::Map::new();
+            if let Some(sha256) = &expected.sha256 {
+                wanted.insert("sha256".into(), sha256.as_str().into());
+            }
+            if let Some(md5) = &expected.md5 {
+                wanted.insert("md5".into(), md5.as_str().into());
+            }
+            if let Some(size) = expected.size {
+                wanted.insert("size".into(), size.into());
+            }
+            fields.insert("expected".into(), wanted.into());
+        }
+        if let Some(content_type) = &destination.content_type {
+            fields.insert("content_type".into(), content_type.as_str().into());
+        }
+        if !destination.metadata.is_empty() {
+            fields.insert(
+                "metadata".into(),
+                serde_json::to_value(&destination.metadata).ok()?,
+            );
+        }
+        if let Some(class) = &destination.storage_class {
+            fields.insert("storage_class".into(), class.as_str().into());
+        }
+        Some(message.to_string())
+    }
+}
+
 pub fn valid_job_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
@@ -300,6 +349,30 @@ mod tests {
         assert!(!r.reason.contains("SECRET4"), "{r}");
         let r = reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","expected":"SECRET5"}"#);
         assert!(!r.reason.contains("SECRET5"), "{r}");
+    }
+
+    #[test]
+    fn a_job_without_secrets_round_trips_through_its_stored_message() {
+        let body = r#"{"url":"https://example.com/a.iso","bucket":"my-bucket","key":"k","job_id":"j1",
+            "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA"}"#;
+        let job = parse(body, MSG).unwrap();
+        let stored = job.message_without_secrets().expect("nothing secret in this job");
+        let again = parse(&stored, MSG).unwrap();
+        assert_eq!(again.id, "j1");
+        assert_eq!(again.spec.destination, job.spec.destination);
+        assert_eq!(again.spec.expected, job.spec.expected);
+        assert_eq!(again.spec.source.url, job.spec.source.url);
+    }
+
+    #[test]
+    fn a_job_with_a_secret_keeps_no_message() {
+        for body in [
+            r#"{"url":"https://example.com/a?X-Amz-Signature=s","bucket":"my-bucket","key":"k"}"#,
+            r#"{"url":"https://u:p@example.com/a","bucket":"my-bucket","key":"k"}"#,
+            r#"{"url":"https://example.com/a","bucket":"my-bucket","key":"k","headers":{"Authorization":"t"}}"#,
+        ] {
+            assert_eq!(parse(body, MSG).unwrap().message_without_secrets(), None, "{body}");
+        }
     }
 
     proptest! {

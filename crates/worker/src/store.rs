@@ -31,6 +31,7 @@ pub enum Status {
     Succeeded,
     Failed,
     Rejected,
+    Cancelled,
 }
 
 impl Status {
@@ -42,6 +43,7 @@ impl Status {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -53,13 +55,17 @@ impl Status {
             Self::Succeeded,
             Self::Failed,
             Self::Rejected,
+            Self::Cancelled,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Rejected)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Rejected | Self::Cancelled
+        )
     }
 }
 
@@ -84,6 +90,25 @@ pub struct Lease {
 /// The attributes a checkpoint is stored in; removed when it is used up.
 const CHECKPOINT_ATTRIBUTES: &str = "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified, \
      #checkpointed_at";
+
+/// The record of a job submitted but not yet claimed.
+pub fn queued_record(job: &Job) -> Record {
+    let now = now_text();
+    let mut record = HashMap::from([
+        ("job_id".into(), s(&job.id)),
+        ("status".into(), s(Status::Queued.as_str())),
+        ("url".into(), s(job.shown_url.as_str())),
+        ("bucket".into(), s(&job.spec.destination.bucket)),
+        ("key".into(), s(&job.spec.destination.key)),
+        ("attempts".into(), n(0)),
+        ("created_at".into(), s(&now)),
+        ("updated_at".into(), s(&now)),
+    ]);
+    if let Some(message) = job.message_without_secrets() {
+        record.insert("message".into(), s(&message));
+    }
+    record
+}
 
 /// Key of the item that keeps one part's CRC (outside the job's own item,
 /// which could not hold 10,000 of them). `#` never occurs in a job id.
@@ -165,21 +190,11 @@ impl JobStore {
     /// record that already exists under that id, if one does — which may be
     /// our own write, applied but with its reply lost.
     pub async fn create_queued(&self, job: &Job) -> Result<Option<Record>, StoreError> {
-        let now = now_text();
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(HashMap::from([
-                ("job_id".into(), s(&job.id)),
-                ("status".into(), s(Status::Queued.as_str())),
-                ("url".into(), s(job.shown_url.as_str())),
-                ("bucket".into(), s(&job.spec.destination.bucket)),
-                ("key".into(), s(&job.spec.destination.key)),
-                ("attempts".into(), n(0)),
-                ("created_at".into(), s(&now)),
-                ("updated_at".into(), s(&now)),
-            ])))
+            .set_item(Some(queued_record(job)))
             .condition_expression("attribute_not_exists(job_id)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -239,7 +254,8 @@ impl JobStore {
                  #bytes_fetched = if_not_exists(#bytes_fetched, :zero), \
                  #url = :url, #bucket = :bucket, #key = :key, \
                  #created_at = if_not_exists(#created_at, :now_text), \
-                 #updated_at = :now_text, #started_at = :now_text \
+                 #updated_at = :now_text, #started_at = :now_text, \
+                 #message = if_not_exists(#message, :message) \
                  REMOVE #finished_at",
             )
             .expression_attribute_values(":queued", s(Status::Queued.as_str()))
@@ -255,6 +271,12 @@ impl JobStore {
             .expression_attribute_values(":url", s(job.shown_url.as_str()))
             .expression_attribute_values(":bucket", s(&job.spec.destination.bucket))
             .expression_attribute_values(":key", s(&job.spec.destination.key))
+            // DynamoDB has no "set if given": a job with a secret stores an
+            // empty text, which `ferry retry` reads as "not kept".
+            .expression_attribute_values(
+                ":message",
+                s(&job.message_without_secrets().unwrap_or_default()),
+            )
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let result = named(result).send().await;
