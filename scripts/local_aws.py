@@ -34,8 +34,22 @@ def main() -> None:
     dynamodb = boto3.client("dynamodb")
     dynamodb.create_table(
         TableName=table,
-        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("job_id", "status", "updated_at")
+        ],
         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        # `ferry jobs` lists by status, newest first (as the stack's table).
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "status-index",
+                "KeySchema": [
+                    {"AttributeName": "status", "KeyType": "HASH"},
+                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     print(f"FERRY_QUEUE_URL={queue_url}")

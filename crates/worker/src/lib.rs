@@ -9,6 +9,7 @@ pub mod config;
 pub mod gc;
 pub mod job;
 pub mod journal;
+pub mod listing;
 pub mod metrics;
 pub mod patience;
 pub mod protection;
@@ -58,6 +59,9 @@ pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliErro
         cli::Command::Worker(args) => cli::worker::run(args, cancel).await,
         cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
         cli::Command::Status(args) => cli::status::run(args).await,
+        cli::Command::Jobs(args) => cli::jobs::run(args).await,
+        cli::Command::Cancel(args) => cli::cancel::run(args).await,
+        cli::Command::Retry(args) => cli::retry::run(args).await,
         cli::Command::Healthcheck(args) => cli::healthcheck::run(args).await,
         cli::Command::Gc(args) => cli::gc::run(args).await,
     }

@@ -31,7 +31,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let lease_lost = |err: &StoreError| matches!(err, StoreError::LeaseLost);
+    let lease_lost = |err: &StoreError| {
+        matches!(
+            err,
+            StoreError::LeaseLost | StoreError::CancelRequested { .. }
+        )
+    };
     retry_with(what, RECORD_WRITE_TRIES, aws_backoff, lease_lost, call).await
 }
 
@@ -100,6 +105,9 @@ mod tests {
                 calls += 1;
                 let error = match &error {
                     StoreError::LeaseLost => StoreError::LeaseLost,
+                    StoreError::CancelRequested { by } => {
+                        StoreError::CancelRequested { by: by.clone() }
+                    }
                     StoreError::Dynamo { operation, message } => StoreError::Dynamo {
                         operation,
                         message: message.clone(),

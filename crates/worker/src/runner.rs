@@ -2,8 +2,8 @@
 //! delete or release the message. Every path ends in a recorded job state, a
 //! metric and one log line.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferry_engine::{Engine, ErrorClass, Observer, PartDone, Progress, RetrySide, TransferError};
@@ -136,6 +136,12 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
             return;
         }
     };
+    if let Some(by) = &lease.cancel_requested_by {
+        // Cancelled while an earlier owner ran it, which died before acting.
+        let upload_id = lease.checkpoint.as_ref().map(|c| c.upload_id.clone());
+        finish_cancelled(ctx, &message, &lease, &job, upload_id, by).await;
+        return;
+    }
     info!(
         attempt = lease.attempts, url = %job.shown_url,
         bucket = %job.spec.destination.bucket, key = %job.spec.destination.key,
@@ -147,6 +153,7 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
     let job_cancel = stop.child_token();
     let heartbeat_stop = CancellationToken::new();
     let lease_lost = Arc::new(AtomicBool::new(false));
+    let cancelled_by = OnceLock::new();
     let journal = Arc::new(LeaseJournal::new(
         ctx.store.clone(),
         lease.clone(),
@@ -155,15 +162,13 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         claim_sent,
         Arc::clone(&lease_lost),
     ));
-    let heartbeat = heartbeat(
-        ctx,
-        &message,
-        &lease,
-        &progress,
-        &journal,
-        &job_cancel,
-        &heartbeat_stop,
-    );
+    let beat = Beat {
+        lease: &lease,
+        progress: &progress,
+        journal: &journal,
+        cancelled_by: &cancelled_by,
+    };
+    let heartbeat = heartbeat(ctx, &message, &beat, &job_cancel, &heartbeat_stop);
     let transfer = async {
         let result = ctx
             .engine
@@ -185,6 +190,10 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         warn!("lease lost to another worker; this worker stopped the job");
         return;
     }
+    if let (Some(by), Err(_)) = (cancelled_by.get(), &result) {
+        finish_cancelled(ctx, &message, &lease, &job, journal.upload_id(), by).await;
+        return;
+    }
     let attempt = Attempt {
         lease: &lease,
         job: &job,
@@ -192,6 +201,46 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
         journal: &journal,
     };
     conclude(ctx, &message, &attempt, result).await;
+}
+
+/// Ends a job a user cancelled: its upload aborted (so no object appears
+/// and none is left open), the record `cancelled`, the message deleted.
+async fn finish_cancelled(
+    ctx: &Context,
+    message: &Received,
+    lease: &Lease,
+    job: &Job,
+    upload_id: Option<String>,
+    by: &str,
+) {
+    let mut upload_aborted = None;
+    if let Some(upload_id) = upload_id {
+        // `ferry gc` aborts it later if this does not make it: the job is final.
+        let aborted = ctx
+            .engine
+            .abort_upload(&job.spec.destination, &upload_id)
+            .await;
+        if let Err(err) = &aborted {
+            warn!(error = %err, "could not abort the cancelled job's multipart upload");
+        }
+        upload_aborted = Some(aborted.is_ok());
+    }
+    let recorded = patiently("the job record write", || {
+        ctx.store.record_cancelled(lease, by)
+    })
+    .await;
+    if let Err(err) = &recorded {
+        warn!(error = %err, "job cancelled but the record could not be written");
+        return;
+    }
+    let deleted = delete(ctx, message).await;
+    metrics::counter!("ferry_jobs_total", "outcome" => "cancelled").increment(1);
+    info!(
+        cancelled_by = by,
+        ?upload_aborted,
+        deleted = deleted.is_ok(),
+        "cancelled"
+    );
 }
 
 /// Claims the job, retrying for as long as DynamoDB fails (throttled or
@@ -399,26 +448,37 @@ async fn conclude(
 async fn heartbeat(
     ctx: &Context,
     message: &Received,
-    lease: &Lease,
-    progress: &JobProgress,
-    journal: &LeaseJournal,
+    beat: &Beat<'_>,
     job_cancel: &CancellationToken,
     stop: &CancellationToken,
 ) {
     tokio::join!(
-        renew_lease(ctx, lease, progress, journal, job_cancel, stop),
+        renew_lease(ctx, beat, job_cancel, stop),
         keep_invisible(ctx, message, job_cancel, stop),
     );
 }
 
+/// What the lease renewals read and report.
+struct Beat<'a> {
+    lease: &'a Lease,
+    progress: &'a JobProgress,
+    journal: &'a LeaseJournal,
+    /// Set (once) when a renewal finds that a user cancelled the job.
+    cancelled_by: &'a OnceLock<String>,
+}
+
 async fn renew_lease(
     ctx: &Context,
-    lease: &Lease,
-    progress: &JobProgress,
-    journal: &LeaseJournal,
+    beat: &Beat<'_>,
     job_cancel: &CancellationToken,
     stop: &CancellationToken,
 ) {
+    let Beat {
+        lease,
+        progress,
+        journal,
+        cancelled_by,
+    } = beat;
     let config = &ctx.config;
     let mut ticks = tokio::time::interval(config.heartbeat);
     ticks.tick().await;
@@ -444,6 +504,12 @@ async fn renew_lease(
             Ok(()) => journal.renewed(sent_at),
             Err(StoreError::LeaseLost) => {
                 journal.lease_lost();
+                job_cancel.cancel();
+                return;
+            }
+            Err(StoreError::CancelRequested { by }) => {
+                info!(cancelled_by = %by, "cancel requested; stopping the job");
+                let _ = cancelled_by.set(by);
                 job_cancel.cancel();
                 return;
             }

@@ -47,18 +47,18 @@ impl Status {
         }
     }
 
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Running,
-            Self::Retrying,
-            Self::Succeeded,
-            Self::Failed,
-            Self::Rejected,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_final(self) -> bool {
@@ -85,6 +85,9 @@ pub struct Lease {
     /// values (not `ADD`), so a write retried after a lost reply counts once.
     pub resumes_before: u64,
     pub restarts_before: u64,
+    /// Who asked for the job to be cancelled while it ran (an earlier owner
+    /// died before it could act on it): this attempt only cancels.
+    pub cancel_requested_by: Option<String>,
 }
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
@@ -158,10 +161,45 @@ pub enum Claim {
     },
 }
 
+/// What `ferry cancel` did to one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// It was waiting (queued or retrying) or its owner had died: it is
+    /// `cancelled` now; a message still on the queue is deleted when a
+    /// worker receives it.
+    Cancelled,
+    /// It is running: its worker stops it within one heartbeat.
+    Requested,
+    /// It had ended already; nothing changed.
+    AlreadyFinal(Status),
+    NotFound,
+}
+
+/// What `ferry retry` did to one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// Queued again: `message` is to be sent.
+    Queued {
+        message: String,
+    },
+    /// Still queued (an earlier retry's or submit's message may be missing):
+    /// `message`, if kept, is to be sent again.
+    StillQueued {
+        message: Option<String>,
+    },
+    /// Not in a status that may be retried (`succeeded` needs `force`).
+    NotRetryable(Status),
+    /// The job's URL or headers carry a secret, which ferry never stores.
+    MessageNotKept,
+    NotFound,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the job's lease was taken over by another worker")]
     LeaseLost,
+    #[error("cancelled by {by}")]
+    CancelRequested { by: String },
     #[error("DynamoDB {operation} failed: {message}")]
     Dynamo {
         operation: &'static str,
@@ -294,6 +332,7 @@ impl JobStore {
                 fetched_before: number(item, "bytes_fetched").unwrap_or(0),
                 resumes_before: number(item, "resumes").unwrap_or(0),
                 restarts_before: number(item, "restarts").unwrap_or(0),
+                cancel_requested_by: text(item, "cancel_requested_by").map(str::to_owned),
             })
         };
         match result {
@@ -346,12 +385,27 @@ impl JobStore {
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":done", n(bytes_done))
-            .expression_attribute_values(":fetched", n(fetched));
+            .expression_attribute_values(":fetched", n(fetched))
+            // A cancel request fails the renewal: the heartbeat is how a
+            // running job learns of it, within one beat.
+            .condition_expression(
+                "#lease_owner = :owner AND #fence = :fence AND attribute_not_exists(#cancel_requested_by)",
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         update = match bytes_total {
             Some(total) => update.expression_attribute_values(":total", n(total)),
             None => update.expression_attribute_values(":total", AttributeValue::Null(true)),
         };
-        self.send_leased(update).await
+        let result = named(update).send().await;
+        if let Err(err) = &result
+            && let Some(item) = condition_failure_item(err)
+            && text(item, "lease_owner") == Some(lease.owner.as_str())
+            && number(item, "fence") == Some(lease.fence)
+            && let Some(by) = text(item, "cancel_requested_by")
+        {
+            return Err(StoreError::CancelRequested { by: by.to_owned() });
+        }
+        self.leased_outcome(result)
     }
 
     /// Records success. `total_fetched` is what all attempts fetched; what
@@ -432,6 +486,27 @@ impl JobStore {
                 update.expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
         }
         self.send_leased_final(update, lease, status).await
+    }
+
+    /// Records that this attempt stopped because a user cancelled the job.
+    pub async fn record_cancelled(&self, lease: &Lease, by: &str) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression(format!(
+                "SET #status = :cancelled, #cancelled_by = :by, #cancelled_at = :now_text, \
+                 #error_kind = :kind, #error = :error, #updated_at = :now_text, \
+                 #finished_at = :now_text, #expires_at = :ttl \
+                 REMOVE #lease_owner, #lease_expires, #cancel_requested_by, #cancel_requested_at, \
+                 {CHECKPOINT_ATTRIBUTES}"
+            ))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":kind", s("cancelled"))
+            .expression_attribute_values(":error", s(&format!("cancelled by {by}")))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        self.send_leased_final(update, lease, Status::Cancelled)
+            .await
     }
 
     /// Extends the lease only (fenced), e.g. right before Complete.
@@ -666,6 +741,157 @@ impl JobStore {
             Err(err) if is_condition_failure(&err) => Ok(false),
             Err(err) => Err(dynamo("UpdateItem", err)),
         }
+    }
+
+    /// Cancels a job for a user: at once when no live worker runs it, else by
+    /// asking its worker (which sees the request at its next renewal).
+    /// Safe to retry: `token` recognises a write applied with its reply lost.
+    pub async fn cancel(&self, job_id: &str, by: &str, token: &str) -> Result<Cancel, StoreError> {
+        let now = now_secs();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id))
+            .condition_expression(
+                "attribute_exists(#job_id) AND (#status IN (:queued, :retrying) \
+                 OR (#status = :running AND (attribute_not_exists(#lease_expires) OR #lease_expires < :now)))",
+            )
+            .update_expression(format!(
+                "SET #status = :cancelled, #cancelled_by = :by, #cancelled_at = :now_text, \
+                 #cancel_token = :token, #error_kind = :kind, #error = :error, \
+                 #updated_at = :now_text, #finished_at = :now_text, #expires_at = :ttl \
+                 REMOVE #lease_owner, #lease_expires, {CHECKPOINT_ATTRIBUTES}"
+            ))
+            .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":retrying", s(Status::Retrying.as_str()))
+            .expression_attribute_values(":running", s(Status::Running.as_str()))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":kind", s("cancelled"))
+            .expression_attribute_values(":error", s(&format!("cancelled by {by}")))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .expression_attribute_values(":ttl", n(now + RETENTION.as_secs()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let err = match named(result).send().await {
+            Ok(_) => return Ok(Cancel::Cancelled),
+            Err(err) if is_condition_failure(&err) => err,
+            Err(err) => return Err(dynamo("UpdateItem", err)),
+        };
+        let Some(old) = condition_failure_item(&err) else {
+            return Ok(Cancel::NotFound);
+        };
+        if text(old, "cancel_token") == Some(token) {
+            return Ok(Cancel::Cancelled);
+        }
+        match text(old, "status").and_then(Status::parse) {
+            Some(status) if status.is_final() => Ok(Cancel::AlreadyFinal(status)),
+            // Running under a live lease: ask its worker. Setting the same
+            // request twice (a retry after a lost reply) changes nothing.
+            _ => {
+                let asked = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("job_id", s(job_id))
+                    .condition_expression("#status = :running")
+                    .update_expression(
+                        "SET #cancel_requested_by = if_not_exists(#cancel_requested_by, :by), \
+                         #cancel_requested_at = if_not_exists(#cancel_requested_at, :now_text)",
+                    )
+                    .expression_attribute_values(":running", s(Status::Running.as_str()))
+                    .expression_attribute_values(":by", s(by))
+                    .expression_attribute_values(":now_text", s(&now_text()));
+                match named(asked).send().await {
+                    Ok(_) => Ok(Cancel::Requested),
+                    // It ended meanwhile (or its lease lapsed): look again.
+                    Err(err) if is_condition_failure(&err) => {
+                        Box::pin(self.cancel(job_id, by, token)).await
+                    }
+                    Err(err) => Err(dynamo("UpdateItem", err)),
+                }
+            }
+        }
+    }
+
+    /// Puts a `failed` or `cancelled` job (with `force`, a `succeeded` one)
+    /// back to `queued` with a fresh attempt budget, counting the retry.
+    /// Safe to retry: `token` recognises a write applied with its reply lost.
+    pub async fn requeue(
+        &self,
+        job_id: &str,
+        by: &str,
+        force: bool,
+        token: &str,
+    ) -> Result<Requeue, StoreError> {
+        let retryable = if force {
+            "#status IN (:failed, :cancelled, :succeeded)"
+        } else {
+            "#status IN (:failed, :cancelled)"
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("job_id", s(job_id))
+            .condition_expression(format!(
+                "{retryable} AND attribute_exists(#message) AND #message <> :empty"
+            ))
+            .update_expression(
+                "SET #status = :queued, #attempts = :zero, #retried = if_not_exists(#retried, :zero) + :one, \
+                 #retried_by = :by, #retried_at = :now_text, #retry_token = :token, #updated_at = :now_text \
+                 REMOVE #error, #error_kind, #finished_at, #expires_at, #cancelled_by, #cancelled_at, \
+                 #cancel_token, #cancel_requested_by, #cancel_requested_at, #size, #etag, #checksum, \
+                 #checksum_algorithm, #duration_secs, #throughput_mbps, #parts, #part_size, #retries, \
+                 #bytes_done, #bytes_total, #bytes_refetched, #bytes_reused, #parts_reused, #restart_reason",
+            )
+            .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+            .expression_attribute_values(":cancelled", s(Status::Cancelled.as_str()))
+            .expression_attribute_values(":queued", s(Status::Queued.as_str()))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":now_text", s(&now_text()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = if force {
+            result.expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
+        } else {
+            result
+        };
+        let kept_message = |item: &Record| {
+            text(item, "message")
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+        };
+        let err = match named(result).send().await {
+            Ok(output) => {
+                return Ok(match output.attributes.as_ref().and_then(kept_message) {
+                    Some(message) => Requeue::Queued { message },
+                    None => Requeue::MessageNotKept,
+                });
+            }
+            Err(err) if is_condition_failure(&err) => err,
+            Err(err) => return Err(dynamo("UpdateItem", err)),
+        };
+        let Some(old) = condition_failure_item(&err) else {
+            return Ok(Requeue::NotFound);
+        };
+        let status = text(old, "status").and_then(Status::parse);
+        Ok(match (status, kept_message(old)) {
+            (Some(Status::Queued), Some(message)) if text(old, "retry_token") == Some(token) => {
+                Requeue::Queued { message }
+            }
+            (Some(Status::Queued), message) => Requeue::StillQueued { message },
+            (Some(Status::Failed | Status::Cancelled), None) => Requeue::MessageNotKept,
+            (Some(Status::Succeeded), None) if force => Requeue::MessageNotKept,
+            (Some(status), _) => Requeue::NotRetryable(status),
+            (None, _) => Requeue::NotFound,
+        })
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<Record>, StoreError> {

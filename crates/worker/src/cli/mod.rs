@@ -1,9 +1,12 @@
 //! The `ferry` command line: one binary, one subcommand per job.
 
+pub mod cancel;
 pub mod copy;
 pub mod gc;
 pub mod healthcheck;
+pub mod jobs;
 pub mod progress;
+pub mod retry;
 pub mod status;
 pub mod submit;
 pub mod worker;
@@ -40,6 +43,12 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Print a job record.
     Status(status::StatusArgs),
+    /// List jobs newest first, by status and age; `--summary` counts them.
+    Jobs(jobs::JobsArgs),
+    /// Cancel jobs: waiting ones at once, running ones within a heartbeat.
+    Cancel(cancel::CancelArgs),
+    /// Queue failed or cancelled jobs again under their own ids.
+    Retry(retry::RetryArgs),
     /// Abort multipart uploads ferry left behind whose job will not finish them.
     Gc(gc::GcArgs),
     /// Exit 0 if the local worker is healthy (for container health checks).

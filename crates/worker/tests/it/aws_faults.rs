@@ -830,6 +830,71 @@ async fn submit_survives_a_lost_record_write_and_a_failed_enqueue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_survive_lost_replies() {
+    let f = Faulty::new().await;
+    let origin = ferry_testkit::Origin::start(
+        test_bytes(crate::harness::PART * 4, 5),
+        Behavior {
+            chunk_delay: Some(Duration::from_millis(100)),
+            ..crate::harness::slow()
+        },
+    )
+    .await;
+    let to = |id: &str| format!("s3://{}/{id}", f.stack.bucket);
+    let lost_once = |text: &str| {
+        Rule::new("dynamodb:UpdateItem", Fault::Lost)
+            .matching(text)
+            .times(1)
+    };
+
+    // A queued job's cancel, applied with its reply lost: the SDK's retry
+    // fails the condition, and the token shows the write was ours.
+    let output = ferry_through(&f, &["submit", &origin.url("q"), &to("q"), "--job-id", "q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    f.proxy.set_rules(vec![lost_once("#cancel_token = :token")]);
+    let output = ferry_through(&f, &["cancel", "q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(f.proxy.faults("dynamodb:UpdateItem").len(), 1);
+    assert_eq!(f.stack.status("q").await.as_deref(), Some("cancelled"));
+
+    // Its retry, likewise: queued once, counted once.
+    f.proxy.set_rules(vec![lost_once("#retry_token = :token")]);
+    let output = ferry_through(&f, &["retry", "q"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(f.proxy.faults("dynamodb:UpdateItem").len(), 2);
+    let record = f.stack.record("q").await.unwrap();
+    assert_eq!(
+        (text(&record, "status"), number(&record, "retried")),
+        ("queued", 1)
+    );
+
+    // A running job: the request to its worker and the worker's final
+    // `cancelled` write both lose their replies; the job still ends
+    // cancelled, with no object and no open upload.
+    f.proxy.set_rules(vec![
+        lost_once("if_not_exists(#cancel_requested_by"),
+        lost_once("REMOVE #lease_owner, #lease_expires, #cancel_requested_by"),
+    ]);
+    let worker = f.worker(Duration::from_secs(10)).await;
+    let output = ferry_through(&f, &["submit", &origin.url("r"), &to("r"), "--job-id", "r"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    f.stack
+        .wait_for_checkpoint("r", Duration::from_secs(60))
+        .await;
+    let output = ferry_through(&f, &["cancel", "r", "--wait"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(f.proxy.faults("dynamodb:UpdateItem").len(), 4);
+    let record = f.stack.wait_final("r", Duration::from_secs(60)).await;
+    assert_eq!(text(&record, "status"), "cancelled");
+    assert_eq!(f.stack.object("r").await, None);
+    // The retried `q` ran meanwhile; then no upload is left open.
+    let record = f.stack.wait_final("q", Duration::from_secs(120)).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    assert_eq!(f.stack.open_uploads().await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_a_dynamodb_outage_in_one_readable_line() {
     let f = Faulty::new().await;
     f.proxy.set_rules(vec![Rule::new(

@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
 };
 use ferry_engine::plan::MIB;
 use ferry_engine::{EngineConfig, RetryPolicy};
@@ -53,27 +54,7 @@ impl Stack {
         let bucket = unique_name("bucket");
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
         let table = unique_name("jobs");
-        dynamodb
-            .create_table()
-            .table_name(&table)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("job_id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("job_id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        create_table(&dynamodb, &table, true).await;
         let mut stack = Self {
             moto,
             s3,
@@ -87,6 +68,22 @@ impl Stack {
         stack.queue = stack.create_queue("jobs").await;
         stack.dlq = stack.create_queue("dlq").await;
         stack
+    }
+
+    /// A ferry command against this stack, whatever its exit status.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env_clear()
+            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("FERRY_TABLE", &self.table)
+            .env("FERRY_QUEUE_URL", &self.queue)
+            .env("FERRY_LOG_FORMAT", "json")
+            .output()
+            .expect("run ferry")
     }
 
     pub async fn create_queue(&self, prefix: &str) -> String {
@@ -178,17 +175,7 @@ impl Stack {
     /// A `ferry` command (not the worker) against this stack; must exit 0.
     /// Returns its standard output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(args)
-            .env_clear()
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("FERRY_TABLE", &self.table)
-            .env("FERRY_LOG_FORMAT", "json")
-            .output()
-            .expect("run ferry");
+        let output = self.cli_output(args);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -259,7 +246,7 @@ impl Stack {
             if let Some(record) = self.record(job_id).await
                 && matches!(
                     store::text(&record, "status"),
-                    Some("succeeded" | "failed" | "rejected")
+                    Some("succeeded" | "failed" | "rejected" | "cancelled")
                 )
                 && store::text(&record, "finished_at").is_some()
             {
@@ -409,6 +396,50 @@ impl Stack {
 
 /// A worker running in this process with the given clients (e.g. through
 /// the AWS fault proxy) until the handle is stopped.
+/// A job table as the stack creates it: `job_id` key and, with `indexed`,
+/// the `status-index` `ferry jobs` reads.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, indexed: bool) {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let mut create = dynamodb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attribute("job_id"))
+        .key_schema(key("job_id", KeyType::Hash))
+        .billing_mode(BillingMode::PayPerRequest);
+    if indexed {
+        create = create
+            .attribute_definitions(attribute("status"))
+            .attribute_definitions(attribute("updated_at"))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name("status-index")
+                    .key_schema(key("status", KeyType::Hash))
+                    .key_schema(key("updated_at", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
+    }
+    create.send().await.unwrap();
+}
+
 pub fn spawn_worker_with(config: WorkerConfig, clients: Clients) -> InProcessWorker {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(worker::run(config, clients, cancel.clone()));
