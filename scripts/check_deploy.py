@@ -420,14 +420,17 @@ def check_template(c):
         (table.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled") is True,
         "template: point-in-time recovery on",
     )
-    indexes = {i["IndexName"]: i["KeySchema"] for i in table.get("GlobalSecondaryIndexes", [])}
+    indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+    index = indexes.get("status-shard-index", {})
     c.check(
-        indexes.get("status-index") == [
-            {"AttributeName": "status", "KeyType": "HASH"},
-            {"AttributeName": "updated_at", "KeyType": "RANGE"},
-        ],
-        "template: GSI status-index (status HASH, updated_at RANGE)",
+        index.get("KeySchema") == [
+            {"AttributeName": "status_shard", "KeyType": "HASH"},
+            {"AttributeName": "status_at", "KeyType": "RANGE"},
+        ]
+        and index.get("Projection") == {"ProjectionType": "KEYS_ONLY"},
+        "template: GSI status-shard-index (status_shard HASH, status_at RANGE, KEYS_ONLY)",
     )
+    c.check(list(indexes) == ["status-shard-index"], "template: no other GSI (the old status-index is gone)")
 
     cluster = resources.get("Cluster", {}).get("Properties", {})
     c.check(
@@ -535,8 +538,8 @@ def run_init(c, compose):
     c.check("RedrivePolicy" in attributes, "init: queue has no redrive policy")
     table = ddb.describe_table(TableName=worker_env["FERRY_TABLE"])["Table"]
     c.check(
-        [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["status-index"],
-        "init: table lacks status-index",
+        [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == ["status-shard-index"],
+        "init: table lacks status-shard-index",
     )
     ttl = ddb.describe_time_to_live(TableName=worker_env["FERRY_TABLE"])["TimeToLiveDescription"]
     c.check(ttl.get("AttributeName") == "expires_at", "init: TTL not on expires_at")

@@ -23,6 +23,56 @@ use crate::job::{Job, Rejection};
 /// How long finished records are kept before DynamoDB's TTL may delete them.
 const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The index `ferry jobs` reads: records by status, spread over
+/// [`INDEX_SHARDS`] partitions per status so that no index partition takes
+/// more than a share of the fleet's writes (docs/scale.md). Only status
+/// changes write to it: its key is `status_shard` + `status_at`, both set
+/// only when the status changes, and it projects nothing else (KEYS_ONLY),
+/// so heartbeats cost it no write at all.
+pub const STATUS_INDEX: &str = "status-shard-index";
+pub const STATUS_INDEX_PARTITION_KEY: &str = "status_shard";
+pub const STATUS_INDEX_SORT_KEY: &str = "status_at";
+pub const INDEX_SHARDS: u32 = 16;
+
+/// The heartbeat's write: lease and progress only — no index key, nothing
+/// the index projects.
+pub const RENEW_UPDATE: &str = "SET #lease_expires = :expires, #updated_at = :now_text, \
+     #bytes_done = :done, #bytes_total = :total, #bytes_fetched = :fetched";
+
+/// Which of the [`INDEX_SHARDS`] a job's index entry lives in: FNV-1a of
+/// the job id, stable across versions and platforms (the shard is stored,
+/// and readers query every shard, so only its spread matters).
+pub fn index_shard(job_id: &str) -> u32 {
+    let hash = job_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % INDEX_SHARDS
+}
+
+/// The index partition of a job in `status`: `failed#07`.
+pub fn status_shard(job_id: &str, status: Status) -> String {
+    format!("{}#{:02}", status.as_str(), index_shard(job_id))
+}
+
+/// `status_at`: when a record entered its status, to the millisecond, so
+/// the listing's order is stable among jobs of the same second.
+fn status_time() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Adds the index attributes to a write that moves a job to `status`.
+fn entering(update: UpdateBuilder, job_id: &str, status: Status) -> UpdateBuilder {
+    let expression = update.get_update_expression().clone().unwrap_or_default();
+    let expression = match expression.strip_prefix("SET ") {
+        Some(rest) => format!("SET #status_shard = :status_shard, #status_at = :status_at, {rest}"),
+        None => format!("SET #status_shard = :status_shard, #status_at = :status_at {expression}"),
+    };
+    update
+        .update_expression(expression)
+        .expression_attribute_values(":status_shard", s(&status_shard(job_id, status)))
+        .expression_attribute_values(":status_at", s(&status_time()))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Queued,
@@ -100,6 +150,11 @@ pub fn queued_record(job: &Job) -> Record {
     let mut record = HashMap::from([
         ("job_id".into(), s(&job.id)),
         ("status".into(), s(Status::Queued.as_str())),
+        (
+            STATUS_INDEX_PARTITION_KEY.into(),
+            s(&status_shard(&job.id, Status::Queued)),
+        ),
+        (STATUS_INDEX_SORT_KEY.into(), s(&status_time())),
         ("url".into(), s(job.shown_url.as_str())),
         ("bucket".into(), s(&job.spec.destination.bucket)),
         ("key".into(), s(&job.spec.destination.key)),
@@ -317,7 +372,9 @@ impl JobStore {
             )
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let result = named(result).send().await;
+        let result = named(entering(result, &job.id, Status::Running))
+            .send()
+            .await;
         crate::metrics::health().dynamodb(match &result {
             Ok(_) => true,
             Err(err) => is_condition_failure(err),
@@ -378,10 +435,7 @@ impl JobStore {
     ) -> Result<(), StoreError> {
         let mut update = self
             .leased_update(lease)
-            .update_expression(
-                "SET #lease_expires = :expires, #updated_at = :now_text, #bytes_done = :done \
-                 , #bytes_total = :total, #bytes_fetched = :fetched",
-            )
+            .update_expression(RENEW_UPDATE)
             .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":done", n(bytes_done))
@@ -735,7 +789,9 @@ impl JobStore {
             .expression_attribute_values(":now_text", s(&now))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
-        let result = named(result).send().await;
+        let result = named(entering(result, &rejection.job_id, Status::Rejected))
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(true),
             Err(err) if is_condition_failure(&err) => Ok(false),
@@ -775,7 +831,10 @@ impl JobStore {
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":ttl", n(now + RETENTION.as_secs()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let err = match named(result).send().await {
+        let err = match named(entering(result, job_id, Status::Cancelled))
+            .send()
+            .await
+        {
             Ok(_) => return Ok(Cancel::Cancelled),
             Err(err) if is_condition_failure(&err) => err,
             Err(err) => return Err(dynamo("UpdateItem", err)),
@@ -868,7 +927,7 @@ impl JobStore {
                 .filter(|m| !m.is_empty())
                 .map(str::to_owned)
         };
-        let err = match named(result).send().await {
+        let err = match named(entering(result, job_id, Status::Queued)).send().await {
             Ok(output) => {
                 return Ok(match output.attributes.as_ref().and_then(kept_message) {
                     Some(message) => Requeue::Queued { message },
@@ -927,7 +986,7 @@ impl JobStore {
         lease: &Lease,
         target: Status,
     ) -> Result<(), StoreError> {
-        let update = update
+        let update = entering(update, &lease.job_id, target)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let result = named(update).send().await;
         if let Err(err) = &result
@@ -1104,4 +1163,105 @@ pub fn now_secs() -> u64 {
 
 fn now_text() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_spread_evenly_over_the_index_shards() {
+        let id_kinds: [Box<dyn Fn(usize) -> String>; 3] = [
+            Box::new(|_| uuid::Uuid::new_v4().to_string()),
+            Box::new(|n| format!("job-{n:05}")),
+            Box::new(|n| format!("nightly:2026-12-01:{n}")),
+        ];
+        for make_id in id_kinds {
+            let mut counts = [0u32; INDEX_SHARDS as usize];
+            for n in 0..10_000 {
+                counts[index_shard(&make_id(n)) as usize] += 1;
+            }
+            let mean = 10_000.0 / f64::from(INDEX_SHARDS);
+            let busiest = f64::from(*counts.iter().max().unwrap());
+            assert!(busiest <= 1.5 * mean, "{counts:?}");
+        }
+        assert_eq!(
+            status_shard("job-1", Status::Failed).len(),
+            "failed#00".len()
+        );
+    }
+
+    /// The attribute names an update expression writes (`#name` after SET,
+    /// REMOVE, ADD or DELETE, before `=` or `,`).
+    fn written(expression: &str) -> Vec<String> {
+        expression
+            .split([',', ' '])
+            .filter_map(|word| word.strip_prefix('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The sharded index as the stack's template defines it: key attributes
+    /// and projection type, read from deploy/cloudformation/ferry.yaml.
+    fn index_in_template() -> (Vec<String>, String) {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/cloudformation/ferry.yaml"),
+        )
+        .unwrap();
+        let block: Vec<&str> = template
+            .lines()
+            .skip_while(|line| !line.contains(&format!("IndexName: {STATUS_INDEX}")))
+            .take_while(|line| !line.contains("TimeToLiveSpecification"))
+            .collect();
+        assert!(!block.is_empty(), "the template has no {STATUS_INDEX}");
+        let keys = block
+            .iter()
+            .filter_map(|line| line.split("AttributeName:").nth(1))
+            .map(|rest| rest.split(',').next().unwrap().trim().to_owned())
+            .collect();
+        let projection = block
+            .iter()
+            .find_map(|line| line.split("ProjectionType:").nth(1))
+            .unwrap()
+            .trim()
+            .to_owned();
+        (keys, projection)
+    }
+
+    #[test]
+    fn a_heartbeat_writes_no_index_key_and_nothing_the_index_projects() {
+        let (keys, projection) = index_in_template();
+        assert_eq!(keys, [STATUS_INDEX_PARTITION_KEY, STATUS_INDEX_SORT_KEY]);
+        // KEYS_ONLY: the index holds its keys and the table's key, nothing else.
+        assert_eq!(projection, "KEYS_ONLY");
+        let in_index = [STATUS_INDEX_PARTITION_KEY, STATUS_INDEX_SORT_KEY, "job_id"];
+        let heartbeat = written(RENEW_UPDATE);
+        assert!(
+            heartbeat.contains(&"bytes_done".to_owned()),
+            "{heartbeat:?}"
+        );
+        for attribute in &heartbeat {
+            assert!(
+                !in_index.contains(&attribute.as_str()),
+                "a heartbeat writes {attribute}"
+            );
+        }
+        // Whereas every write that changes the status moves the entry.
+        let moved = entering(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::Config::builder()
+                    .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                    .build(),
+            )
+            .update_item()
+            .update_expression("SET #status = :failed REMOVE #lease_owner"),
+            "job-1",
+            Status::Failed,
+        );
+        let written = written(&moved.get_update_expression().clone().unwrap());
+        for key in [STATUS_INDEX_PARTITION_KEY, STATUS_INDEX_SORT_KEY, "status"] {
+            assert!(written.contains(&key.to_owned()), "{written:?}");
+        }
+    }
 }

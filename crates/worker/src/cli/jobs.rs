@@ -16,7 +16,9 @@ pub struct JobsArgs {
     /// retrying, succeeded, failed, rejected, cancelled.
     #[arg(long, value_delimiter = ',', value_parser = parse_status)]
     pub status: Vec<Status>,
-    /// Only jobs updated within this long (e.g. `1h`, `30m`, `7days`).
+    /// Only jobs that entered their status within this long (e.g. `1h`,
+    /// `30m`, `7days`): `--status failed --since 1h` is what failed in the
+    /// last hour.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
     /// List at most this many jobs.
@@ -50,14 +52,9 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
     })
 }
 
-/// The `updated_at` bound for `--since`.
+/// The `status_at` bound for `--since`.
 pub fn since_text(since: Option<Duration>) -> Option<String> {
-    since.map(|ago| {
-        let at = SystemTime::now()
-            .checked_sub(ago)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        humantime::format_rfc3339_seconds(at).to_string()
-    })
+    since.map(crate::listing::since)
 }
 
 pub async fn run(args: JobsArgs) -> Result<(), CliError> {

@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_testkit::{Behavior, Origin, test_bytes, unique_name};
 
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use ferry_worker::store;
+
 use crate::harness::{PART, Stack, create_table, number, slow, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -32,15 +38,17 @@ async fn wait_queue_empty(stack: &Stack) {
     }
 }
 
-/// Moves a record's `updated_at` into the past, as if it ended long ago.
-async fn age_record(stack: &Stack, job_id: &str, updated_at: &str) {
-    stack
-        .dynamodb
+/// Moves the time a record entered its status (and its last update) to
+/// `at` (RFC 3339, whole seconds), as if that happened then.
+async fn age_record(dynamodb: &aws_sdk_dynamodb::Client, table: &str, job_id: &str, at: &str) {
+    let millis = at.replace('Z', ".000Z");
+    dynamodb
         .update_item()
-        .table_name(&stack.table)
+        .table_name(table)
         .key("job_id", AttributeValue::S(job_id.into()))
-        .update_expression("SET updated_at = :at")
-        .expression_attribute_values(":at", AttributeValue::S(updated_at.into()))
+        .update_expression("SET updated_at = :at, status_at = :millis")
+        .expression_attribute_values(":at", AttributeValue::S(at.into()))
+        .expression_attribute_values(":millis", AttributeValue::S(millis))
         .send()
         .await
         .unwrap();
@@ -80,7 +88,13 @@ async fn jobs_lists_by_status_and_age_newest_first_in_every_format() {
         "--job-id",
         "old-1",
     ]);
-    age_record(&stack, "old-1", "2020-01-01T00:00:00Z").await;
+    age_record(
+        &stack.dynamodb,
+        &stack.table,
+        "old-1",
+        "2020-01-01T00:00:00Z",
+    )
+    .await;
 
     let lines: Vec<serde_json::Value> = stack
         .cli(&["jobs", "--format", "jsonl"])
@@ -95,9 +109,22 @@ async fn jobs_lists_by_status_and_age_newest_first_in_every_format() {
     assert_eq!(ids.last(), Some(&"old-1"), "newest first: {ids:?}");
     let times: Vec<&str> = lines
         .iter()
-        .map(|r| r["updated_at"].as_str().unwrap())
+        .map(|r| r["status_at"].as_str().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    // Every write that set the status kept the index partition in step.
+    for record in &lines {
+        let (id, status) = (
+            record["job_id"].as_str().unwrap(),
+            record["status"].as_str().unwrap(),
+        );
+        let expected = store::status_shard(id, store::Status::parse(status).unwrap());
+        assert_eq!(
+            record["status_shard"].as_str(),
+            Some(expected.as_str()),
+            "{record}"
+        );
+    }
 
     let failed = stack.cli(&["jobs", "--status", "failed", "--format", "jsonl"]);
     assert_eq!(failed.lines().count(), 1, "{failed}");
@@ -180,7 +207,7 @@ async fn jobs_on_a_table_without_the_status_index_says_so() {
     assert_eq!(output.status.code(), Some(1));
     let said = stderr(&output);
     assert!(
-        said.contains(&bare) && said.contains("status-index"),
+        said.contains(&bare) && said.contains("status-shard-index"),
         "{said}"
     );
     assert_eq!(said.lines().count(), 1, "{said}");
@@ -386,4 +413,186 @@ async fn retry_queues_failed_and_cancelled_jobs_again_under_their_ids() {
     assert_eq!(number(&record, "retried"), 2);
     wait_queue_empty(&stack).await;
     worker.stop().await;
+}
+
+/// A table with both the old unsharded `status-index` (status, updated_at,
+/// all attributes) and the sharded keys-only index, so the same records can
+/// be listed both ways.
+async fn create_table_with_both_indexes(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let index = |name: &str, partition: &str, sort: &str, projection| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(partition, KeyType::Hash))
+            .key_schema(key(sort, KeyType::Range))
+            .projection(Projection::builder().projection_type(projection).build())
+            .build()
+            .unwrap()
+    };
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .set_attribute_definitions(Some(
+            [
+                "job_id",
+                "status",
+                "updated_at",
+                "status_shard",
+                "status_at",
+            ]
+            .map(attribute)
+            .to_vec(),
+        ))
+        .key_schema(key("job_id", KeyType::Hash))
+        .billing_mode(BillingMode::PayPerRequest)
+        .global_secondary_indexes(index(
+            "status-index",
+            "status",
+            "updated_at",
+            ProjectionType::All,
+        ))
+        .global_secondary_indexes(index(
+            store::STATUS_INDEX,
+            store::STATUS_INDEX_PARTITION_KEY,
+            store::STATUS_INDEX_SORT_KEY,
+            ProjectionType::KeysOnly,
+        ))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// What the old unsharded index listed: every record of `statuses`, newest
+/// `updated_at` first, as JSON (the index projected whole records).
+async fn list_unsharded(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    statuses: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut records = Vec::new();
+    for status in statuses {
+        let mut next = None;
+        loop {
+            let page = dynamodb
+                .query()
+                .table_name(table)
+                .index_name("status-index")
+                .scan_index_forward(false)
+                .key_condition_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", AttributeValue::S((*status).into()))
+                .set_exclusive_start_key(next)
+                .limit(3)
+                .send()
+                .await
+                .unwrap();
+            records.extend(page.items.unwrap_or_default());
+            next = page.last_evaluated_key;
+            if next.is_none() {
+                break;
+            }
+        }
+    }
+    records.sort_by(|a, b| text(b, "updated_at").cmp(text(a, "updated_at")));
+    records.iter().map(store::to_json).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_lists_the_same_records_in_the_same_order_as_the_unsharded_index() {
+    let mut stack = Stack::new().await;
+    stack.table = unique_name("both");
+    create_table_with_both_indexes(&stack.dynamodb, &stack.table).await;
+    let origin = Origin::start(test_bytes(2000, 6), Behavior::default()).await;
+    let missing = Origin::start(
+        Vec::new(),
+        Behavior {
+            status: Some(404),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let worker = stack.spawn_worker(stack.config());
+    // 24 jobs over several shards: 16 run (every fourth fails), 4 are
+    // cancelled while queued, 4 stay queued.
+    let ids: Vec<String> = (0..24).map(|n| format!("same-{n:02}")).collect();
+    for (n, id) in ids.iter().enumerate().take(16) {
+        let url = if n % 4 == 0 {
+            missing.url(id)
+        } else {
+            origin.url(id)
+        };
+        stack.cli(&["submit", &url, &destination(&stack, id), "--job-id", id]);
+    }
+    for id in &ids[..16] {
+        stack.wait_final(id, LIMIT).await;
+    }
+    worker.stop().await;
+    for id in &ids[16..] {
+        stack.cli(&[
+            "submit",
+            &origin.url(id),
+            &destination(&stack, id),
+            "--job-id",
+            id,
+        ]);
+    }
+    let mut cancel = vec!["cancel"];
+    cancel.extend(ids[16..20].iter().map(String::as_str));
+    stack.cli(&cancel);
+    // Distinct times, one per record and second, entering status and last
+    // update alike: both orders are then fully determined.
+    for (n, id) in ids.iter().enumerate() {
+        let at = format!("2026-11-30T10:{:02}:{:02}Z", n / 60, n % 60);
+        age_record(&stack.dynamodb, &stack.table, id, &at).await;
+    }
+
+    let jsonl = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["jobs", "--format", "jsonl", "--limit", "1000"];
+        all.extend_from_slice(args);
+        stack
+            .cli(&all)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let every = [
+        "queued",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "rejected",
+        "cancelled",
+    ];
+    let sharded = jsonl(&[]);
+    assert_eq!(sharded.len(), 24);
+    assert!(
+        sharded
+            .iter()
+            .any(|r| r["status_shard"] != sharded[0]["status_shard"])
+    );
+    assert_eq!(
+        sharded,
+        list_unsharded(&stack.dynamodb, &stack.table, &every).await
+    );
+    let some = ["failed", "cancelled"];
+    let listed = jsonl(&["--status", "failed,cancelled"]);
+    assert_eq!(listed.len(), 8);
+    assert_eq!(
+        listed,
+        list_unsharded(&stack.dynamodb, &stack.table, &some).await
+    );
 }

@@ -397,7 +397,7 @@ impl Stack {
 /// A worker running in this process with the given clients (e.g. through
 /// the AWS fault proxy) until the handle is stopped.
 /// A job table as the stack creates it: `job_id` key and, with `indexed`,
-/// the `status-index` `ferry jobs` reads.
+/// the sharded status index `ferry jobs` reads.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, indexed: bool) {
     let attribute = |name: &str| {
         AttributeDefinition::builder()
@@ -421,16 +421,16 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, inde
         .billing_mode(BillingMode::PayPerRequest);
     if indexed {
         create = create
-            .attribute_definitions(attribute("status"))
-            .attribute_definitions(attribute("updated_at"))
+            .attribute_definitions(attribute(store::STATUS_INDEX_PARTITION_KEY))
+            .attribute_definitions(attribute(store::STATUS_INDEX_SORT_KEY))
             .global_secondary_indexes(
                 GlobalSecondaryIndex::builder()
-                    .index_name("status-index")
-                    .key_schema(key("status", KeyType::Hash))
-                    .key_schema(key("updated_at", KeyType::Range))
+                    .index_name(store::STATUS_INDEX)
+                    .key_schema(key(store::STATUS_INDEX_PARTITION_KEY, KeyType::Hash))
+                    .key_schema(key(store::STATUS_INDEX_SORT_KEY, KeyType::Range))
                     .projection(
                         Projection::builder()
-                            .projection_type(ProjectionType::All)
+                            .projection_type(ProjectionType::KeysOnly)
                             .build(),
                     )
                     .build()
