@@ -379,7 +379,7 @@ fn missing(operation: S3Operation, what: &str) -> TransferError {
 pub(crate) fn s3_error<E, R>(operation: S3Operation, err: SdkError<E, R>) -> TransferError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     let code = err.code().map(str::to_owned);
     let throttled = throttled(&err);
@@ -387,12 +387,9 @@ where
         SdkError::TimeoutError(_) => (true, "timed out".to_owned()),
         SdkError::DispatchFailure(failure) => (
             !failure.is_user(),
-            format!(
-                "request not sent: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&err)
-            ),
+            format!("request not sent: {}", root_cause(&err)),
         ),
-        SdkError::ResponseError(_) => (true, "unreadable response".to_owned()),
+        SdkError::ResponseError(_) => (true, format!("unreadable response: {}", root_cause(&err))),
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status_code();
             let transient = status >= 500
@@ -406,13 +403,15 @@ where
                 (Some(code), None) => code.to_owned(),
                 _ => format!("HTTP {status}"),
             };
+            let message = match ctx.raw().request_id() {
+                Some(id) => format!("{message} (request id {id})"),
+                None => message,
+            };
             (transient, message)
         }
-        _ => (
-            false,
-            aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
-        ),
+        _ => (false, root_cause(&err)),
     };
+    tracing::debug!(%operation, error = ?err, "S3 error in full");
     TransferError::S3 {
         operation,
         code,
@@ -435,10 +434,27 @@ fn throttled<E: ProvideErrorMetadata, R: HasStatus>(err: &SdkError<E, R>) -> boo
 /// The HTTP status of a raw response, whatever the SDK's response type.
 pub(crate) trait HasStatus {
     fn status_code(&self) -> u16;
+    /// S3's id of the request, for support cases.
+    fn request_id(&self) -> Option<&str>;
 }
 
 impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }
+
+    fn request_id(&self) -> Option<&str> {
+        self.headers().get("x-amz-request-id")
+    }
+}
+
+/// The innermost error's message: what actually went wrong ("Connection
+/// refused", "A region must be set…"), without the SDK's wrappers and
+/// never its Debug dump.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = err;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
 }

@@ -202,12 +202,10 @@ impl EngineArgs {
     }
 }
 
-/// The AWS SDK configuration from the standard environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, profiles, the credentials chain).
+/// The AWS SDK configuration from the standard environment, unchecked
+/// (commands use [`crate::preflight::aws`], which proves it usable).
 pub async fn load_aws() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await
+    crate::preflight::load().await
 }
 
 /// An S3 client set up the way the engine expects.

@@ -4,6 +4,7 @@
 //! `main.rs` stays thin: it parses arguments, sets up logging and maps
 //! [`CliError`] onto the documented exit codes.
 
+pub mod aws_error;
 pub mod cli;
 pub mod config;
 pub mod gc;
@@ -12,6 +13,7 @@ pub mod journal;
 pub mod listing;
 pub mod metrics;
 pub mod patience;
+pub mod preflight;
 pub mod protection;
 pub mod queue;
 pub mod redact;

@@ -244,10 +244,10 @@ impl Listing {
         }
     }
 
-    fn error<E: ProvideErrorMetadata, R>(
+    fn error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
         operation: &'static str,
-        err: SdkError<E, R>,
+        err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     ) -> ListError {
         let missing_index = err.code() == Some("ValidationException")
             && err

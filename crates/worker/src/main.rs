@@ -51,7 +51,11 @@ async fn cancel_on_signal(cancel: CancellationToken) {
 }
 
 fn init_tracing(format: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The SDK's own warnings (each provider a credentials chain tried, with
+    // Debug dumps) stay out of the default output: ferry says in one line
+    // what is wrong. `RUST_LOG=aws_config=debug` shows them.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error"));
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,

@@ -163,12 +163,9 @@ fn secs_i32(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
 }
 
-fn queue_error<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
->(
+fn queue_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
-    err: SdkError<E, R>,
+    err: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
     QueueError {
         operation,

@@ -1072,12 +1072,9 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> boo
     err.code() == Some("ConditionalCheckFailedException")
 }
 
-fn dynamo<
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
->(
+fn dynamo<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     operation: &'static str,
-    err: SdkError<E, R>,
+    err: SdkError<E, HttpResponse>,
 ) -> StoreError {
     StoreError::Dynamo {
         operation,
@@ -1085,28 +1082,13 @@ fn dynamo<
     }
 }
 
-/// `Code: message` from the service, else one line about what went wrong.
-pub(crate) fn describe<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
-    match (err.code(), err.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => brief(err),
-    }
-}
-
-/// One line about an SDK error without the raw response it may carry.
-pub(crate) fn brief<E, R>(err: &SdkError<E, R>) -> String {
-    match err {
-        SdkError::ServiceError(_) => "service error without an error code".to_owned(),
-        SdkError::TimeoutError(_) => "timed out".to_owned(),
-        SdkError::DispatchFailure(failure) => match failure.as_connector_error() {
-            Some(connector) if connector.is_timeout() => "connection timed out".to_owned(),
-            Some(connector) if connector.is_io() => "connection failed".to_owned(),
-            _ => "request not sent".to_owned(),
-        },
-        SdkError::ResponseError(_) => "unreadable response".to_owned(),
-        _ => "request could not be built".to_owned(),
-    }
+/// One readable line: `Code: message (request id …)`, or what kept the
+/// request from being answered.
+pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    crate::aws_error::readable(err)
 }
 
 fn s(value: &str) -> AttributeValue {

@@ -45,7 +45,7 @@ pub fn actor(by: Option<&str>) -> String {
 }
 
 pub async fn run(args: CancelArgs) -> Result<(), CliError> {
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
     let by = actor(args.by.as_deref());
     let mut unchanged = 0;

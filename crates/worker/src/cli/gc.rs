@@ -30,7 +30,7 @@ pub struct GcArgs {
 }
 
 pub async fn run(args: GcArgs) -> Result<(), CliError> {
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
     let s3 = crate::config::s3_client(&sdk, &args.aws);
     let mut aborted = 0;

@@ -58,7 +58,7 @@ pub fn since_text(since: Option<Duration>) -> Option<String> {
 }
 
 pub async fn run(args: JobsArgs) -> Result<(), CliError> {
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let client = crate::config::dynamodb_client(&sdk, &args.aws);
     let filter = Filter {
         statuses: args.status.clone(),

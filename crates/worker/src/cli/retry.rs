@@ -45,7 +45,7 @@ pub async fn run(args: RetryArgs) -> Result<(), CliError> {
             )));
         }
     }
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let client = crate::config::dynamodb_client(&sdk, &args.aws);
     let store = JobStore::new(client.clone(), &args.jobs.table);
     let queue = Queue::new(crate::config::sqs_client(&sdk, &args.aws));

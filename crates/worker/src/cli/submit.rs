@@ -59,7 +59,7 @@ pub async fn run(
     // The worker's own validation, so a job the worker would reject is
     // refused here with the same reason.
     let job = job::parse(&body, &job_id).map_err(|r| CliError::Usage(r.reason))?;
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let store = JobStore::new(
         crate::config::dynamodb_client(&sdk, &args.aws),
         &args.jobs.table,

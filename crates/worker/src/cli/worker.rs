@@ -40,13 +40,21 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
     };
     let protection = TaskProtection::from_env(ProtectionConfig::default())
         .map_err(|err| CliError::Config(ConfigError::one(err.to_string())))?;
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::aws().await?;
     let clients = Clients {
         protection,
         s3: crate::config::s3_client(&sdk, &args.aws),
         sqs: crate::config::sqs_client(&sdk, &args.aws),
         dynamodb: crate::config::dynamodb_client(&sdk, &args.aws),
     };
+    // Before the first receive: a worker that cannot record jobs takes none.
+    for queue in &config.queues {
+        crate::preflight::queue(&sdk, &clients.sqs, queue).await?;
+    }
+    if let Some(dlq) = &config.dlq_url {
+        crate::preflight::queue(&sdk, &clients.sqs, dlq).await?;
+    }
+    crate::preflight::table(&sdk, &clients.dynamodb, &config.table).await?;
     worker::run(config, clients, shutdown)
         .await
         .map_err(|err| CliError::Config(ConfigError::one(err.to_string())))
