@@ -695,7 +695,7 @@ async fn a_released_job_whose_release_write_fails_is_still_resumed() {
             kind: Kind::Resumed,
             rules: vec![
                 Rule::new("dynamodb:UpdateItem", fault)
-                    .matching("SET #status = :queued")
+                    .matching("#status = :queued, #updated_at")
                     .times(8)
                     .id(&name),
             ],
