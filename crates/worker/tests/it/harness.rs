@@ -457,7 +457,9 @@ pub fn engine_config() -> EngineConfig {
             max_delay: Duration::from_millis(50),
             throttle_base_delay: Duration::from_millis(20),
             throttle_max_delay: Duration::from_millis(200),
-            aws_patience: Duration::from_secs(3),
+            // The fault cells inject 8 S3 errors in a row: they must fit in
+            // one attempt's patience even on a loaded 2-core machine.
+            aws_patience: Duration::from_secs(10),
         },
         ..EngineConfig::default()
     };
