@@ -1,0 +1,257 @@
+"""Bandwidth benchmark driver: does --max-bandwidth hold, and is it shared fairly?
+
+Usage: bandwidth_bench.py FERRY CAP SECONDS OUT_JSON
+  FERRY    the ferry binary (release build)
+  CAP      the cap as ferry reads it, e.g. 50MiB
+  SECONDS  the measured window (at least 30)
+
+Runs with AWS_ENDPOINT_URL pointing at moto. Starts its own origin on
+127.0.0.1 that serves synthetic objects and counts the bytes it sends per
+object, sampled every 0.5 s: the rates are measured outside ferry.
+
+  copy     one `ferry copy --max-bandwidth CAP`
+  worker   one `ferry worker` with FERRY_MAX_BANDWIDTH=CAP running two jobs
+           at once (FERRY_MAX_CONCURRENT_JOBS=2)
+
+Each object is sized so the transfer outlasts the window; the window starts
+WARMUP seconds after the first byte (socket buffers fill at first, faster
+than the cap) and rates are per whole second inside it. Writes OUT_JSON and
+prints a Markdown summary. Every process it starts, it stops; loopback only.
+"""
+
+import http.server
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+
+WARMUP = 4.0
+SAMPLE_EVERY = 0.5
+BLOCK = os.urandom(1 << 20)
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+         "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def parse_rate(text: str) -> int:
+    match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in UNITS:
+        raise SystemExit(f"cap {text!r} is not like 50MiB")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+
+
+class Counters:
+    """Bytes sent per object name, and samples of them over time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent: dict[str, int] = {}
+        self.first_byte: dict[str, float] = {}
+        self.samples: list[tuple[float, dict[str, int]]] = []
+
+    def add(self, name: str, count: int) -> None:
+        with self.lock:
+            self.sent[name] = self.sent.get(name, 0) + count
+            self.first_byte.setdefault(name, time.monotonic())
+
+    def sample_forever(self, stop: threading.Event) -> None:
+        while not stop.wait(SAMPLE_EVERY):
+            with self.lock:
+                self.samples.append((time.monotonic(), dict(self.sent)))
+
+
+COUNTERS = Counters()
+
+
+class Origin(http.server.BaseHTTPRequestHandler):
+    """GET /NAME-SIZE.bin: SIZE synthetic bytes, with Range and a strong ETag."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        match = re.fullmatch(r"/([a-z0-9]+)-(\d+)\.bin", self.path)
+        if not match:
+            self.send_error(404)
+            return
+        name, size = match.group(1), int(match.group(2))
+        start, end, status = 0, size, 200
+        ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if ranged:
+            start = int(ranged.group(1))
+            end = min(size, int(ranged.group(2)) + 1) if ranged.group(2) else size
+            status = 206
+        self.send_response(status)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{name}-{size}"')
+        self.send_header("Content-Length", str(end - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        view = memoryview(BLOCK)
+        offset = start
+        while offset < end:
+            # 256 KiB writes: each returns once the kernel took it, so the
+            # counter follows what the reader let through closely.
+            at = offset % len(BLOCK)
+            count = min(end - offset, 256 << 10, len(BLOCK) - at)
+            try:
+                self.wfile.write(view[at : at + count])
+            except OSError:
+                return
+            COUNTERS.add(name, count)
+            offset += count
+
+
+def start_origin() -> str:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def rates(name: str, begin: float, seconds: float) -> list[float]:
+    """Bytes per second of `name` for each whole second from `begin` on."""
+    points = [(t, s.get(name, 0)) for t, s in COUNTERS.samples]
+
+    def sent_at(when: float) -> float:
+        for (t0, b0), (t1, b1) in zip(points, points[1:]):
+            if t0 <= when <= t1:
+                return b0 + (b1 - b0) * (when - t0) / (t1 - t0)
+        raise SystemExit(f"no sample around {when} for {name}: the transfer ended early")
+
+    return [sent_at(begin + i + 1) - sent_at(begin + i) for i in range(int(seconds))]
+
+
+def summary(values: list[float], cap: int) -> dict:
+    return {
+        "median_bytes_per_sec": statistics.median(values),
+        "mean_bytes_per_sec": statistics.fmean(values),
+        "min_bytes_per_sec": min(values),
+        "max_bytes_per_sec": max(values),
+        "median_vs_cap": statistics.median(values) / cap,
+        "per_second": [round(v) for v in values],
+    }
+
+
+def ferry_env() -> dict:
+    env = dict(os.environ)
+    env.update(
+        FERRY_SOURCE_ALLOW_CIDRS="127.0.0.0/8",
+        FERRY_LOG_FORMAT="json",
+        FERRY_METRICS_ADDR="off",
+        RUST_LOG="warn",
+    )
+    return env
+
+
+def run_copy(ferry: str, origin: str, cap_text: str, cap: int, seconds: float, bucket: str) -> dict:
+    size = int(cap * (seconds + WARMUP + 4))
+    started = time.monotonic()
+    subprocess.run(
+        [ferry, "copy", f"{origin}/copy-{size}.bin", f"s3://{bucket}/copy", "--quiet",
+         "--max-bandwidth", cap_text],
+        env=ferry_env(), check=True, timeout=seconds * 4 + 120, stdout=subprocess.DEVNULL,
+    )
+    took = time.monotonic() - started
+    boto3.client("s3").delete_object(Bucket=bucket, Key="copy")
+    begin = COUNTERS.first_byte["copy"] + WARMUP
+    return {"size": size, "wall_secs": took, **summary(rates("copy", begin, seconds), cap)}
+
+
+def run_worker(ferry: str, origin: str, cap_text: str, cap: int, seconds: float, bucket: str) -> dict:
+    sqs, dynamodb = boto3.client("sqs"), boto3.client("dynamodb")
+    run = f"bw{int(time.time())}"
+    queue = sqs.create_queue(QueueName=run)["QueueUrl"]
+    dynamodb.create_table(
+        TableName=run,
+        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    # Each job gets half the cap.
+    size = int(cap / 2 * (seconds + WARMUP + 4))
+    for name in ("joba", "jobb"):
+        body = {"job_id": f"{run}-{name}", "url": f"{origin}/{name}-{size}.bin",
+                "bucket": bucket, "key": name}
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
+    env = ferry_env()
+    env.update(FERRY_QUEUE_URL=queue, FERRY_TABLE=run, FERRY_MAX_BANDWIDTH=cap_text,
+               FERRY_MAX_CONCURRENT_JOBS="2", FERRY_POLL_WAIT_SECS="1")
+    log = open(os.path.join(os.environ.get("BENCH_STATE", "."), "bandwidth-worker.log"), "w")
+    worker = subprocess.Popen([ferry, "worker"], env=env, stderr=log, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + seconds * 4 + 120
+        pending = {f"{run}-joba", f"{run}-jobb"}
+        while pending:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"jobs {sorted(pending)} did not finish in time")
+            time.sleep(1)
+            for job in sorted(pending):
+                item = dynamodb.get_item(TableName=run, Key={"job_id": {"S": job}}).get("Item", {})
+                status = item.get("status", {}).get("S")
+                if status in ("failed", "rejected"):
+                    raise SystemExit(f"job {job} {status}: {item.get('error', {}).get('S')}")
+                if status == "succeeded":
+                    pending.discard(job)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=120)
+        log.close()
+    for name in ("joba", "jobb"):
+        boto3.client("s3").delete_object(Bucket=bucket, Key=name)
+    # Both jobs run throughout the window.
+    begin = max(COUNTERS.first_byte["joba"], COUNTERS.first_byte["jobb"]) + WARMUP
+    a, b = rates("joba", begin, seconds), rates("jobb", begin, seconds)
+    total = [x + y for x, y in zip(a, b)]
+    result = {"size_per_job": size, "total": summary(total, cap),
+              "job_a": summary(a, cap), "job_b": summary(b, cap)}
+    result["ratio_a_to_b"] = result["job_a"]["median_bytes_per_sec"] / result["job_b"]["median_bytes_per_sec"]
+    return result
+
+
+def main() -> None:
+    ferry, cap_text, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    cap = parse_rate(cap_text)
+    stop = threading.Event()
+    threading.Thread(target=COUNTERS.sample_forever, args=(stop,), daemon=True).start()
+    origin = start_origin()
+    bucket = f"bw{int(time.time())}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    results = {"cap": cap_text, "cap_bytes_per_sec": cap, "window_secs": seconds,
+               "warmup_secs": WARMUP}
+    results["copy"] = run_copy(ferry, origin, cap_text, cap, seconds, bucket)
+    results["worker"] = run_worker(ferry, origin, cap_text, cap, seconds, bucket)
+    stop.set()
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    mib = lambda v: f"{v / (1 << 20):.2f}"  # noqa: E731
+    copy, worker = results["copy"], results["worker"]
+    print("| run | cap (share) MiB/s | median MiB/s | vs cap (share) | 1-s min–max MiB/s |")
+    print("|---|---|---|---|---|")
+    for label, share, s in [
+        ("`ferry copy`, one job", cap, copy),
+        ("worker, two jobs: total", cap, worker["total"]),
+        ("worker: job a", cap / 2, worker["job_a"]),
+        ("worker: job b", cap / 2, worker["job_b"]),
+    ]:
+        median = s["median_bytes_per_sec"]
+        print(f"| {label} | {mib(share)} | {mib(median)} | {median / share - 1:+.1%} | "
+              f"{mib(s['min_bytes_per_sec'])}–{mib(s['max_bytes_per_sec'])} |")
+    print(f"\njob a / job b (medians): {worker['ratio_a_to_b']:.3f}")
+    ok = (abs(copy["median_vs_cap"] - 1) <= 0.05 and abs(worker["total"]["median_vs_cap"] - 1) <= 0.05
+          and abs(worker["ratio_a_to_b"] - 1) <= 0.10)
+    print("PASS: within ±5 % of the cap, jobs within ±10 % of each other" if ok else "FAIL")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
