@@ -7,92 +7,105 @@
 //! stops pulling, TCP's flow control slows the sender, and memory use is
 //! unchanged.
 //!
+//! A cap is a schedule (GCRA's "theoretical arrival time"): each payment
+//! books the next `bytes / rate` of it, in arrival order, and waits until its
+//! booking is due. Bookings are first come, first served and exact over any
+//! length of time (wake-up latency never accumulates), and a payment of any
+//! size simply books more. An idle cap lets [`BURST`] worth through at once.
+//!
 //! Sharing is fair per transfer, not per connection: a transfer's readers
-//! take turns (one lock per transfer), so each transfer waits in the shared
-//! cap's first-come-first-served queue at most once at a time, and each wait
-//! is for one fixed *quantum* of bytes. Two transfers that both want more
-//! than their share therefore alternate quantum by quantum and get equal
-//! shares, whatever their parts in flight or the sizes of their reads.
+//! pay one at a time (one lock per transfer), so each transfer holds at most
+//! one booking in the shared cap, and every booking there is one fixed
+//! *quantum* of bytes. Two transfers that both want more than their share
+//! therefore alternate quantum by quantum and get equal shares, whatever
+//! their parts in flight or the sizes of their reads.
 //!
 //! Time spent here is not the source's: the read timeout and the slow-source
 //! guard measure only time spent waiting for the source (see `source`).
 //! This module does not limit connections; `source::hosts` does.
 
 use std::num::NonZeroU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leaky_bucket::RateLimiter;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TransferError;
 use crate::plan::MIB;
+use crate::transfer::lock;
+
+/// How far ahead of its schedule a cap lets bytes through: what an idle cap
+/// passes at once. Also what absorbs a reader's scheduling hiccups.
+pub const BURST: Duration = Duration::from_millis(100);
 
 /// The largest quantum: waits stay short and wake-ups few even at GB/s.
 const MAX_QUANTUM: u64 = MIB;
 
-/// One byte-rate cap with a first-come-first-served queue of waiters.
+/// One byte-rate cap: a schedule that payments book in arrival order.
+#[derive(Debug)]
 pub struct RateCap {
-    limiter: RateLimiter,
     bytes_per_sec: u64,
-}
-
-impl std::fmt::Debug for RateCap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateCap")
-            .field("bytes_per_sec", &self.bytes_per_sec)
-            .finish()
-    }
+    /// When everything booked so far is due at the cap's rate.
+    booked_until: Mutex<Instant>,
 }
 
 impl RateCap {
     pub fn new(bytes_per_sec: NonZeroU64) -> Self {
-        let rate = bytes_per_sec.get();
-        // Refilled ten times a second (to within 0.5 %); below 1000 B/s that
-        // would round badly, so once a second, exactly.
-        let (interval, refill) = if rate >= 1000 {
-            (Duration::from_millis(100), rate.div_ceil(10))
-        } else {
-            (Duration::from_secs(1), rate)
-        };
-        let refill = usize::try_from(refill.min(1 << 40)).unwrap_or(usize::MAX);
-        // What an idle cap lets through at once: one refill, and at least
-        // one quantum so a lone waiter is never split across refills for nothing.
-        let burst = refill.max(usize::try_from(quantum(rate)).unwrap_or(usize::MAX));
-        let limiter = RateLimiter::builder()
-            .interval(interval)
-            .refill(refill)
-            .max(burst)
-            .initial(refill)
-            .fair(true)
-            .build();
         Self {
-            limiter,
-            bytes_per_sec: rate,
+            bytes_per_sec: bytes_per_sec.get(),
+            booked_until: Mutex::new(Instant::now()),
         }
     }
 
     pub fn bytes_per_sec(&self) -> u64 {
         self.bytes_per_sec
     }
+
+    /// Books `bytes` after everything booked before and waits until they are
+    /// due. A booking stays if the wait is dropped: its bytes were read.
+    async fn take(&self, bytes: u64) {
+        let due = self.book(bytes, Instant::now());
+        if let Some(at) = due.checked_sub(BURST) {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Books `bytes` at `now`; returns when they are due. A cap that fell
+    /// behind (nobody paid for a while) starts again from `now`: idle time is
+    /// not saved up beyond [`BURST`].
+    fn book(&self, bytes: u64, now: Instant) -> Instant {
+        let mut booked_until = lock(&self.booked_until);
+        let start = (*booked_until).max(now);
+        *booked_until = start + self.time_for(bytes);
+        *booked_until
+    }
+
+    fn time_for(&self, bytes: u64) -> Duration {
+        let nanos = u128::from(bytes) * 1_000_000_000 / u128::from(self.bytes_per_sec);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Bytes booked at a time: 50 ms at the cap's rate, between 1 byte and
+    /// 1 MiB. Small enough that transfers sharing the cap interleave finely,
+    /// large enough that waking up is cheap next to the bytes it lets through.
+    fn quantum(&self) -> u64 {
+        (self.bytes_per_sec / 20).clamp(1, MAX_QUANTUM)
+    }
 }
 
-/// Bytes paid for per wait: 50 ms at the cap's rate, between 1 byte and 1 MiB.
-/// Small enough that the shared queue interleaves transfers finely, large
-/// enough that waking up is cheap next to the bytes it lets through.
-fn quantum(bytes_per_sec: u64) -> u64 {
-    (bytes_per_sec / 20).clamp(1, MAX_QUANTUM)
+/// Bytes one transfer has read but not yet paid to one cap.
+struct Account {
+    cap: Arc<RateCap>,
+    unpaid: u64,
 }
 
 /// Paces the source reads of one transfer: its own cap, then the engine's.
 pub(crate) struct Pacer {
-    own: Option<RateCap>,
-    shared: Option<Arc<RateCap>>,
-    quantum: u64,
-    /// Bytes read but not yet paid for (less than a quantum between calls).
     /// The async lock makes this transfer's readers pay one at a time, in
-    /// order, which is what keeps the transfer to one place in the shared queue.
-    unpaid: tokio::sync::Mutex<u64>,
+    /// order, which is what keeps the transfer to one booking per cap.
+    accounts: tokio::sync::Mutex<Vec<Account>>,
+    capped: bool,
     cancel: CancellationToken,
 }
 
@@ -102,18 +115,16 @@ impl Pacer {
         own: Option<NonZeroU64>,
         cancel: CancellationToken,
     ) -> Self {
-        let own = own.map(RateCap::new);
-        let quantum = [own.as_ref(), shared.as_deref()]
+        // The transfer's own cap first: a transfer held back by its own cap
+        // holds no booking in the shared one meanwhile.
+        let accounts: Vec<Account> = [own.map(|rate| Arc::new(RateCap::new(rate))), shared]
             .into_iter()
             .flatten()
-            .map(|cap| quantum(cap.bytes_per_sec))
-            .min()
-            .unwrap_or(MAX_QUANTUM);
+            .map(|cap| Account { cap, unpaid: 0 })
+            .collect();
         Self {
-            own,
-            shared,
-            quantum,
-            unpaid: tokio::sync::Mutex::new(0),
+            capped: !accounts.is_empty(),
+            accounts: tokio::sync::Mutex::new(accounts),
             cancel,
         }
     }
@@ -121,23 +132,20 @@ impl Pacer {
     /// Waits until `bytes` just read may be followed by more reads. Returns
     /// at once when nothing caps this transfer.
     pub(crate) async fn pay(&self, bytes: u64) -> Result<(), TransferError> {
-        if self.own.is_none() && self.shared.is_none() {
+        if !self.capped {
             return Ok(());
         }
         let paying = async {
-            let mut unpaid = self.unpaid.lock().await;
-            *unpaid += bytes;
-            let quantum = usize::try_from(self.quantum).unwrap_or(usize::MAX);
-            while *unpaid >= self.quantum {
-                // The transfer's own cap first: a transfer held back by its
-                // own cap does not hold a place in the shared queue meanwhile.
-                if let Some(own) = &self.own {
-                    own.limiter.acquire(quantum).await;
+            let mut accounts = self.accounts.lock().await;
+            for account in accounts.iter_mut() {
+                account.unpaid += bytes;
+                // Each cap in its own quanta: every booking in a shared cap
+                // is the same size, whatever the transfers' own caps.
+                let quantum = account.cap.quantum();
+                while account.unpaid >= quantum {
+                    account.cap.take(quantum).await;
+                    account.unpaid -= quantum;
                 }
-                if let Some(shared) = &self.shared {
-                    shared.limiter.acquire(quantum).await;
-                }
-                *unpaid -= self.quantum;
             }
         };
         tokio::select! {
@@ -151,7 +159,6 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Instant;
 
     use super::*;
 
@@ -161,10 +168,41 @@ mod tests {
 
     #[test]
     fn quanta_are_50_ms_within_bounds() {
+        let quantum = |bytes_per_sec| RateCap::new(rate(bytes_per_sec)).quantum();
         assert_eq!(quantum(1), 1);
         assert_eq!(quantum(1000), 50);
         assert_eq!(quantum(4 * MIB), 4 * MIB / 20);
         assert_eq!(quantum(100 * MIB), MIB);
+    }
+
+    #[test]
+    fn bookings_last_bytes_over_rate() {
+        let cap = RateCap::new(rate(4 * MIB));
+        assert_eq!(cap.time_for(MIB), Duration::from_millis(250));
+        assert_eq!(cap.time_for(0), Duration::ZERO);
+        assert_eq!(
+            RateCap::new(rate(1)).time_for(u64::MAX),
+            Duration::from_nanos(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn bookings_follow_the_schedule_however_late_their_payers_come() {
+        let cap = RateCap::new(rate(100 * 1024));
+        let start = Instant::now();
+        let step = Duration::from_millis(10);
+        let mut due = cap.book(1024, start);
+        assert_eq!(due, start + step);
+        for n in 2..=200 {
+            // Each payer comes 2 ms after its booking was due (a busy reader,
+            // a late wake-up): still within the burst, so nothing is lost.
+            let now = due - BURST + Duration::from_millis(2);
+            due = cap.book(1024, now);
+            assert_eq!(due, start + step * n, "booking {n}");
+        }
+        // After an idle spell the schedule restarts from now: no saving up.
+        let later = due + Duration::from_secs(5);
+        assert_eq!(cap.book(1024, later), later + step);
     }
 
     #[tokio::test]

@@ -302,7 +302,7 @@ impl Run {
         let validator = probe.validator;
         if plan.is_single_put() {
             // The host slot before the memory (see `source::hosts`).
-            let (response, _slot) = match first.take() {
+            let (response, host_slot) = match first.take() {
                 Some(open) => (Some(open.response), open.slot),
                 None => (None, self.host_slot().await?),
             };
@@ -318,6 +318,8 @@ impl Run {
                 )
                 .await?;
             }
+            // Read: the host may serve another request during the upload.
+            drop(host_slot);
             return self.single_put(buffer, crc, plan.part_size).await;
         }
         let upload_id = self.create_upload().await?;
@@ -395,7 +397,6 @@ impl Run {
             let upload_id = upload_id.to_owned();
             parts.spawn(async move {
                 let _permit = permit;
-                let _host_slot = host_slot;
                 let started = Instant::now();
                 let mut crc = PartCrc::default();
                 run.fetch_range(
@@ -406,6 +407,8 @@ impl Run {
                     validator.as_ref().as_ref(),
                 )
                 .await?;
+                // Read: the host may serve another request during the upload.
+                drop(host_slot);
                 let downloaded = started.elapsed();
                 match known {
                     Some(part) => run.hash_only(part, buffer, crc.value()),
@@ -444,6 +447,8 @@ impl Run {
         let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
         self.check_size_limit(stream.offset())?;
         if stream.at_end().await? {
+            // Read: its host slot is not needed for the upload.
+            drop(stream);
             return self.single_put(first, first_crc, part_len(1)).await;
         }
         let upload_id = self.create_upload().await?;
@@ -452,6 +457,7 @@ impl Run {
             .await;
         let part_size = known.map_or(growing.base, |p| p.part_size);
         let size = stream.offset();
+        drop(stream);
         self.finish(result, &upload_id, part_size, size).await
     }
 

@@ -2,7 +2,8 @@
 //! at once, across every transfer of an engine.
 //!
 //! A [`HostSlot`] is taken before a request is sent and held until its body
-//! has been read or dropped; a part keeps its slot across its retries. Part
+//! has been read or dropped (not during the part's upload); a part keeps its
+//! slot across its retries, a stream from the probe to its end. Part
 //! tasks take their slot *before* they reserve part memory (the probe's answer
 //! holds one before part 1's memory too), so whoever holds part memory never
 //! waits for a host: the slot holders read, the memory holders read or upload,

@@ -21,7 +21,7 @@ pub struct BodyStream {
     source: HttpSource,
     request: SourceRequest,
     response: Option<Response>,
-    /// This stream's place among the requests to its host.
+    /// This stream's place among the requests to its host, until it ends.
     _slot: Option<HostSlot>,
     /// Bytes handed out so far (the carry not included).
     offset: u64,
@@ -178,6 +178,7 @@ impl BodyStream {
             Ok(None) => {
                 self.ended = true;
                 self.response = None;
+                self._slot = None;
                 if let Some(length) = self.length
                     && length != self.offset
                 {
