@@ -49,6 +49,13 @@ pub struct SourceConfig {
     pub user_agent: String,
     /// Which addresses sources may reach; default: public unicast only.
     pub address_policy: AddressPolicy,
+    /// Bytes per second all transfers of the engine may read from sources
+    /// together, shared fairly between them; a transfer's own
+    /// `max_bytes_per_sec` applies too. Default: none.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Source requests to one `host:port` at once, across all transfers of
+    /// the engine (politeness to origins that limit connections). Default: none.
+    pub max_connections_per_host: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +83,8 @@ impl Default for SourceConfig {
             extra_ca_pem: None,
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_owned(),
             address_policy: AddressPolicy::default(),
+            max_bytes_per_sec: None,
+            max_connections_per_host: None,
         }
     }
 }
@@ -108,6 +117,12 @@ impl EngineConfig {
         if self.source.read_timeout.is_zero() || self.source.connect_timeout.is_zero() {
             problems.push("source timeouts must be positive".to_owned());
         }
+        if self.source.max_bytes_per_sec == Some(0) {
+            problems.push("max bandwidth must be at least 1 byte per second".to_owned());
+        }
+        if self.source.max_connections_per_host == Some(0) {
+            problems.push("max connections per host must be at least 1".to_owned());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -129,13 +144,17 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_together() {
-        let config = EngineConfig {
+        let mut config = EngineConfig {
             part_size: MIB,
             max_concurrent_parts: 0,
             ..EngineConfig::default()
         };
+        config.source.max_bytes_per_sec = Some(0);
+        config.source.max_connections_per_host = Some(0);
         let message = config.validate().unwrap_err().to_string();
         assert!(message.contains("part size"), "{message}");
         assert!(message.contains("max concurrent parts"), "{message}");
+        assert!(message.contains("max bandwidth"), "{message}");
+        assert!(message.contains("connections per host"), "{message}");
     }
 }

@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use crate::error::{ErrorClass, TransferError};
 use crate::pool::PartBuffer;
 use crate::sink::UploadedPart;
+use crate::source::HostSlot;
 use crate::transfer::Run;
 
 /// The part tasks of one transfer, with their concurrency limit. Dropping it
@@ -43,6 +44,19 @@ impl<'a> PartSet<'a> {
                 permit = Arc::clone(&self.slots).acquire_owned() => {
                     return permit.map_err(|_| TransferError::Cancelled);
                 }
+            }
+        }
+    }
+
+    /// Waits for a slot for the source's host, noticing failures.
+    pub(crate) async fn host_slot(&mut self) -> Result<HostSlot, TransferError> {
+        loop {
+            tokio::select! {
+                biased;
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.collect(joined)?;
+                }
+                slot = self.run.host_slot() => return slot,
             }
         }
     }

@@ -13,13 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use reqwest::Response;
 
 use crate::checksum;
 use crate::error::TransferError;
 use crate::plan::{KnownPlan, MAX_PARTS, MIN_PART_SIZE};
 use crate::sink::{StoredObject, UploadedPart};
-use crate::source::Validator;
+use crate::source::{OpenBody, Validator};
 use crate::transfer::Run;
 
 /// What a later run needs to pick up an upload where this one left it.
@@ -134,7 +133,7 @@ impl Journal for NoJournal {
 pub(crate) struct Reopened {
     pub plan: KnownPlan,
     pub done: BTreeMap<u32, UploadedPart>,
-    pub first: Option<(u32, Response)>,
+    pub first: Option<(u32, OpenBody)>,
 }
 
 /// What a checkpoint turned out to describe.

@@ -6,6 +6,7 @@
 //! and any failure aborts the multipart upload before the error is returned.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use reqwest::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::bandwidth::Pacer;
 use crate::checksum::{self, Expected, OrderedDigest, PartCrc};
 use crate::config::EngineConfig;
 use crate::error::{ErrorClass, TransferError};
@@ -23,7 +25,7 @@ use crate::plan::{GrowingPlan, KnownPlan, MAX_PARTS, PartSpec};
 use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
 use crate::resume::{Checkpoint, Journal, NoJournal, Reopen, Reopened};
 use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
-use crate::source::{BodyStream, HttpSource, Probe, SourceRequest, Validator};
+use crate::source::{BodyStream, HostSlot, HttpSource, OpenBody, Probe, SourceRequest, Validator};
 
 /// One copy job: from where, to where, and what the bytes must hash to.
 #[derive(Debug, Clone)]
@@ -31,6 +33,9 @@ pub struct TransferSpec {
     pub source: SourceRequest,
     pub destination: Destination,
     pub expected: Expected,
+    /// This transfer's own cap on source reads, in bytes per second; the
+    /// engine's shared cap (`SourceConfig::max_bytes_per_sec`) applies too.
+    pub max_bytes_per_sec: Option<NonZeroU64>,
 }
 
 /// What a finished transfer stored.
@@ -110,10 +115,16 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<TransferOutcome, TransferError> {
         let started = Instant::now();
+        let cancel = cancel.child_token();
         let run = Arc::new(Run {
             engine: self.clone(),
             spec: spec.clone(),
-            cancel: cancel.child_token(),
+            pacer: Arc::new(Pacer::new(
+                self.source.shared_bandwidth(),
+                spec.max_bytes_per_sec,
+                cancel.clone(),
+            )),
+            cancel,
             acknowledged: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
             retries: AtomicU32::new(0),
@@ -192,6 +203,8 @@ pub(crate) struct Run {
     pub(crate) engine: Engine,
     pub(crate) spec: TransferSpec,
     pub(crate) cancel: CancellationToken,
+    /// This transfer's bandwidth caps, paid after every chunk read.
+    pacer: Arc<Pacer>,
     acknowledged: AtomicU64,
     fetched: AtomicU64,
     retries: AtomicU32,
@@ -288,6 +301,11 @@ impl Run {
         let mut first = probe.body.filter(|_| plan.part_size == config.part_size);
         let validator = probe.validator;
         if plan.is_single_put() {
+            // The host slot before the memory (see `source::hosts`).
+            let (response, host_slot) = match first.take() {
+                Some(open) => (Some(open.response), open.slot),
+                None => (None, self.host_slot().await?),
+            };
             let mut buffer = self.reserve(length).await?;
             let mut crc = PartCrc::default();
             if length > 0 {
@@ -295,11 +313,13 @@ impl Run {
                     plan.part(1),
                     &mut buffer,
                     &mut crc,
-                    first.take(),
+                    response,
                     validator.as_ref(),
                 )
                 .await?;
             }
+            // Read: the host may serve another request during the upload.
+            drop(host_slot);
             return self.single_put(buffer, crc, plan.part_size).await;
         }
         let upload_id = self.create_upload().await?;
@@ -346,7 +366,7 @@ impl Run {
     async fn ranged_parts(
         self: &Arc<Self>,
         plan: &KnownPlan,
-        mut first: Option<(u32, Response)>,
+        mut first: Option<(u32, OpenBody)>,
         validator: Option<Validator>,
         upload_id: &str,
         mut done: BTreeMap<u32, UploadedPart>,
@@ -361,14 +381,20 @@ impl Run {
                 parts.push_done(part.clone());
                 continue;
             }
+            // An answer opened for a later part would hold its host slot
+            // while this part waits for one: only the part it was opened for
+            // may use it, as the next part fetched.
+            let first = first.take().filter(|(number, _)| *number == spec.number);
             let permit = parts.slot().await?;
+            // The host slot before the memory (see `source::hosts`).
+            let (first, host_slot) = match first {
+                Some((_, open)) => (Some(open.response), open.slot),
+                None => (None, parts.host_slot().await?),
+            };
             let mut buffer = parts.reserve(spec.len).await?;
             let run = Arc::clone(self);
             let validator = Arc::clone(&validator);
             let upload_id = upload_id.to_owned();
-            let first = first
-                .take_if(|(number, _)| *number == spec.number)
-                .map(|(_, response)| response);
             parts.spawn(async move {
                 let _permit = permit;
                 let started = Instant::now();
@@ -381,6 +407,8 @@ impl Run {
                     validator.as_ref().as_ref(),
                 )
                 .await?;
+                // Read: the host may serve another request during the upload.
+                drop(host_slot);
                 let downloaded = started.elapsed();
                 match known {
                     Some(part) => run.hash_only(part, buffer, crc.value()),
@@ -414,10 +442,13 @@ impl Run {
             probe,
             config.retry,
             self.cancel.clone(),
+            Arc::clone(&self.pacer),
         );
         let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
         self.check_size_limit(stream.offset())?;
         if stream.at_end().await? {
+            // Read: its host slot is not needed for the upload.
+            drop(stream);
             return self.single_put(first, first_crc, part_len(1)).await;
         }
         let upload_id = self.create_upload().await?;
@@ -426,6 +457,7 @@ impl Run {
             .await;
         let part_size = known.map_or(growing.base, |p| p.part_size);
         let size = stream.offset();
+        drop(stream);
         self.finish(result, &upload_id, part_size, size).await
     }
 
@@ -527,7 +559,7 @@ impl Run {
                     }
                 };
                 source
-                    .read_into(&mut response, buffer, want, crc, &count)
+                    .read_into(&mut response, buffer, want, crc, &count, &self.pacer)
                     .await?;
                 if buffer.len() < want {
                     return Err(TransferError::SourceLength {
@@ -883,6 +915,15 @@ impl Run {
         self.engine.config.max_concurrent_parts
     }
 
+    /// Waits for a free slot for the source's host.
+    pub(crate) async fn host_slot(&self) -> Result<HostSlot, TransferError> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(TransferError::Cancelled),
+            slot = self.engine.source.host_slot(&self.spec.source.url) => Ok(slot),
+        }
+    }
+
     pub(crate) async fn reserve(&self, len: u64) -> Result<PartBuffer, TransferError> {
         let started = Instant::now();
         let len = usize::try_from(len).map_err(|_| TransferError::TooLarge {
@@ -973,6 +1014,7 @@ mod tests {
             },
             destination: Destination::default(),
             expected: Expected::default(),
+            max_bytes_per_sec: None,
         };
         let cancel = CancellationToken::new();
         let future = engine.transfer(&spec, Arc::new(crate::NoopObserver), &cancel);

@@ -3,7 +3,7 @@
 //! Written on raw TCP rather than a server framework because its job is to
 //! misbehave precisely: lie about lengths, reset mid-body, stall, change the
 //! content between requests. It counts requests and body bytes served so tests
-//! can prove what was (not) fetched.
+//! can prove what was (not) fetched, and the most requests it answered at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,26 @@ struct State {
     requests: AtomicU64,
     range_requests: AtomicU64,
     bytes_served: AtomicU64,
+    /// Requests being answered now, and the most there ever were.
+    active: AtomicU64,
+    most_active: AtomicU64,
+}
+
+/// Counts one request as being answered until dropped.
+struct Answering<'a>(&'a State);
+
+impl<'a> Answering<'a> {
+    fn start(state: &'a State) -> Self {
+        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+        state.most_active.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running origin; stops when dropped.
@@ -116,6 +136,8 @@ impl Origin {
             requests: AtomicU64::new(0),
             range_requests: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            most_active: AtomicU64::new(0),
         });
         let mut tasks = JoinSet::new();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -188,6 +210,12 @@ impl Origin {
     pub fn bytes_served(&self) -> u64 {
         self.state.bytes_served.load(Ordering::SeqCst)
     }
+
+    /// The most requests this origin was answering at one time (from the
+    /// request's head read to its body's last byte written).
+    pub fn most_concurrent_requests(&self) -> u64 {
+        self.state.most_active.load(Ordering::SeqCst)
+    }
 }
 
 struct Request {
@@ -250,6 +278,7 @@ async fn read_request<S: AsyncRead + Unpin>(
 
 /// Writes one response; returns whether the connection may be reused.
 async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: Request) -> bool {
+    let _answering = Answering::start(state);
     let number = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let behavior = state.behavior.lock().expect("behavior lock").clone();
     let body = state.body.lock().expect("body lock").clone();

@@ -61,6 +61,16 @@ pub struct EngineArgs {
     /// Only these source ports (comma-separated); default: any.
     #[arg(long, env = "FERRY_SOURCE_ALLOW_PORTS", value_delimiter = ',')]
     pub source_allow_ports: Vec<u16>,
+    /// Cap on source reads per second, shared fairly by all jobs of this
+    /// process: `20MiB`, `100MB`, `1.5GiB`, `500KiB` or plain bytes (a
+    /// trailing `/s` is allowed). A job's `max_bytes_per_sec` applies too.
+    /// Default: none.
+    #[arg(long, env = "FERRY_MAX_BANDWIDTH")]
+    pub max_bandwidth: Option<String>,
+    /// Source requests to one host:port at once, across all jobs of this
+    /// process. Default: no limit.
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_HOST")]
+    pub max_connections_per_host: Option<usize>,
 }
 
 /// AWS settings beyond the standard AWS environment.
@@ -168,6 +178,14 @@ impl EngineArgs {
                 )),
             }
         }
+        let max_bytes_per_sec = self.max_bandwidth.as_deref().and_then(|text| {
+            parse_bandwidth(text)
+                .map_err(|problem| problems.push(problem))
+                .ok()
+        });
+        if self.max_connections_per_host == Some(0) {
+            problems.push("max connections per host must be at least 1".to_owned());
+        }
         let address_policy = AddressPolicy {
             allow,
             ports: (!self.source_allow_ports.is_empty()).then(|| self.source_allow_ports.clone()),
@@ -186,6 +204,8 @@ impl EngineArgs {
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
                 extra_ca_pem,
                 address_policy,
+                max_bytes_per_sec,
+                max_connections_per_host: self.max_connections_per_host.filter(|n| *n > 0),
                 ..SourceConfig::default()
             },
             max_object_size: self.max_object_size_mib.map(|m| m.saturating_mul(MIB)),
@@ -200,6 +220,27 @@ impl EngineArgs {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// A bandwidth like `20MiB`, `100MB`, `1.5GiB`, `500KiB` or `1048576`
+/// (bytes), optionally followed by `/s`, as bytes per second (at least 1).
+pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let amount = trimmed.strip_suffix("/s").unwrap_or(trimmed).trim_end();
+    let bytes = amount
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            format!(
+                "max bandwidth {text:?} is not a rate like 20MiB, 100MB, 1.5GiB or plain bytes per second"
+            )
+        })?;
+    if bytes == 0 {
+        return Err(format!(
+            "max bandwidth {text:?} must be at least 1 byte per second"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The AWS SDK configuration from the standard environment, unchecked
@@ -522,6 +563,69 @@ mod tests {
         let config = Probe::parse_from(["x"]).engine.to_config().unwrap();
         assert_eq!(config.part_size, 16 * MIB);
         assert_eq!(config.max_concurrent_parts, 8);
+    }
+
+    #[test]
+    fn bandwidths_read_si_and_iec_units_and_plain_bytes() {
+        for (text, bytes) in [
+            ("20MiB", 20 * MIB),
+            ("100MB", 100_000_000),
+            ("1.5GiB", 3 * 512 * MIB),
+            ("500KiB", 500 * 1024),
+            ("500 kB", 500_000),
+            ("1048576", MIB),
+            ("50MiB/s", 50 * MIB),
+            (" 1 ", 1),
+        ] {
+            assert_eq!(parse_bandwidth(text), Ok(bytes), "{text}");
+        }
+        for bad in ["0", "0MiB", "abc", "", "-5MB", "1.2.3MB", "20 MiBps", "MiB"] {
+            assert!(parse_bandwidth(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn bandwidth_and_connection_caps_reach_the_engine() {
+        let config = Probe::parse_from([
+            "x",
+            "--max-bandwidth",
+            "20MiB",
+            "--max-connections-per-host",
+            "2",
+        ])
+        .engine
+        .to_config()
+        .unwrap();
+        assert_eq!(config.source.max_bytes_per_sec, Some(20 * MIB));
+        assert_eq!(config.source.max_connections_per_host, Some(2));
+        let defaults = Probe::parse_from(["x"]).engine.to_config().unwrap();
+        assert_eq!(defaults.source.max_bytes_per_sec, None);
+        assert_eq!(defaults.source.max_connections_per_host, None);
+    }
+
+    /// (`FERRY_MAX_BANDWIDTH` takes the same path; the worker's integration
+    /// tests set it on a real process.)
+    #[test]
+    fn a_zero_or_garbage_bandwidth_is_refused_at_start_up() {
+        for (bandwidth, expected) in [("0", "at least 1 byte"), ("abc", "not a rate")] {
+            let err = Probe::parse_from(["x", "--max-bandwidth", bandwidth])
+                .engine
+                .to_config()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{bandwidth}: {err}");
+        }
+        let err = Probe::parse_from([
+            "x",
+            "--max-bandwidth",
+            "abc",
+            "--max-connections-per-host",
+            "0",
+        ])
+        .engine
+        .to_config()
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
     }
 
     #[test]

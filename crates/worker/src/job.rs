@@ -5,6 +5,7 @@
 //! (the message's own `job_id`, else the SQS MessageId) and a reason.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 
 use ferry_engine::source::{HeaderMap, HeaderName, HeaderValue, Url};
 use ferry_engine::{Destination, Expected, SourceRequest, TransferSpec};
@@ -35,6 +36,10 @@ pub struct JobMessage {
     pub metadata: Option<HashMap<String, String>>,
     #[serde(default)]
     pub storage_class: Option<String>,
+    /// This job's cap on source reads, bytes per second (at least 1); the
+    /// worker's `FERRY_MAX_BANDWIDTH` applies too.
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
     #[serde(default)]
     pub version: Option<u32>,
 }
@@ -124,6 +129,18 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
         validate_expected(message.expected).map_err(|r| reject("invalid_expected", r))?;
     let headers = validate_headers(message.headers.unwrap_or_default())
         .map_err(|r| reject("invalid_headers", r))?;
+    let max_bytes_per_sec = message
+        .max_bytes_per_sec
+        .map(|rate| {
+            NonZeroU64::new(rate).ok_or_else(|| {
+                reject(
+                    "invalid_max_bytes_per_sec",
+                    "max_bytes_per_sec must be a whole number of bytes per second, at least 1"
+                        .into(),
+                )
+            })
+        })
+        .transpose()?;
     Ok(Job {
         id: claimed_id.clone(),
         shown_url: RedactedUrl::new(&url),
@@ -137,6 +154,7 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
                 storage_class: message.storage_class,
             },
             expected,
+            max_bytes_per_sec,
         },
     })
 }
@@ -278,7 +296,8 @@ mod tests {
             r#"{"url":"https://example.com/a.iso?sig=s3cr3t","bucket":"my-bucket","key":"k",
                 "job_id":"job-1","expected":{"sha256":"AB","md5":null,"size":3},
                 "headers":{"Authorization":"Bearer tok"},"content_type":"text/plain",
-                "metadata":{"a":"b"},"storage_class":"STANDARD_IA","version":1}"#
+                "metadata":{"a":"b"},"storage_class":"STANDARD_IA","max_bytes_per_sec":1048576,
+                "version":1}"#
                 .replace("\"AB\"", &format!("\"{}\"", "AB".repeat(32)))
                 .as_str(),
             MSG,
@@ -290,6 +309,10 @@ mod tests {
             Some("ab".repeat(32).as_str())
         );
         assert_eq!(job.spec.source.headers.len(), 1);
+        assert_eq!(
+            job.spec.max_bytes_per_sec.map(NonZeroU64::get),
+            Some(1_048_576)
+        );
         assert!(!job.shown_url.to_string().contains("s3cr3t"));
         let debug = format!("{job:?}");
         assert!(
@@ -331,6 +354,27 @@ mod tests {
             reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","extra":1}"#).kind,
             "invalid_job"
         );
+    }
+
+    #[test]
+    fn a_job_bandwidth_cap_must_be_a_positive_whole_number() {
+        let with = |rate: &str| {
+            parse(
+                &format!(
+                    r#"{{"url":"https://x/y","bucket":"b-1","key":"k","max_bytes_per_sec":{rate}}}"#
+                ),
+                MSG,
+            )
+        };
+        assert_eq!(with("0").unwrap_err().kind, "invalid_max_bytes_per_sec");
+        for bad in ["-1", "1.5", "\"20MiB\"", "true"] {
+            assert_eq!(with(bad).unwrap_err().kind, "invalid_job", "{bad}");
+        }
+        assert_eq!(
+            with("1").unwrap().spec.max_bytes_per_sec,
+            NonZeroU64::new(1)
+        );
+        assert_eq!(with("null").unwrap().spec.max_bytes_per_sec, None);
     }
 
     #[test]

@@ -3,28 +3,35 @@
 //! The object stored is the resource byte for byte as served: requests ask for
 //! `identity` encoding and nothing is ever decompressed (reqwest is built without
 //! its decoders). Every body is read chunk by chunk into a pooled part buffer; no
-//! body is ever read whole.
+//! body is ever read whole. Each request holds a slot of its host (`hosts`)
+//! until its body is read; each chunk read is paid for to the transfer's
+//! bandwidth caps (`crate::bandwidth`) before the next.
 
 pub mod guard;
+mod hosts;
 mod range;
 mod stream;
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header;
 use reqwest::{Client, Response, StatusCode};
 
+pub use hosts::HostSlot;
 pub use range::ContentRange;
 pub use reqwest::Url;
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use stream::BodyStream;
 
+use crate::bandwidth::{Pacer, RateCap};
 use crate::checksum::PartCrc;
 use crate::config::SourceConfig;
 use crate::error::TransferError;
 use crate::pool::PartBuffer;
 use guard::{AddressPolicy, GuardedResolver};
+use hosts::HostSlots;
 
 /// What to fetch: the URL and the caller's request headers (e.g. Authorization).
 #[derive(Clone)]
@@ -94,31 +101,41 @@ pub struct Probe {
     pub content_type: Option<String>,
     /// The probe's body, starting at byte 0: the first bytes when `ranges`,
     /// otherwise the whole resource. `None` for an empty resource.
-    pub(crate) body: Option<Response>,
+    pub(crate) body: Option<OpenBody>,
 }
 
-/// Trips when a response delivers less than a minimum rate over a window.
+/// A response whose body is still to be read, and the host slot its request
+/// holds until then.
+pub(crate) struct OpenBody {
+    pub(crate) response: Response,
+    pub(crate) slot: HostSlot,
+}
+
+/// Trips when a response delivers less than a minimum rate over a window of
+/// time spent waiting for it: time its body sat unread (a bandwidth cap, S3
+/// making us wait) is not the source's.
 pub(crate) struct RateFloor {
     min_bytes_per_sec: u64,
     window: Duration,
-    started: std::time::Instant,
+    /// Time spent waiting for the source since the window began.
+    waited: Duration,
     bytes: u64,
 }
 
 impl RateFloor {
-    fn record(&mut self, bytes: u64) -> Result<(), TransferError> {
+    fn record(&mut self, bytes: u64, waited: Duration) -> Result<(), TransferError> {
         self.bytes += bytes;
-        let elapsed = self.started.elapsed();
-        if elapsed < self.window {
+        self.waited += waited;
+        if self.waited < self.window {
             return Ok(());
         }
-        if (self.bytes as f64) < self.min_bytes_per_sec as f64 * elapsed.as_secs_f64() {
+        if (self.bytes as f64) < self.min_bytes_per_sec as f64 * self.waited.as_secs_f64() {
             return Err(TransferError::SourceTooSlow {
                 min_bytes_per_sec: self.min_bytes_per_sec,
                 window_secs: self.window.as_secs(),
             });
         }
-        self.started = std::time::Instant::now();
+        self.waited = Duration::ZERO;
         self.bytes = 0;
         Ok(())
     }
@@ -132,6 +149,10 @@ pub struct HttpSource {
     min_rate_bytes_per_sec: u64,
     min_rate_window: Duration,
     policy: Arc<AddressPolicy>,
+    /// The cap all transfers of the engine share, if any.
+    bandwidth: Option<Arc<RateCap>>,
+    /// The per-host connection cap, if any.
+    hosts: Option<Arc<HostSlots>>,
 }
 
 impl HttpSource {
@@ -181,7 +202,29 @@ impl HttpSource {
             min_rate_bytes_per_sec: config.min_rate_bytes_per_sec,
             min_rate_window: config.min_rate_window,
             policy,
+            bandwidth: config
+                .max_bytes_per_sec
+                .and_then(NonZeroU64::new)
+                .map(|rate| Arc::new(RateCap::new(rate))),
+            hosts: config
+                .max_connections_per_host
+                .filter(|n| *n > 0)
+                .map(|n| Arc::new(HostSlots::new(n))),
         })
+    }
+
+    /// The bandwidth cap all transfers of this source share, if any.
+    pub(crate) fn shared_bandwidth(&self) -> Option<Arc<RateCap>> {
+        self.bandwidth.clone()
+    }
+
+    /// Waits for a free slot for `url`'s host (at once when uncapped). Not
+    /// cancellable by itself: callers select on their token.
+    pub(crate) async fn host_slot(&self, url: &Url) -> HostSlot {
+        match &self.hosts {
+            Some(hosts) => hosts.take(url).await,
+            None => HostSlot::default(),
+        }
     }
 
     /// Refuses what the address policy refuses before any connection is made.
@@ -221,6 +264,7 @@ impl HttpSource {
         end: u64,
     ) -> Result<Probe, TransferError> {
         self.check(request)?;
+        let slot = self.host_slot(&request.url).await;
         let response = self
             .sent(
                 self.get(request)
@@ -238,8 +282,9 @@ impl HttpSource {
                 let range = ContentRange::from_response(&response)?;
                 let Some(total) = range.total else {
                     // Ranges without a total are no use for planning; read it
-                    // from the start as one stream instead.
-                    return self.probe_without_range(request).await;
+                    // from the start as one stream instead (on the same slot).
+                    drop(response);
+                    return self.probe_without_range(request, slot).await;
                 };
                 range.expect(start, end.min(total.max(1) - 1), Some(total))?;
                 Ok(Probe {
@@ -247,7 +292,7 @@ impl HttpSource {
                     ranges: true,
                     validator,
                     content_type,
-                    body: Some(response),
+                    body: Some(OpenBody { response, slot }),
                 })
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
@@ -271,7 +316,7 @@ impl HttpSource {
                 ranges: false,
                 validator,
                 content_type,
-                body: Some(response),
+                body: Some(OpenBody { response, slot }),
             }),
             status => Err(TransferError::SourceStatus {
                 status: status.as_u16(),
@@ -279,7 +324,11 @@ impl HttpSource {
         }
     }
 
-    async fn probe_without_range(&self, request: &SourceRequest) -> Result<Probe, TransferError> {
+    async fn probe_without_range(
+        &self,
+        request: &SourceRequest,
+        slot: HostSlot,
+    ) -> Result<Probe, TransferError> {
         let response = self.send_checked(self.get(request)).await?;
         if response.status() != StatusCode::OK {
             return Err(TransferError::SourceStatus {
@@ -291,12 +340,13 @@ impl HttpSource {
             ranges: false,
             validator: Validator::from_headers(response.headers()),
             content_type: None,
-            body: Some(response),
+            body: Some(OpenBody { response, slot }),
         })
     }
 
     /// Requests bytes `start..=end` (or `start..` when `end` is `None`) pinned to
-    /// `validator`; the answer must be a 206 for exactly that range.
+    /// `validator`; the answer must be a 206 for exactly that range. The
+    /// caller holds the host slot (see [`host_slot`](Self::host_slot)).
     pub async fn get_range(
         &self,
         request: &SourceRequest,
@@ -341,21 +391,24 @@ impl HttpSource {
 
     /// Reads `response` into `buffer` until it holds `want` bytes or the body ends.
     /// Returns whether the body ended. Bytes read are counted even on error, so
-    /// the caller can resume from the last good offset.
-    pub async fn read_into(
+    /// the caller can resume from the last good offset. Each chunk is paid
+    /// for to `pacer` before the next is read.
+    pub(crate) async fn read_into(
         &self,
         response: &mut Response,
         buffer: &mut PartBuffer,
         want: usize,
         crc: &mut PartCrc,
         on_bytes: &(dyn Fn(u64) + Sync),
+        pacer: &Pacer,
     ) -> Result<bool, TransferError> {
         let mut floor = self.rate_floor();
         while buffer.len() < want {
+            let asked = Instant::now();
             let Some(chunk) = self.next_chunk(response).await? else {
                 return Ok(true);
             };
-            floor.record(chunk.len() as u64)?;
+            floor.record(chunk.len() as u64, asked.elapsed())?;
             let room = want - buffer.len();
             if chunk.len() > room {
                 return Err(TransferError::SourceRange {
@@ -365,6 +418,7 @@ impl HttpSource {
             crc.update(&chunk);
             buffer.extend_from_slice(&chunk);
             on_bytes(chunk.len() as u64);
+            pacer.pay(chunk.len() as u64).await?;
         }
         Ok(false)
     }
@@ -373,7 +427,7 @@ impl HttpSource {
         RateFloor {
             min_bytes_per_sec: self.min_rate_bytes_per_sec,
             window: self.min_rate_window,
-            started: std::time::Instant::now(),
+            waited: Duration::ZERO,
             bytes: 0,
         }
     }

@@ -1,12 +1,17 @@
 //! One sequential body, cut into parts by the caller, resumed after a mid-body
 //! error with a Range request from the last good offset when the server allows it.
+//! The stream holds its host slot from the probe to its end, resumes included.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use reqwest::Response;
 use reqwest::header::ACCEPT_RANGES;
 use tokio_util::sync::CancellationToken;
 
-use super::{HttpSource, Probe, SourceRequest, Validator};
+use super::{HostSlot, HttpSource, Probe, SourceRequest, Validator};
+use crate::bandwidth::Pacer;
 use crate::checksum::PartCrc;
 use crate::error::{ErrorClass, TransferError};
 use crate::pool::PartBuffer;
@@ -16,6 +21,8 @@ pub struct BodyStream {
     source: HttpSource,
     request: SourceRequest,
     response: Option<Response>,
+    /// This stream's place among the requests to its host, until it ends.
+    _slot: Option<HostSlot>,
     /// Bytes handed out so far (the carry not included).
     offset: u64,
     length: Option<u64>,
@@ -27,6 +34,7 @@ pub struct BodyStream {
     retry: RetryPolicy,
     cancel: CancellationToken,
     floor: super::RateFloor,
+    pacer: Arc<Pacer>,
 }
 
 impl BodyStream {
@@ -36,16 +44,20 @@ impl BodyStream {
         probe: Probe,
         retry: RetryPolicy,
         cancel: CancellationToken,
+        pacer: Arc<Pacer>,
     ) -> Self {
-        let resumable = probe.body.as_ref().is_some_and(|r| {
-            r.headers()
+        let resumable = probe.body.as_ref().is_some_and(|body| {
+            body.response
+                .headers()
                 .get(ACCEPT_RANGES)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
         });
+        let (response, slot) = probe.body.map(|body| (body.response, body.slot)).unzip();
         Self {
             request,
-            ended: probe.body.is_none(),
-            response: probe.body,
+            ended: response.is_none(),
+            response,
+            _slot: slot,
             offset: 0,
             length: probe.length,
             validator: probe.validator,
@@ -55,6 +67,7 @@ impl BodyStream {
             floor: source.rate_floor(),
             cancel,
             source,
+            pacer,
         }
     }
 
@@ -148,17 +161,24 @@ impl BodyStream {
                 detail: "body interrupted".into(),
             });
         };
+        let asked = Instant::now();
         let next = self.source.next_chunk(response).await;
         if let Ok(Some(chunk)) = &next
-            && let Err(err) = self.floor.record(chunk.len() as u64)
+            && let Err(err) = self.floor.record(chunk.len() as u64, asked.elapsed())
         {
             self.response = None;
             return Err(err);
+        }
+        if let Ok(Some(chunk)) = &next {
+            // Paid for as soon as it is read, so the read ahead by `at_end`
+            // is paced too.
+            self.pacer.pay(chunk.len() as u64).await?;
         }
         match next {
             Ok(None) => {
                 self.ended = true;
                 self.response = None;
+                self._slot = None;
                 if let Some(length) = self.length
                     && length != self.offset
                 {

@@ -76,6 +76,7 @@ impl Harness {
                 ..Destination::default()
             },
             expected: Expected::default(),
+            max_bytes_per_sec: None,
         }
     }
 

@@ -57,6 +57,7 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
             md5: args.md5.map(|h| h.to_ascii_lowercase()),
             size: None,
         },
+        max_bytes_per_sec: None,
     };
     let bar = Arc::new(BarObserver::new(args.quiet));
     let result = engine.transfer(&spec, bar.clone(), &cancel).await;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_faults;
+mod bandwidth;
 mod first_contact;
 mod fleet_ops;
 mod gc;
