@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_engine::plan::MIB;
-use ferry_engine::{Observer, TransferSpec};
+use ferry_engine::sink::{S3Sink, UploadedPart};
+use ferry_engine::source::Validator;
+use ferry_engine::{Destination, Expected, Observer, TransferError, TransferSpec};
 use ferry_testkit::{Behavior, Origin, test_bytes};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{Harness, PART, test_config};
@@ -188,4 +191,98 @@ async fn a_cap_below_the_minimum_rate_does_not_fail_a_stream_as_too_slow() {
         took >= at_least(data.len(), MIB),
         "2 MiB at 1 MiB/s took only {took:?}"
     );
+}
+
+/// Keeps the CRCs of the parts an earlier run uploaded (moto's ListParts
+/// does not list them).
+struct KeptCrcs(std::collections::HashMap<u32, u64>);
+
+impl ferry_engine::Journal for KeptCrcs {
+    fn durable(&self) -> bool {
+        false
+    }
+    fn checkpoint<'a>(
+        &'a self,
+        _: &'a ferry_engine::Checkpoint,
+    ) -> BoxFuture<'a, Result<(), TransferError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn restarted<'a>(&'a self, reason: &'a str) -> BoxFuture<'a, Result<(), TransferError>> {
+        panic!("the checkpoint must be usable, not: {reason}")
+    }
+    fn resumed(&self, _: u32, _: u64) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn part_uploaded<'a>(&'a self, _: &'a str, _: &'a UploadedPart) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+    fn part_checksums<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [u32],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<u32, u64>, TransferError>> {
+        Box::pin(async { Ok(self.0.clone()) })
+    }
+    fn may_write(&self) -> Result<(), TransferError> {
+        Ok(())
+    }
+    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_resume_that_rereads_parts_for_a_digest_does_not_wait_on_its_own_host_slot() {
+    // One connection to the host: the answer opened for the first missing
+    // part (3) must not keep it while parts 1 and 2 are re-read for the digest.
+    let mut config = test_config();
+    config.source.max_connections_per_host = Some(1);
+    config.max_concurrent_parts = 2;
+    let harness = Harness::with_config(config).await;
+    let data = test_bytes(PART * 4, 77);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let sink = S3Sink::new(harness.s3.clone());
+    let dest = Destination {
+        bucket: harness.bucket.clone(),
+        key: "resumed".into(),
+        ..Destination::default()
+    };
+    let upload_id = sink.create(&dest).await.unwrap();
+    let mut kept = std::collections::HashMap::new();
+    for (number, bytes) in (1u32..=2).zip(data.chunks(PART)) {
+        let crc = ferry_engine::checksum::crc64nvme(bytes);
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        sink.upload_part(&dest, &upload_id, number, body, crc)
+            .await
+            .unwrap();
+        kept.insert(number, crc);
+    }
+    let checkpoint = ferry_engine::Checkpoint {
+        upload_id,
+        part_size: PART as u64,
+        length: data.len() as u64,
+        validator: Validator::ETag("\"v1\"".into()),
+    };
+    let spec = TransferSpec {
+        expected: Expected {
+            sha256: Some(ferry_testkit::sha256_hex(&data)),
+            ..Expected::default()
+        },
+        ..harness.spec(&origin.url("f"), "resumed")
+    };
+    let cancel = CancellationToken::new();
+    let resumed = harness.engine.transfer_resumable(
+        &spec,
+        Some(checkpoint),
+        Arc::new(KeptCrcs(kept)),
+        Arc::new(ferry_engine::NoopObserver),
+        &cancel,
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(60), resumed)
+        .await
+        .expect("the resumed transfer must not wait for its own host slot")
+        .unwrap();
+    assert_eq!(outcome.parts_reused, 2);
+    harness.assert_stored("resumed", &data, &outcome).await;
+    assert_eq!(origin.most_concurrent_requests(), 1);
 }
