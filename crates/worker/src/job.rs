@@ -356,7 +356,9 @@ mod tests {
         let body = r#"{"url":"https://example.com/a.iso","bucket":"my-bucket","key":"k","job_id":"j1",
             "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA"}"#;
         let job = parse(body, MSG).unwrap();
-        let stored = job.message_without_secrets().expect("nothing secret in this job");
+        let stored = job
+            .message_without_secrets()
+            .expect("nothing secret in this job");
         let again = parse(&stored, MSG).unwrap();
         assert_eq!(again.id, "j1");
         assert_eq!(
@@ -374,7 +376,11 @@ mod tests {
             r#"{"url":"https://u:p@example.com/a","bucket":"my-bucket","key":"k"}"#,
             r#"{"url":"https://example.com/a","bucket":"my-bucket","key":"k","headers":{"Authorization":"t"}}"#,
         ] {
-            assert_eq!(parse(body, MSG).unwrap().message_without_secrets(), None, "{body}");
+            assert_eq!(
+                parse(body, MSG).unwrap().message_without_secrets(),
+                None,
+                "{body}"
+            );
         }
     }
 

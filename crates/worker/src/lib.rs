@@ -4,6 +4,7 @@
 //! `main.rs` stays thin: it parses arguments, sets up logging and maps
 //! [`CliError`] onto the documented exit codes.
 
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod gc;
