@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_faults;
+mod bulk;
 mod gc;
 mod harness;
 mod jobs;
