@@ -37,7 +37,12 @@ pub struct SubmitArgs {
     pub from: Option<std::path::PathBuf>,
     /// Where the objects of a TsvHttpData-1.0 list go; each key is
     /// PREFIX + host + path of its URL.
-    #[arg(long, value_name = "s3://BUCKET/PREFIX/", requires = "from")]
+    #[arg(
+        long,
+        value_name = "s3://BUCKET/PREFIX/",
+        requires = "from",
+        conflicts_with_all = ["url", "destination"]
+    )]
     pub dest: Option<crate::bulk::naming::Destination>,
     /// Follow the job (with --from: every job of the file) to its end; exit 0
     /// only if it succeeded.
