@@ -1,4 +1,5 @@
-"""Runs moto's server (S3 + SQS + DynamoDB) on loopback until stdin closes.
+"""Runs moto's server (S3 + SQS + DynamoDB) on loopback until stdin closes,
+with three moto 5.2.5 bugs mended (below).
 
 Prints `port N` once it listens. Tying its life to a pipe means the emulator
 ends with whoever started it, even if that process is killed: no orphans.
@@ -6,10 +7,12 @@ Usage: moto_server.py [PORT]   (default 0: an ephemeral port)
 """
 
 import sys
+import threading
 
 from moto.s3.models import FakeMultipart, S3Backend
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
+from moto.sqs.models import Queue, SQSBackend
 
 
 def _list_parts_with_s3s_root(original):
@@ -49,6 +52,39 @@ def _is_truncated(self, bucket_name, multipart_id, next_part_number_marker):
 
 FakeMultipart.list_parts = _parts_after
 S3Backend.is_truncated = _is_truncated
+
+
+# moto 5.2.5's SendMessage reads `queue.attributes` once per message, and
+# that builds every attribute, counting the queue's messages (a clock read
+# per message): sending n messages costs O(n²) — about 70 s for the first
+# 1,000 messages of a queue, and a queue of 10,000 is out of reach (bulk
+# submit's tests). For a standard queue the only attribute it reads there,
+# ContentBasedDeduplication, does not exist, so during a send a standard
+# queue answers with no attributes. FIFO queues, and every other caller
+# (GetQueueAttributes), get the real ones.
+_sending = threading.local()
+_queue_attributes = Queue.attributes.fget
+
+
+def _attributes_outside_sends(self):
+    if getattr(_sending, "active", False) and not self.fifo_queue:
+        return {}
+    return _queue_attributes(self)
+
+
+def _send_without_recounting(original):
+    def send_message(self, *args, **kwargs):
+        _sending.active = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _sending.active = False
+
+    return send_message
+
+
+Queue.attributes = property(_attributes_outside_sends)
+SQSBackend.send_message = _send_without_recounting(SQSBackend.send_message)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@
 //! [`CliError`] onto the documented exit codes.
 
 pub mod aws_error;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod gc;

@@ -9,6 +9,7 @@ pub mod progress;
 pub mod retry;
 pub mod status;
 pub mod submit;
+pub mod submit_bulk;
 pub mod worker;
 
 use clap::{Parser, Subcommand};
@@ -39,7 +40,8 @@ pub enum Command {
     Copy(copy::CopyArgs),
     /// Run a worker: take jobs from SQS, record them in DynamoDB.
     Worker(worker::WorkerCommand),
-    /// Enqueue a job and print its id; `--wait` follows it to the end.
+    /// Enqueue a job and print its id (or every job of a file: `--from`);
+    /// `--wait` follows it to the end.
     Submit(submit::SubmitArgs),
     /// Print a job record.
     Status(status::StatusArgs),

@@ -1,5 +1,6 @@
 //! `ferry submit URL s3://BUCKET/KEY`: record a queued job, enqueue it, and
-//! optionally follow it to the end with a progress bar.
+//! optionally follow it to the end with a progress bar. With `--from FILE`
+//! the arguments are the same but the work is `submit_bulk`'s.
 
 use std::time::Duration;
 
@@ -16,16 +17,35 @@ use crate::s3url::S3Url;
 use crate::store::{self, JobStore, Status};
 
 #[derive(Debug, Args)]
+#[command(after_long_help = crate::cli::submit_bulk::LONG_HELP)]
 pub struct SubmitArgs {
-    pub url: Url,
-    pub destination: S3Url,
+    /// The source, http(s).
+    #[arg(required_unless_present = "from")]
+    pub url: Option<Url>,
+    /// Where it goes: s3://BUCKET/KEY.
+    #[arg(required_unless_present = "from")]
+    pub destination: Option<S3Url>,
     /// Job id (default: a random UUID); resubmitting an id never runs it twice.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub job_id: Option<String>,
     /// Expected sha256 (hex) of the source.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub sha256: Option<String>,
-    /// Follow the job to its end; exit 0 only if it succeeded.
+    /// Submit every job of FILE (`-`: standard input): JSON Lines, one job
+    /// message per line, or with --dest a TsvHttpData-1.0 URL list.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["url", "destination"])]
+    pub from: Option<std::path::PathBuf>,
+    /// Where the objects of a TsvHttpData-1.0 list go; each key is
+    /// PREFIX + host + path of its URL.
+    #[arg(
+        long,
+        value_name = "s3://BUCKET/PREFIX/",
+        requires = "from",
+        conflicts_with_all = ["url", "destination"]
+    )]
+    pub dest: Option<crate::bulk::naming::Destination>,
+    /// Follow the job (with --from: every job of the file) to its end; exit 0
+    /// only if it succeeded.
     #[arg(long)]
     pub wait: bool,
     #[command(flatten)]
@@ -41,6 +61,9 @@ pub async fn run(
     args: SubmitArgs,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), CliError> {
+    let (Some(url), Some(destination)) = (&args.url, &args.destination) else {
+        return crate::cli::submit_bulk::run(args, cancel).await;
+    };
     let job_id = args
         .job_id
         .clone()
@@ -48,9 +71,9 @@ pub async fn run(
     let mut message = serde_json::json!({
         "version": job::SUPPORTED_VERSION,
         "job_id": job_id,
-        "url": args.url.as_str(),
-        "bucket": args.destination.bucket,
-        "key": args.destination.key,
+        "url": url.as_str(),
+        "bucket": destination.bucket,
+        "key": destination.key,
     });
     if let Some(sha256) = &args.sha256 {
         message["expected"] = serde_json::json!({ "sha256": sha256 });

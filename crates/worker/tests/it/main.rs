@@ -6,6 +6,7 @@
 
 mod aws_faults;
 mod bandwidth;
+mod bulk;
 mod first_contact;
 mod fleet_ops;
 mod gc;
