@@ -54,18 +54,26 @@ pub(super) async fn credentials(sdk: &aws_config::SdkConfig) -> Check {
             ),
             CREDENTIALS_FIX,
         ),
-        Ok(Err(err)) => Check::fail(
-            "credentials",
-            super::sdk_error::chain(&err),
-            CREDENTIALS_FIX,
-        ),
+        Ok(Err(err)) => {
+            // The chain says this of every provider it tried; once is enough.
+            const NOT_ENABLED: &str = "the credential provider was not enabled";
+            let text = super::sdk_error::chain(&err).replace(&format!(": {NOT_ENABLED}"), "");
+            let text = text
+                .strip_prefix(&format!("{NOT_ENABLED}: "))
+                .unwrap_or(&text);
+            Check::fail("credentials", text, CREDENTIALS_FIX)
+        }
         Ok(Ok(credentials)) => Check::pass("credentials", describe(&credentials)),
     }
 }
 
 /// `from Environment, access key …WXYZ, expires in 50 min`.
 fn describe(credentials: &Credentials) -> String {
-    let mut text = format!("from {}", provider_name(credentials));
+    let provider = provider_name(credentials);
+    let mut text = format!("from {provider}");
+    if let Some(meaning) = provider_meaning(&provider) {
+        text.push_str(&format!(" ({meaning})"));
+    }
     let key = credentials.access_key_id();
     // Real key ids are 20 characters; a short one (an emulator's `test`)
     // would be shown whole.
@@ -86,8 +94,8 @@ fn describe(credentials: &Credentials) -> String {
 }
 
 /// The name of the provider in the SDK's chain that found the credentials
-/// (`Environment`, `Profile`, `WebIdentityToken`, `EcsContainer`,
-/// `Ec2InstanceMetadata`, …). aws-credential-types 1.3 keeps it private and
+/// (`EnvironmentVariable`, `ProfileFile`, `WebIdentityToken`, `EcsContainer`,
+/// `IMDSv2`, …). aws-credential-types 1.3 keeps it private and
 /// shows it only in `Debug`, so it is read from there; nothing else of that
 /// text is kept.
 fn provider_name(credentials: &Credentials) -> String {
@@ -99,6 +107,18 @@ fn provider_name(credentials: &Credentials) -> String {
             || "an unnamed provider".to_owned(),
             |(name, _)| name.to_owned(),
         )
+}
+
+/// What the default chain's provider names stand for.
+fn provider_meaning(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "EnvironmentVariable" => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        "ProfileFile" => "the AWS_PROFILE or default profile",
+        "WebIdentityToken" => "AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN",
+        "EcsContainer" => "the ECS task role",
+        "IMDSv2" => "the EC2 instance profile",
+        _ => return None,
+    })
 }
 
 /// An endpoint override, when there is one (informational).
@@ -126,10 +146,13 @@ mod tests {
             "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             None,
             None,
-            "Environment",
+            "EnvironmentVariable",
         );
         let text = describe(&credentials);
-        assert_eq!(text, "from Environment, access key …MPLE");
+        assert_eq!(
+            text,
+            "from EnvironmentVariable (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), access key …MPLE"
+        );
         assert!(!text.contains("wJalr"));
     }
 }

@@ -130,8 +130,13 @@ pub(super) fn config(args: &WorkerCommand) -> Vec<Check> {
         checks.push(Check::pass(
             "config",
             format!(
-                "the worker's settings are valid ({} queue(s), {} jobs at once, FERRY_MAX_ATTEMPTS {})",
+                "the worker's settings are valid ({} {}, {} jobs at once, FERRY_MAX_ATTEMPTS {})",
                 worker.jobs.queue_urls.len(),
+                if worker.jobs.queue_urls.len() == 1 {
+                    "queue"
+                } else {
+                    "queues"
+                },
                 worker.max_concurrent_jobs,
                 worker.max_attempts
             ),

@@ -114,11 +114,22 @@ impl Check {
     }
 }
 
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    ok: bool,
+    checks: &'a [Check],
+}
+
 pub async fn run(args: DoctorArgs) -> Result<(), CliError> {
     let checks = diagnose(&args).await;
     let ok = checks.iter().all(|c| c.ok);
     if args.json {
-        println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));
+        let report = Report {
+            ok,
+            checks: &checks,
+        };
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         for check in &checks {
             println!("{}", check.line());

@@ -26,9 +26,6 @@ pub(super) struct Failure {
     pub trouble: Trouble,
 }
 
-const UNREACHABLE_FIX: &str = "AWS did not answer: check AWS_ENDPOINT_URL if it is set, else the network \
-    path (NAT gateway or VPC endpoints, security group egress on 443, DNS)";
-
 const BAD_CREDENTIALS_FIX: &str = "AWS refused the credentials: check that they are current \
     (not rotated or expired) and belong to this account";
 
@@ -62,7 +59,14 @@ impl Failure {
             Trouble::NotFound => not_found.to_owned(),
             Trouble::AccessDenied => format!("grant the worker's role {action}"),
             Trouble::BadCredentials => BAD_CREDENTIALS_FIX.to_owned(),
-            Trouble::Unreachable => UNREACHABLE_FIX.to_owned(),
+            Trouble::Unreachable => match std::env::var("AWS_ENDPOINT_URL") {
+                Ok(endpoint) if !endpoint.trim().is_empty() => format!(
+                    "nothing answered at {endpoint}: start the service there, or correct AWS_ENDPOINT_URL"
+                ),
+                _ => "AWS did not answer: check the network path (NAT gateway or VPC endpoints, \
+                      security group egress on 443, DNS)"
+                    .to_owned(),
+            },
             Trouble::Other => "fix what the AWS error says".to_owned(),
         }
     }
@@ -103,7 +107,7 @@ pub(super) fn chain(err: &(dyn Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(err);
     while let Some(err) = current {
-        let text = err.to_string();
+        let text = one_line(&err.to_string());
         // Some errors repeat their source in their own text.
         if !parts.last().is_some_and(|last| last.contains(&text)) {
             parts.push(text);
@@ -111,4 +115,30 @@ pub(super) fn chain(err: &(dyn Error + 'static)) -> String {
         current = err.source();
     }
     parts.join(": ")
+}
+
+/// Multi-line texts (the credentials chain lists every provider it tried)
+/// folded onto one line.
+fn one_line(text: &str) -> String {
+    let mut line = String::new();
+    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_lines() {
+        assert_eq!(
+            one_line("none found. Attempted:\n  A: not set\n  B: off\n"),
+            "none found. Attempted: A: not set; B: off"
+        );
+    }
 }

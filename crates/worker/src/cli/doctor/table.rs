@@ -99,7 +99,7 @@ fn key(table: &str, description: &TableDescription) -> Check {
 
 async fn ttl(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Check {
     let off_fix = format!(
-        "aws dynamodb update-time-to-live --table-name {table} \
+        "turn it on: aws dynamodb update-time-to-live --table-name {table} \
          --time-to-live-specification Enabled=true,AttributeName={TTL_ATTRIBUTE}"
     );
     let described = dynamodb
