@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aws_faults;
+mod doctor;
 mod fleet_ops;
 mod gc;
 mod harness;
