@@ -199,7 +199,7 @@ pub(super) fn source_policy(plan: &Plan) -> Check {
     let mut notes = Vec::new();
     if let Some(everything) = policy.allow.iter().find(|net| net.prefix_len() == 0) {
         notes.push(format!(
-            "{everything} allows every address, so the guard against private sources is off"
+            "{everything} allows every address of its family: the guard against private sources is off"
         ));
     }
     let exposed: Vec<String> = CREDENTIAL_ENDPOINTS

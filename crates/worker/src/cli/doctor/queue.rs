@@ -98,7 +98,7 @@ async fn redrive(
         )),
         Some(count) if count <= u64::from(max_attempts) => checks.push(Check::fail(
             "redrive",
-            format!("{queue}: maxReceiveCount {count} ≤ FERRY_MAX_ATTEMPTS {max_attempts}: every attempt is a receive, so a job that is retried goes to the DLQ before its last attempt"),
+            format!("{queue}: maxReceiveCount {count} ≤ FERRY_MAX_ATTEMPTS {max_attempts}: every attempt is a receive, and so is every release, deferral or resume after a crash, so a job can reach the DLQ before its last attempt"),
             format!("raise maxReceiveCount to {advised} (2 × FERRY_MAX_ATTEMPTS: releases and deferrals are receives too), or lower FERRY_MAX_ATTEMPTS"),
         )),
         Some(count) if count < advised => checks.push(Check::pass(
