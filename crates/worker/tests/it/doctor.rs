@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use ferry_testkit::{Moto, unique_name};
+use ferry_testkit::{AwsProxy, Fault, Moto, Rule, unique_name};
 
 use crate::harness::{Stack, create_table};
 
@@ -364,7 +364,7 @@ async fn doctor_reports_an_unreachable_endpoint() {
         assert!(!detail.contains('\n'), "{check}");
         let fix = check["fix"].as_str().unwrap();
         assert!(
-            fix.contains(&format!("nothing answered at {endpoint}")),
+            fix.contains(&format!("no answer from {endpoint}")),
             "{check}"
         );
     }
@@ -556,4 +556,85 @@ async fn doctor_reports_worker_config_problems_as_checks() {
             .contains(&"- table: not checked: no table named (see config)".to_owned()),
         "{run}"
     );
+}
+
+/// `ferry doctor` through the AWS fault proxy (run off the runtime's thread,
+/// which serves the proxy).
+async fn doctor_through(proxy: &AwsProxy, case: &str) -> Run {
+    let mut env = setup().env(case);
+    env.insert("AWS_ENDPOINT_URL", proxy.endpoint());
+    tokio::task::spawn_blocking(move || doctor(&env, &[]))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_aborts_an_upload_whose_create_reply_was_lost() {
+    let proxy = AwsProxy::start(&setup().endpoint).await;
+    proxy.add_rule(Rule::new("s3:CreateMultipartUpload", Fault::Lost));
+    let run = doctor_through(&proxy, "lost-create").await;
+    run.assert_failed(&["bucket"]);
+    let line = run.failure("bucket");
+    assert!(line.contains("CreateMultipartUpload: "), "{run}");
+    assert!(line.contains("upload(s) it had made nonetheless"), "{run}");
+    assert!(!proxy.forwarded("s3:CreateMultipartUpload").is_empty());
+    assert_eq!(open_uploads("lost-create").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_the_missing_iam_action() {
+    let denied = || Fault::Error {
+        status: Some(403),
+        code: Some("AccessDenied".to_owned()),
+    };
+    let proxy = AwsProxy::start(&setup().endpoint).await;
+    proxy.add_rule(Rule::new("s3:CreateMultipartUpload", denied()));
+    let run = doctor_through(&proxy, "create-denied").await;
+    run.assert_failed(&["bucket"]);
+    let line = run.failure("bucket");
+    assert!(
+        line.contains("CreateMultipartUpload: AccessDenied"),
+        "{run}"
+    );
+    assert!(
+        line.contains("— grant the worker's role s3:PutObject on arn:aws:s3:::"),
+        "{run}"
+    );
+
+    proxy.set_rules(vec![Rule::new("s3:AbortMultipartUpload", denied())]);
+    let run = doctor_through(&proxy, "abort-denied").await;
+    run.assert_failed(&["bucket"]);
+    let line = run.failure("bucket");
+    assert!(
+        line.contains("could not abort it, it is left open"),
+        "{run}"
+    );
+    assert!(
+        line.contains("— grant the worker's role s3:AbortMultipartUpload"),
+        "{run}"
+    );
+    assert!(line.contains("aws s3api abort-multipart-upload"), "{run}");
+    // Denied stays denied: no retries beyond the first answer.
+    assert_eq!(proxy.faults("s3:AbortMultipartUpload").len(), 1);
+    // What the fix says to do by hand, done here.
+    let s3 = Moto::shared().s3().await;
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(&setup().bucket)
+        .prefix("abort-denied/")
+        .send()
+        .await
+        .unwrap()
+        .uploads
+        .unwrap_or_default();
+    assert_eq!(uploads.len(), 1);
+    for upload in uploads {
+        s3.abort_multipart_upload()
+            .bucket(&setup().bucket)
+            .key(upload.key().unwrap())
+            .upload_id(upload.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
 }

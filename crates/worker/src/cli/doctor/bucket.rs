@@ -176,7 +176,10 @@ async fn sweep(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
     }
     match (ours.is_empty(), left.is_empty()) {
         (true, _) => String::new(),
-        (false, true) => "; aborted the upload it had made nonetheless".to_owned(),
+        (false, true) => format!(
+            "; aborted the {} upload(s) it had made nonetheless",
+            ours.len()
+        ),
         (false, false) => format!(
             "; the upload it had made is left open ({}): abort it by hand",
             left.join(", ")

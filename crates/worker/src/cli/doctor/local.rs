@@ -220,3 +220,83 @@ pub(super) fn source_policy(plan: &Plan) -> Check {
     }
     Check::pass("source policy", detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        doctor: DoctorArgs,
+    }
+
+    fn args(flags: &[&str]) -> DoctorArgs {
+        let base = ["ferry", "--queue-url", "http://sqs/1/q", "--table", "t"];
+        Probe::parse_from(base.iter().chain(flags)).doctor
+    }
+
+    #[test]
+    fn reads_destinations_leniently() {
+        let plan = Plan::new(&args(&[
+            "--allowed-buckets",
+            "media/isos/,Not_A_Bucket",
+            "--bucket",
+            "scratch,media/isos/",
+        ]));
+        let found: Vec<(&str, &str)> = plan
+            .destinations
+            .iter()
+            .map(|d| (d.bucket.as_str(), d.prefix.as_str()))
+            .collect();
+        assert_eq!(found, [("media", "isos/"), ("scratch", "")]);
+        assert!(!plan.any_bucket);
+    }
+
+    #[test]
+    fn missing_queue_and_table_are_checks_naming_the_variables() {
+        let args = Probe::parse_from(["ferry"]).doctor;
+        let lines: Vec<String> = config(&args.worker).iter().map(Check::line).collect();
+        assert!(
+            lines.iter().any(|l| l.contains("— set FERRY_QUEUE_URL")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("— set FERRY_TABLE")),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("must not be empty")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn source_policy_notes_what_opens_too_much() {
+        let narrow = source_policy(&Plan::new(&args(&[
+            "--source-allow-cidrs",
+            "10.0.0.0/8",
+            "--source-allow-ports",
+            "443",
+        ])));
+        assert!(narrow.ok);
+        assert_eq!(
+            narrow.detail,
+            "public unicast addresses and 10.0.0.0/8; ports 443"
+        );
+        let wide = source_policy(&Plan::new(&args(&["--source-allow-cidrs", "0.0.0.0/0"])));
+        assert!(wide.ok, "informational");
+        assert!(wide.detail.contains("note: 0.0.0.0/0 allows every address"));
+        assert!(
+            wide.detail
+                .contains("169.254.169.254, 169.254.170.2 are allowed")
+        );
+        let link_local = source_policy(&Plan::new(&args(&[
+            "--source-allow-cidrs",
+            "169.254.0.0/16",
+        ])));
+        assert!(link_local.detail.contains("credential endpoints"));
+    }
+}

@@ -61,7 +61,7 @@ impl Failure {
             Trouble::BadCredentials => BAD_CREDENTIALS_FIX.to_owned(),
             Trouble::Unreachable => match std::env::var("AWS_ENDPOINT_URL") {
                 Ok(endpoint) if !endpoint.trim().is_empty() => format!(
-                    "nothing answered at {endpoint}: start the service there, or correct AWS_ENDPOINT_URL"
+                    "no answer from {endpoint}: check that the service runs there, or correct AWS_ENDPOINT_URL"
                 ),
                 _ => "AWS did not answer: check the network path (NAT gateway or VPC endpoints, \
                       security group egress on 443, DNS)"
