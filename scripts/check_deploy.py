@@ -63,6 +63,8 @@ TASK_ROLE_ACTIONS = {
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:Query",
+    "dynamodb:DescribeTable",
+    "dynamodb:DescribeTimeToLive",
     "s3:PutObject",
     "s3:GetObject",
     "s3:DeleteObject",

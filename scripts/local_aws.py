@@ -53,6 +53,11 @@ def main() -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+    # Finished records carry `expires_at`; the stack expires them the same way.
+    dynamodb.update_time_to_live(
+        TableName=table,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
     print(f"FERRY_QUEUE_URL={queue_url}")
     print(f"FERRY_DLQ_URL={dlq_url}")
     print(f"FERRY_TABLE={table}")

@@ -67,5 +67,6 @@ pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliErro
         cli::Command::Retry(args) => cli::retry::run(args).await,
         cli::Command::Healthcheck(args) => cli::healthcheck::run(args).await,
         cli::Command::Gc(args) => cli::gc::run(args).await,
+        cli::Command::Doctor(args) => cli::doctor::run(args).await,
     }
 }

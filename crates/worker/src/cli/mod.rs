@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod copy;
+pub mod doctor;
 pub mod gc;
 pub mod healthcheck;
 pub mod jobs;
@@ -53,6 +54,7 @@ pub enum Command {
     Retry(retry::RetryArgs),
     /// Abort multipart uploads ferry left behind whose job will not finish them.
     Gc(gc::GcArgs),
+    Doctor(doctor::DoctorArgs),
     /// Exit 0 if the local worker is healthy (for container health checks).
     Healthcheck(healthcheck::HealthcheckArgs),
 }

@@ -4,7 +4,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::CliError;
-use crate::config::{AwsArgs, ConfigError, EngineArgs, WorkerArgs};
+use crate::config::{AwsArgs, ConfigError, EngineArgs, WorkerArgs, WorkerConfig};
 use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::worker::{self, Clients};
 
@@ -18,26 +18,35 @@ pub struct WorkerCommand {
     pub aws: AwsArgs,
 }
 
+impl WorkerCommand {
+    /// The validated settings, or every problem with them at once (`ferry
+    /// doctor` reports the same problems as checks).
+    pub fn validate(&self) -> Result<WorkerConfig, ConfigError> {
+        let config = match self.engine.to_config() {
+            Ok(engine) => self.worker.to_config(engine),
+            Err(mut err) => {
+                if let Err(worker_err) =
+                    self.worker.to_config(ferry_engine::EngineConfig::default())
+                {
+                    err.problems.extend(worker_err.problems);
+                }
+                Err(err)
+            }
+        };
+        match (config, self.aws.problems()) {
+            (Ok(config), aws) if aws.is_empty() => Ok(config),
+            (Ok(_), aws) => Err(ConfigError { problems: aws }),
+            (Err(mut err), aws) => {
+                err.problems.extend(aws);
+                Err(err)
+            }
+        }
+    }
+}
+
 pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(), CliError> {
     // Every configuration problem at once, before anything starts.
-    let engine = args.engine.to_config();
-    let config = match engine {
-        Ok(engine) => args.worker.to_config(engine),
-        Err(mut err) => {
-            if let Err(worker_err) = args.worker.to_config(ferry_engine::EngineConfig::default()) {
-                err.problems.extend(worker_err.problems);
-            }
-            Err(err)
-        }
-    };
-    let config = match (config, args.aws.problems()) {
-        (Ok(config), aws) if aws.is_empty() => config,
-        (Ok(_), aws) => return Err(ConfigError { problems: aws }.into()),
-        (Err(mut err), aws) => {
-            err.problems.extend(aws);
-            return Err(err.into());
-        }
-    };
+    let config = args.validate()?;
     let protection = TaskProtection::from_env(ProtectionConfig::default())
         .map_err(|err| CliError::Config(ConfigError::one(err.to_string())))?;
     let sdk = crate::preflight::aws().await?;

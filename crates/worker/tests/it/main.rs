@@ -7,6 +7,7 @@
 mod aws_faults;
 mod bandwidth;
 mod bulk;
+mod doctor;
 mod first_contact;
 mod fleet_ops;
 mod gc;

@@ -1,0 +1,243 @@
+//! `ferry doctor`: checks a worker's configuration end to end and prints a
+//! checklist, each problem with its fix; exits 0 only when every check passes.
+//!
+//! It reads exactly `ferry worker`'s settings (flags and `FERRY_*`), so it
+//! can run in a worker's own environment, e.g. as a one-off ECS task with the
+//! worker's task definition before a deployment. It owns the order of the
+//! checks and how they are shown; the checks live in submodules by what they
+//! look at. It changes nothing it does not undo: its one write is a multipart
+//! upload per allowed bucket, aborted at once. It never touches messages or
+//! job records.
+
+mod bucket;
+mod identity;
+mod local;
+mod queue;
+mod sdk_error;
+mod table;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use clap::Args;
+use serde::Serialize;
+
+use crate::CliError;
+use crate::cli::worker::WorkerCommand;
+use crate::config::AwsArgs;
+
+#[derive(Debug, Args)]
+#[command(
+    about = "Check a worker's configuration end to end: settings, AWS identity, queue, table, buckets",
+    long_about = "Check a worker's configuration end to end and print a checklist (✓/✗ with the fix):\n\
+        the worker's settings, region, credentials, the queue (redrive policy, maxReceiveCount\n\
+        against FERRY_MAX_ATTEMPTS), the dead-letter queue, the table (key, TTL, job index), each\n\
+        allowed bucket (a multipart upload is created and aborted under its prefix), the metrics\n\
+        address and the source policy.\n\n\
+        Takes the same flags and FERRY_* variables as `ferry worker`, so it can run with a\n\
+        worker's environment (docs/deploy.md: as a one-off ECS task). Exits 0 when every check\n\
+        passes, 1 otherwise."
+)]
+// Missing queue URL or table must be reported as a check, not end the
+// command before it starts: here they may be absent, and the worker's own
+// validation then names them.
+#[command(mut_arg("queue_urls", |arg| arg.required(false).default_value("").hide_default_value(true)))]
+#[command(mut_arg("table", |arg| arg.required(false).default_value("").hide_default_value(true)))]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub worker: WorkerCommand,
+    /// Also check this bucket (`bucket` or `bucket/prefix`; repeat or
+    /// comma-separate), e.g. when FERRY_ALLOWED_BUCKETS is not set.
+    #[arg(long = "bucket", value_delimiter = ',')]
+    pub buckets: Vec<String>,
+    /// Print one JSON object (`ok`, `checks`) instead of the checklist.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    /// What to do about it; only for failed checks.
+    pub fix: Option<String>,
+    /// Not run because an earlier check failed (shown as `-`, counts as not ok).
+    #[serde(skip)]
+    pub skipped: bool,
+}
+
+impl Check {
+    pub fn pass(name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+            skipped: false,
+        }
+    }
+
+    pub fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+            skipped: false,
+        }
+    }
+
+    fn skipped(name: &'static str, why: &str) -> Self {
+        Self {
+            name,
+            ok: false,
+            detail: format!("not checked: {why}"),
+            fix: None,
+            skipped: true,
+        }
+    }
+
+    /// The checklist line: `✓ name: detail` or `✗ name: detail — fix`.
+    pub fn line(&self) -> String {
+        let mark = match (self.ok, self.skipped) {
+            (true, _) => "✓",
+            (false, true) => "-",
+            (false, false) => "✗",
+        };
+        match &self.fix {
+            Some(fix) => format!("{mark} {}: {} — {fix}", self.name, self.detail),
+            None => format!("{mark} {}: {}", self.name, self.detail),
+        }
+    }
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    ok: bool,
+    checks: &'a [Check],
+}
+
+pub async fn run(args: DoctorArgs) -> Result<(), CliError> {
+    let checks = diagnose(&args).await;
+    let ok = checks.iter().all(|c| c.ok);
+    if args.json {
+        let report = Report {
+            ok,
+            checks: &checks,
+        };
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        for check in &checks {
+            println!("{}", check.line());
+        }
+    }
+    if ok {
+        return Ok(());
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    Err(CliError::Failed {
+        kind: "doctor_failed",
+        message: format!("{failed} of {} checks did not pass", checks.len()),
+    })
+}
+
+/// Every check, in the order a reader fixes things: settings, identity, then
+/// what the worker talks to.
+async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
+    let mut checks = local::config(&args.worker);
+    let plan = local::Plan::new(args);
+    let sdk = crate::config::load_aws().await;
+    let region = identity::region(&sdk);
+    let credentials = identity::credentials(&sdk).await;
+    let missing = match (region.ok, credentials.ok) {
+        (true, true) => None,
+        (false, _) => Some("no region"),
+        (true, false) => Some("no credentials"),
+    };
+    checks.push(region);
+    checks.push(credentials);
+    checks.extend(identity::endpoint(&sdk));
+    match missing {
+        None => checks.extend(aws_checks(&plan, &Clients::new(&sdk, &args.worker.aws)).await),
+        Some(why) => checks.extend(
+            ["queue", "dlq", "table", "bucket"]
+                .into_iter()
+                .map(|name| Check::skipped(name, why)),
+        ),
+    }
+    checks.push(local::metrics(&plan));
+    checks.push(local::source_policy(&plan));
+    checks
+}
+
+/// The AWS resources, looked at concurrently (each call has a short
+/// timeout; on a black-holed network they wait together), shown in order.
+async fn aws_checks(plan: &local::Plan, clients: &Clients) -> Vec<Check> {
+    let queues = futures_util::future::join_all(
+        plan.queues
+            .iter()
+            .map(|url| queue::queue(&clients.sqs, url, plan.max_attempts)),
+    );
+    let dlq = queue::dlq(&clients.sqs, plan.dlq.as_deref());
+    let table = table::table(&clients.dynamodb, plan.table.as_deref());
+    let buckets = bucket::buckets(&clients.s3, &plan.destinations, plan.any_bucket);
+    let (queues, dlq, table, buckets) = tokio::join!(queues, dlq, table, buckets);
+    queues
+        .into_iter()
+        .flatten()
+        .chain([dlq])
+        .chain(table)
+        .chain(buckets)
+        .collect()
+}
+
+/// Longest wait to connect to an AWS endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one try of a call may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest one call may take, its retry included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Clients with short timeouts and one retry: the doctor answers in seconds
+/// (a worker's clients wait minutes for AWS to recover).
+struct Clients {
+    sqs: aws_sdk_sqs::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+}
+
+impl Clients {
+    fn new(sdk: &aws_config::SdkConfig, aws: &AwsArgs) -> Self {
+        let retry = RetryConfig::standard().with_max_attempts(2);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(CALL_TIMEOUT)
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(sdk)
+            .retry_config(retry.clone())
+            .timeout_config(timeouts.clone())
+            .build();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(retry.clone())
+            .timeout_config(timeouts.clone())
+            .build();
+        // The engine's S3 settings (checksums), so the probe upload is made
+        // the way a job's is.
+        let s3 = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(aws.s3_path_style.unwrap_or(sdk.endpoint_url().is_some()));
+        let s3 = ferry_engine::s3_config(&s3)
+            .retry_config(retry)
+            .timeout_config(timeouts)
+            .build();
+        Self {
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+        }
+    }
+}
