@@ -197,9 +197,9 @@ pub fn delete(job_id: &str) -> Result<WriteRequest, BulkError> {
     Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
-fn dynamo_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+fn dynamo_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static>(
     operation: &'static str,
-    err: &aws_sdk_dynamodb::error::SdkError<E, R>,
+    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> BulkError {
     BulkError::Dynamo {
         operation,
