@@ -643,3 +643,91 @@ async fn set_digest_state(stack: &Stack, job_id: &str, state: Option<&str>) {
 fn md5_hex(data: &[u8]) -> String {
     hex::encode(<md5::Md5 as md5::Digest>::digest(data))
 }
+
+/// The measurement behind docs/benchmarks.md ("Resume with an expected
+/// digest"), run by `scripts/resume-bench`: a job of `FERRY_RESUME_BENCH_MIB`
+/// (default 1024) with an expected sha256, its worker killed once half its
+/// parts are done, then resumed — once with the record's digest state
+/// removed before the resume (today's re-read of every finished part, the
+/// behaviour before the state existed), once with it kept.
+#[tokio::test]
+#[ignore = "a measurement (1 GiB through moto, about two minutes): scripts/resume-bench"]
+async fn measure_bytes_served_for_a_killed_job_with_an_expected_sha256() {
+    let mib: usize = std::env::var("FERRY_RESUME_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let part_mib = 16;
+    let len = mib * 1024 * 1024;
+    let parts = len.div_ceil(part_mib << 20);
+    let stack = Stack::new().await;
+    for (n, keep_state) in [false, true].into_iter().enumerate() {
+        let id = if keep_state {
+            "bench-after"
+        } else {
+            "bench-before"
+        };
+        let data = test_bytes(len, 90 + n as u64);
+        // Throttled until the kill (2 ms per 64 KiB chunk and connection).
+        let origin = Origin::start(
+            data.clone(),
+            ferry_testkit::Behavior {
+                chunk_delay: Some(Duration::from_millis(2)),
+                ..ferry_testkit::Behavior::default()
+            },
+        )
+        .await;
+        let mut message = stack.message(id, &origin.url("f"), id);
+        message["expected"] = serde_json::json!({"sha256": sha256_hex(&data)});
+        stack.send(&stack.queue, &message).await;
+        let env = [
+            ("FERRY_MAX_CONCURRENT_UPLOADS", "4"),
+            ("FERRY_PART_SIZE_MIB", "16"),
+            ("FERRY_MEMORY_BUDGET_MIB", "256"),
+            ("FERRY_LEASE_SECS", "30"),
+        ];
+        let mut first = stack.start_worker_process(&env);
+        let done = stack
+            .wait_for_parts(id, parts / 2, Duration::from_secs(600))
+            .await;
+        first.kill();
+        let served_at_kill = origin.bytes_served();
+        if !keep_state {
+            set_digest_state(&stack, id, None).await;
+        }
+        origin.set(|b| b.chunk_delay = None);
+        let resumed_at = std::time::Instant::now();
+        let mut second = stack.start_worker_process(&env);
+        let record = stack.wait_final(id, Duration::from_secs(900)).await;
+        let resume_secs = resumed_at.elapsed().as_secs_f64();
+        second.terminate();
+        second.wait(Duration::from_secs(60));
+        assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+        let served = origin.bytes_served();
+        println!(
+            "resume-bench {}: {len} bytes in {parts} parts of {part_mib} MiB, killed with \
+             {done} parts done ({served_at_kill} bytes served by then); origin served {served} \
+             bytes in all ({:.3}x size), {} after the kill; parts_reused {}, bytes_fetched {}, \
+             bytes_refetched {}; resumed attempt (lease wait included) {resume_secs:.1} s",
+            if keep_state {
+                "after (digest state kept)"
+            } else {
+                "before (digest state removed: every finished part re-read)"
+            },
+            served as f64 / len as f64,
+            served - served_at_kill,
+            number(&record, "parts_reused"),
+            number(&record, "bytes_fetched"),
+            number(&record, "bytes_refetched"),
+        );
+        // moto spills large objects to local disk: make room for the next.
+        stack
+            .s3
+            .delete_object()
+            .bucket(&stack.bucket)
+            .key(id)
+            .send()
+            .await
+            .unwrap();
+    }
+}
