@@ -1,20 +1,16 @@
-//! Per-part and whole-object checksums.
+//! Per-part and whole-object checksums, and the check of expected digests.
 //!
 //! S3's full-object CRC64NVME is composed from the part CRCs (CRC combination needs
 //! only each part's length), so parts may be checksummed in any order. Expected
-//! sha256/md5 digests need the bytes in order: [`OrderedDigest`] accepts parts in
-//! any order and hashes them as soon as their predecessors have been hashed.
-
-use std::collections::BTreeMap;
+//! sha256/md5 digests need the bytes in order: they are computed by
+//! [`OrderedDigest`](crate::digest::OrderedDigest) and checked here.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use crc_fast::{CrcAlgorithm, Digest};
-use md5::Digest as _;
 
+use crate::digest::OrderedDigest;
 use crate::error::TransferError;
-use crate::pool::FrozenPart;
 
 /// Streaming CRC64NVME of one part.
 pub struct PartCrc(Digest);
@@ -91,7 +87,7 @@ impl Expected {
             return Ok(());
         };
         if let Some(expected) = &self.sha256 {
-            let actual = hex::encode(digest.sha256.clone().finalize());
+            let actual = digest.sha256_hex().unwrap_or_default();
             if !expected.eq_ignore_ascii_case(&actual) {
                 return Err(TransferError::ChecksumMismatch {
                     algorithm: "sha256",
@@ -101,7 +97,7 @@ impl Expected {
             }
         }
         if let Some(expected) = &self.md5 {
-            let actual = hex::encode(digest.md5.clone().finalize());
+            let actual = digest.md5_hex().unwrap_or_default();
             if !expected.eq_ignore_ascii_case(&actual) {
                 return Err(TransferError::ChecksumMismatch {
                     algorithm: "md5",
@@ -114,50 +110,6 @@ impl Expected {
     }
 }
 
-/// sha256 + md5 over parts handed in any order, hashed in order.
-#[derive(Default)]
-pub struct OrderedDigest {
-    sha256: sha2::Sha256,
-    md5: md5::Md5,
-    next: u32,
-    /// Parts ahead of their turn, each with the budget share that pays for it.
-    waiting: BTreeMap<u32, (Bytes, Option<FrozenPart>)>,
-    hashed_bytes: u64,
-    want_sha256: bool,
-    want_md5: bool,
-}
-
-impl OrderedDigest {
-    pub fn new(expected: &Expected) -> Self {
-        Self {
-            next: 1,
-            want_sha256: expected.sha256.is_some(),
-            want_md5: expected.md5.is_some(),
-            ..Self::default()
-        }
-    }
-
-    /// Accepts part `number` (1-based); hashes it and any parts it unblocks.
-    /// `budget` is released once the part has been hashed.
-    pub fn add(&mut self, number: u32, bytes: Bytes, budget: Option<FrozenPart>) {
-        self.waiting.insert(number, (bytes, budget));
-        while let Some((bytes, _budget)) = self.waiting.remove(&self.next) {
-            if self.want_sha256 {
-                sha2::Digest::update(&mut self.sha256, &bytes);
-            }
-            if self.want_md5 {
-                self.md5.update(&bytes);
-            }
-            self.hashed_bytes += bytes.len() as u64;
-            self.next += 1;
-        }
-    }
-
-    pub fn hashed_bytes(&self) -> u64 {
-        self.hashed_bytes
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,33 +118,6 @@ mod tests {
     #[test]
     fn crc64nvme_matches_the_published_check_value() {
         assert_eq!(crc64nvme(b"123456789"), 0xae8b_1486_0a79_9888);
-    }
-
-    #[test]
-    fn out_of_order_parts_hash_like_the_whole() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        let expected = Expected {
-            sha256: Some(hex::encode(sha2::Sha256::digest(&data))),
-            md5: Some(hex::encode(md5::Md5::digest(&data))),
-            size: Some(10_000),
-        };
-        let mut digest = OrderedDigest::new(&expected);
-        let chunks: Vec<Bytes> = data.chunks(3000).map(Bytes::copy_from_slice).collect();
-        digest.add(3, chunks[2].clone(), None);
-        digest.add(1, chunks[0].clone(), None);
-        assert_eq!(digest.hashed_bytes(), 3000);
-        digest.add(4, chunks[3].clone(), None);
-        digest.add(2, chunks[1].clone(), None);
-        assert_eq!(digest.hashed_bytes(), 10_000);
-        expected.verify(10_000, Some(&digest)).unwrap();
-        let wrong = Expected {
-            sha256: Some("00".repeat(32)),
-            ..Expected::default()
-        };
-        assert_eq!(
-            wrong.verify(10_000, Some(&digest)).unwrap_err().kind(),
-            "checksum_mismatch"
-        );
     }
 
     proptest! {

@@ -7,7 +7,8 @@
 //! - [`bandwidth`]: byte-rate caps on source reads, engine-wide and per transfer.
 //! - [`plan`]: pure arithmetic cutting an object into at most 10,000 S3 parts.
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
-//! - [`checksum`]: per-part CRC64NVME, its full-object composition, ordered sha256/md5.
+//! - [`checksum`]: per-part CRC64NVME, its full-object composition, expected-digest checks.
+//! - [`digest`]: sha256/md5 hashed in part order, and the state a resume continues from.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
 //! - [`throttle`]: per-bucket adaptive rate limiting when S3 says "slow down".
 //! - [`transfer`]: orchestration; owns every task it spawns (through `parts`).
@@ -28,6 +29,7 @@
 pub mod bandwidth;
 pub mod checksum;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod events;
 mod parts;

@@ -8,6 +8,12 @@
 //! length, and only the missing parts are fetched. Anything that does not add
 //! up (source changed, upload gone, a part of the wrong size or without a known
 //! CRC) means the part, or the whole upload, is done again — never trusted.
+//!
+//! With an expected sha256/md5 the journal also keeps the digest state of the
+//! hashed prefix ([`DigestState`]); a resumed run continues from it and
+//! re-reads only the finished parts beyond it — or, when the state is missing
+//! or does not fit this upload's parts, every finished part, as it must
+//! without one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,11 +21,12 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::checksum;
+use crate::digest::{Binding, DigestState, Unusable};
 use crate::error::TransferError;
 use crate::plan::{KnownPlan, MAX_PARTS, MIN_PART_SIZE};
 use crate::sink::{StoredObject, UploadedPart};
 use crate::source::{OpenBody, Validator};
-use crate::transfer::Run;
+use crate::transfer::{Run, lock};
 
 /// What a later run needs to pick up an upload where this one left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +36,11 @@ pub struct Checkpoint {
     pub length: u64,
     /// Strong ETag, or Last-Modified (then together with `length`).
     pub validator: Validator,
+    /// The last [`DigestState`] the journal kept for this upload, encoded;
+    /// only jobs with an expected digest have one. Read, never written,
+    /// through [`Journal::checkpoint`] (states go through
+    /// [`Journal::digest_advanced`]).
+    pub digest_state: Option<String>,
 }
 
 /// Where a transfer persists what a resuming run needs. The worker keeps it
@@ -56,6 +68,15 @@ pub trait Journal: Send + Sync {
     /// uploaded again by a resuming run.
     fn part_uploaded<'a>(&'a self, upload_id: &'a str, part: &'a UploadedPart)
     -> BoxFuture<'a, ()>;
+
+    /// The hashed prefix of the checkpointed upload reached a new part
+    /// boundary: `state` lets a later run continue the expected-digest check
+    /// from there instead of reading those parts again. Called after the
+    /// part's [`part_uploaded`](Self::part_uploaded). Best effort: a state
+    /// not kept only means a resuming run re-reads more.
+    fn digest_advanced<'a>(&'a self, _state: &'a DigestState) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 
     /// The CRCs persisted for `numbers` of `upload_id`.
     fn part_checksums<'a>(
@@ -306,6 +327,61 @@ impl Run {
             return Ok(Reopen::Completed { stored, crc, plan });
         }
         Ok(gone())
+    }
+
+    /// Continues the expected-digest check from the state the checkpoint
+    /// kept, when it fits this upload: returns how many leading parts it
+    /// covers, which need not be read again. Any doubt means 0 — every
+    /// finished part is re-read and hashed, so a bad state costs bytes,
+    /// never a verdict.
+    pub(crate) fn restore_digest(
+        &self,
+        checkpoint: &Checkpoint,
+        done: &BTreeMap<u32, UploadedPart>,
+    ) -> u32 {
+        let Some(digest) = &self.digest else {
+            return 0;
+        };
+        if done.is_empty() {
+            return 0;
+        }
+        let binding = Binding {
+            upload_id: checkpoint.upload_id.clone(),
+            part_size: checkpoint.part_size,
+        };
+        let restored = (|| {
+            let text = checkpoint
+                .digest_state
+                .as_deref()
+                .ok_or(Unusable::Missing)?;
+            let state = DigestState::decode(text).ok_or(Unusable::Unreadable)?;
+            let parts = state.parts(binding.part_size)?;
+            let covered = (1..=parts)
+                .map(|number| done.get(&number).map(|p| (p.crc, p.len)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Unusable::PartsMissing)?;
+            let prefix_crc = checksum::compose(covered);
+            lock(digest).resume(&state, &binding, prefix_crc)?;
+            Ok::<_, Unusable>((parts, state.prefix()))
+        })();
+        match restored {
+            Ok((parts, bytes)) => {
+                tracing::info!(
+                    parts,
+                    bytes,
+                    "continuing the expected digest from the checkpoint"
+                );
+                parts
+            }
+            Err(reason) => {
+                tracing::info!(
+                    %reason,
+                    parts = done.len(),
+                    "re-reading the finished parts to verify the expected digest"
+                );
+                0
+            }
+        }
     }
 
     /// Discards an unusable checkpoint: its upload is aborted and the journal

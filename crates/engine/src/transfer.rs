@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,8 +16,9 @@ use reqwest::Response;
 use tokio_util::sync::CancellationToken;
 
 use crate::bandwidth::Pacer;
-use crate::checksum::{self, Expected, OrderedDigest, PartCrc};
+use crate::checksum::{self, Expected, PartCrc};
 use crate::config::EngineConfig;
+use crate::digest::{Binding, DigestState, OrderedDigest};
 use crate::error::{ErrorClass, TransferError};
 use crate::events::{Observer, PartDone, Progress, RetrySide};
 use crate::parts::PartSet;
@@ -136,7 +137,7 @@ impl Engine {
             total: AtomicU64::new(u64::MAX),
             observer,
             journal,
-            checkpointed: AtomicBool::new(false),
+            checkpointed: OnceLock::new(),
             reused_parts: AtomicU32::new(0),
         });
         if let Some(checkpoint) = resume_from {
@@ -209,13 +210,15 @@ pub(crate) struct Run {
     fetched: AtomicU64,
     retries: AtomicU32,
     last_progress: Mutex<Option<Instant>>,
-    digest: Option<Mutex<OrderedDigest>>,
+    pub(crate) digest: Option<Mutex<OrderedDigest>>,
     /// Source length, `u64::MAX` while unknown.
     total: AtomicU64,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) journal: Arc<dyn Journal>,
-    /// Whether this run's upload is described by a persisted checkpoint.
-    checkpointed: AtomicBool,
+    /// The upload a persisted checkpoint describes, once there is one: only
+    /// such an upload can be resumed, so only its part CRCs and digest states
+    /// are kept.
+    checkpointed: OnceLock<Binding>,
     reused_parts: AtomicU32,
 }
 
@@ -250,7 +253,11 @@ impl Run {
                 actual: plan.size,
             });
         }
-        self.checkpointed.store(true, Ordering::Relaxed);
+        let _ = self.checkpointed.set(Binding {
+            upload_id: checkpoint.upload_id.clone(),
+            part_size: plan.part_size,
+        });
+        let hashed = self.restore_digest(checkpoint, &done);
         let reused: u64 = done.values().map(|p| p.len).sum();
         self.reused_parts.store(
             u32::try_from(done.len()).unwrap_or(MAX_PARTS),
@@ -264,7 +271,7 @@ impl Run {
         let validator = Some(checkpoint.validator.clone());
         let upload_id = &checkpoint.upload_id;
         let result = self
-            .ranged_parts(&plan, first, validator, upload_id, done)
+            .ranged_parts(&plan, first, validator, upload_id, (done, hashed))
             .await;
         self.finish(result, upload_id, plan.part_size, plan.size)
             .await
@@ -327,7 +334,7 @@ impl Run {
             self.write_checkpoint(&upload_id, &plan, validator.as_ref())
                 .await?;
             let first = first.map(|response| (1, response));
-            self.ranged_parts(&plan, first, validator, &upload_id, BTreeMap::new())
+            self.ranged_parts(&plan, first, validator, &upload_id, (BTreeMap::new(), 0))
                 .await
         }
         .await;
@@ -354,29 +361,34 @@ impl Run {
             part_size: plan.part_size,
             length: plan.size,
             validator: validator.clone(),
+            digest_state: None,
         };
         self.journal.checkpoint(&checkpoint).await?;
-        self.checkpointed.store(true, Ordering::Relaxed);
+        let _ = self.checkpointed.set(Binding {
+            upload_id: upload_id.to_owned(),
+            part_size: plan.part_size,
+        });
         Ok(())
     }
 
     /// Fetches and uploads every part of `plan` not in `done`. Parts in `done`
     /// are re-read (and their CRC compared) only when an expected digest needs
-    /// their bytes. `first` is a response already opened for that part.
+    /// their bytes: not those among the first `hashed` parts, which a restored
+    /// digest state covers. `first` is a response already opened for that part.
     async fn ranged_parts(
         self: &Arc<Self>,
         plan: &KnownPlan,
         mut first: Option<(u32, OpenBody)>,
         validator: Option<Validator>,
         upload_id: &str,
-        mut done: BTreeMap<u32, UploadedPart>,
+        (mut done, hashed): (BTreeMap<u32, UploadedPart>, u32),
     ) -> Result<Vec<UploadedPart>, TransferError> {
         let validator = Arc::new(validator);
         let mut parts = PartSet::new(self);
         for spec in plan.parts() {
             let known = done.remove(&spec.number);
             if let Some(part) = &known
-                && self.digest.is_none()
+                && (self.digest.is_none() || spec.number <= hashed)
             {
                 parts.push_done(part.clone());
                 continue;
@@ -411,7 +423,7 @@ impl Run {
                 drop(host_slot);
                 let downloaded = started.elapsed();
                 match known {
-                    Some(part) => run.hash_only(part, buffer, crc.value()),
+                    Some(part) => run.hash_only(part, buffer, crc.value()).await,
                     None => {
                         run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
                             .await
@@ -588,7 +600,7 @@ impl Run {
 
     /// A part S3 already holds, read again so the digest covers it. Its bytes
     /// must be the ones uploaded earlier: same CRC, or the source changed.
-    fn hash_only(
+    async fn hash_only(
         &self,
         part: UploadedPart,
         buffer: PartBuffer,
@@ -598,7 +610,9 @@ impl Run {
             return Err(TransferError::SourceChanged);
         }
         let (bytes, frozen) = buffer.freeze();
-        self.hash_or_recycle(part.number, bytes, frozen);
+        if let Some(state) = self.hash_or_recycle(part.number, bytes, crc, frozen) {
+            self.journal.digest_advanced(&state).await;
+        }
         Ok(part)
     }
 
@@ -644,11 +658,16 @@ impl Run {
             len,
         };
         // The buffer goes back (or on to the digest) before the journal's
-        // write: no part memory waits on DynamoDB.
-        self.hash_or_recycle(number, bytes, frozen);
+        // writes: no part memory waits on DynamoDB.
+        let state = self.hash_or_recycle(number, bytes, crc, frozen);
         // Only a checkpointed upload can be resumed, so only its CRCs are kept.
-        if self.checkpointed.load(Ordering::Relaxed) {
+        if self.checkpointed.get().is_some() {
             self.journal.part_uploaded(upload_id, &part).await;
+        }
+        // After the part's CRC: a state is of use only with the CRCs of
+        // every part it covers.
+        if let Some(state) = state {
+            self.journal.digest_advanced(&state).await;
         }
         self.acknowledged.fetch_add(len, Ordering::Relaxed);
         self.observer.on_part_done(PartDone {
@@ -662,12 +681,27 @@ impl Run {
     }
 
     /// Hands a finished part to the in-order digest, or back to the pool.
-    fn hash_or_recycle(&self, number: u32, bytes: Bytes, frozen: FrozenPart) {
-        match &self.digest {
-            // The budget share travels with the bytes until they are hashed.
-            Some(digest) => lock(digest).add(number, bytes, Some(frozen)),
-            None => self.engine.pool.recycle(bytes, frozen),
-        }
+    /// Returns the digest state to keep when this moved the hashed prefix of
+    /// a checkpointed upload to a new part boundary.
+    fn hash_or_recycle(
+        &self,
+        number: u32,
+        bytes: Bytes,
+        crc: u64,
+        frozen: FrozenPart,
+    ) -> Option<DigestState> {
+        let Some(digest) = &self.digest else {
+            self.engine.pool.recycle(bytes, frozen);
+            return None;
+        };
+        let mut digest = lock(digest);
+        let before = digest.hashed_bytes();
+        // The budget share travels with the bytes until they are hashed.
+        digest.add(number, bytes, crc, Some(frozen));
+        let binding = self.checkpointed.get()?;
+        (digest.hashed_bytes() > before)
+            .then(|| digest.state(binding))
+            .flatten()
     }
 
     async fn single_put(
@@ -680,7 +714,7 @@ impl Run {
         let crc = crc.value();
         let (bytes, frozen) = buffer.freeze();
         if let Some(digest) = &self.digest {
-            lock(digest).add(1, bytes.clone(), None);
+            lock(digest).add(1, bytes.clone(), crc, None);
         }
         self.verify_expected(size)?;
         let uploaded = Instant::now();
@@ -786,7 +820,7 @@ impl Run {
         }
         .await;
         if let Err(err) = &completed {
-            let resumable = self.checkpointed.load(Ordering::Relaxed)
+            let resumable = self.checkpointed.get().is_some()
                 && self.journal.durable()
                 && matches!(err.class(), ErrorClass::Cancelled | ErrorClass::Transient);
             if resumable {

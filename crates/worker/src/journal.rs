@@ -1,5 +1,6 @@
-//! The engine's [`Journal`] for a job the worker holds: checkpoints and part
-//! CRCs go to DynamoDB, and every write to the upload is gated on the lease.
+//! The engine's [`Journal`] for a job the worker holds: checkpoints, part
+//! CRCs and digest states go to DynamoDB, and every write to the upload is
+//! gated on the lease.
 //!
 //! The lease gate is local and conservative: this worker may write only until
 //! `lease_valid_until` — the time its last successful renew was *sent* plus
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_engine::digest::DigestState;
 use ferry_engine::sink::UploadedPart;
 use ferry_engine::{Checkpoint, Journal, TransferError};
 use futures_util::future::BoxFuture;
@@ -31,6 +33,12 @@ pub struct LeaseJournal {
     lease_lost: Arc<AtomicBool>,
     /// The upload a checkpoint describes: the earlier attempt's, then this one's.
     upload_id: Mutex<Option<String>>,
+    /// The newest digest state handed over, by its prefix length.
+    digest_latest: Mutex<Option<(u64, String)>>,
+    /// The prefix length of the state last written for the current upload.
+    /// Held while writing, so states are written one at a time and the
+    /// stored one only ever moves forward.
+    digest_written: tokio::sync::Mutex<u64>,
 }
 
 impl LeaseJournal {
@@ -52,6 +60,8 @@ impl LeaseJournal {
             valid_until: Mutex::new(claimed_at + lease_duration * 3 / 4),
             lease_lost,
             upload_id: Mutex::new(upload_id),
+            digest_latest: Mutex::new(None),
+            digest_written: tokio::sync::Mutex::new(0),
         }
     }
 
@@ -97,6 +107,9 @@ impl Journal for LeaseJournal {
             })
             .await
             .map_err(|err| self.refuse(err))?;
+            // A new upload: its states start again from its first part.
+            *self.digest_written.lock().await = 0;
+            *lock(&self.digest_latest) = None;
             *lock(&self.upload_id) = Some(checkpoint.upload_id.clone());
             Ok(())
         })
@@ -144,6 +157,41 @@ impl Journal for LeaseJournal {
             {
                 // Not fatal: a resuming attempt uploads this part again.
                 warn!(part = part.number, error = %err, "could not keep the part's checksum");
+            }
+        })
+    }
+
+    /// One fenced write of the job record per step of the hashed prefix
+    /// (about one per part). Steps that come while a write is under way are
+    /// folded into one write of the newest state.
+    fn digest_advanced<'a>(&'a self, state: &'a DigestState) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            {
+                let mut latest = lock(&self.digest_latest);
+                if latest
+                    .as_ref()
+                    .is_none_or(|(prefix, _)| *prefix < state.prefix())
+                {
+                    *latest = Some((state.prefix(), state.encode()));
+                }
+            }
+            let mut written = self.digest_written.lock().await;
+            let Some((prefix, encoded)) = lock(&self.digest_latest)
+                .clone()
+                .filter(|(prefix, _)| *prefix > *written)
+            else {
+                return;
+            };
+            if self.lease_lost.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.store.save_digest_state(&self.lease, &encoded).await {
+                Ok(()) => *written = prefix,
+                Err(StoreError::LeaseLost) => {
+                    self.lease_lost.store(true, Ordering::SeqCst);
+                }
+                // Not fatal: a resuming attempt re-reads more parts.
+                Err(err) => warn!(error = %err, "could not keep the digest state"),
             }
         })
     }

@@ -39,6 +39,9 @@ pub const INDEX_SHARDS: u32 = 16;
 pub const RENEW_UPDATE: &str = "SET #lease_expires = :expires, #updated_at = :now_text, \
      #bytes_done = :done, #bytes_total = :total, #bytes_fetched = :fetched";
 
+/// The digest state's write: that one attribute, nothing the index holds.
+pub const DIGEST_STATE_UPDATE: &str = "SET #digest_state = :digest_state";
+
 /// Which of the [`INDEX_SHARDS`] a job's index entry lives in: FNV-1a of
 /// the job id, stable across versions and platforms (the shard is stored,
 /// and readers query every shard, so only its spread matters).
@@ -142,7 +145,7 @@ pub struct Lease {
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
 const CHECKPOINT_ATTRIBUTES: &str = "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified, \
-     #checkpointed_at";
+     #checkpointed_at, #digest_state";
 
 /// The record of a job submitted but not yet claimed.
 pub fn queued_record(job: &Job) -> Record {
@@ -201,6 +204,7 @@ fn checkpoint_of(item: &Record) -> Option<Checkpoint> {
         part_size: number(item, "upload_part_size")?,
         length: number(item, "source_length")?,
         validator,
+        digest_state: text(item, "digest_state").map(str::to_owned),
     })
 }
 
@@ -627,7 +631,7 @@ impl JobStore {
                 "SET #upload_id = :upload_id, #upload_part_size = :part_size, \
                  #source_length = :length, #source_etag = :etag, \
                  #source_last_modified = :last_modified, #checkpointed_at = :now_text, \
-                 #updated_at = :now_text",
+                 #updated_at = :now_text REMOVE #digest_state",
             )
             .expression_attribute_values(":upload_id", s(&checkpoint.upload_id))
             .expression_attribute_values(":part_size", n(checkpoint.part_size))
@@ -639,6 +643,17 @@ impl JobStore {
                 ":last_modified",
                 last_modified.map_or(AttributeValue::Null(true), |d| s(d)),
             );
+        self.send_leased(update).await
+    }
+
+    /// Keeps the digest state of the checkpointed upload's hashed prefix
+    /// (`DigestState::encode`), fenced like the checkpoint it belongs to. A
+    /// plain attribute: neither an index key nor projected, like a heartbeat.
+    pub async fn save_digest_state(&self, lease: &Lease, state: &str) -> Result<(), StoreError> {
+        let update = self
+            .leased_update(lease)
+            .update_expression(DIGEST_STATE_UPDATE)
+            .expression_attribute_values(":digest_state", s(state));
         self.send_leased(update).await
     }
 
@@ -1229,6 +1244,7 @@ mod tests {
                 "a heartbeat writes {attribute}"
             );
         }
+
         // Whereas every write that changes the status moves the entry.
         let moved = entering(
             aws_sdk_dynamodb::Client::from_conf(
@@ -1245,5 +1261,19 @@ mod tests {
         for key in [STATUS_INDEX_PARTITION_KEY, STATUS_INDEX_SORT_KEY, "status"] {
             assert!(written.contains(&key.to_owned()), "{written:?}");
         }
+    }
+
+    /// Jobs with an expected digest write their digest state about once a
+    /// part: like a heartbeat, that write must cost the index nothing.
+    #[test]
+    fn the_digest_state_write_touches_nothing_the_index_holds() {
+        let (keys, _) = index_in_template();
+        let written = written(DIGEST_STATE_UPDATE);
+        assert_eq!(written, ["digest_state"]);
+        assert!(!keys.contains(&written[0]) && written[0] != "job_id");
+        assert!(
+            CHECKPOINT_ATTRIBUTES.contains("#digest_state"),
+            "removed with the checkpoint"
+        );
     }
 }

@@ -262,6 +262,7 @@ async fn a_resume_that_rereads_parts_for_a_digest_does_not_wait_on_its_own_host_
         part_size: PART as u64,
         length: data.len() as u64,
         validator: Validator::ETag("\"v1\"".into()),
+        digest_state: None,
     };
     let spec = TransferSpec {
         expected: Expected {
