@@ -322,8 +322,14 @@ async fn a_missing_corrupt_or_foreign_digest_state_means_rereading_never_a_wrong
             checkpoint.digest_state = change(checkpoint.digest_state.as_deref().unwrap());
 
             let (result, served) = resumed(&harness, &spec, &origin, journal, checkpoint).await;
-            // Today's path: every finished part is read again for the digest.
-            assert_eq!(served, data.len() as u64, "{case} state");
+            // Today's path: every finished part is read again for the digest
+            // (plus, at most, the start of a later part's response that was
+            // opened and dropped while the earlier parts were re-read).
+            let size = data.len() as u64;
+            assert!(
+                (size..size + PART as u64).contains(&served),
+                "{case} state: served {served} of {size}"
+            );
             if right {
                 harness.assert_stored(&key, &data, &result.unwrap()).await;
             } else {
