@@ -271,7 +271,7 @@ impl Run {
         let validator = Some(checkpoint.validator.clone());
         let upload_id = &checkpoint.upload_id;
         let result = self
-            .ranged_parts(&plan, first, validator, upload_id, (done, hashed))
+            .ranged_parts(&plan, first, validator, upload_id, done, hashed)
             .await;
         self.finish(result, upload_id, plan.part_size, plan.size)
             .await
@@ -334,7 +334,7 @@ impl Run {
             self.write_checkpoint(&upload_id, &plan, validator.as_ref())
                 .await?;
             let first = first.map(|response| (1, response));
-            self.ranged_parts(&plan, first, validator, &upload_id, (BTreeMap::new(), 0))
+            self.ranged_parts(&plan, first, validator, &upload_id, BTreeMap::new(), 0)
                 .await
         }
         .await;
@@ -381,7 +381,8 @@ impl Run {
         mut first: Option<(u32, OpenBody)>,
         validator: Option<Validator>,
         upload_id: &str,
-        (mut done, hashed): (BTreeMap<u32, UploadedPart>, u32),
+        mut done: BTreeMap<u32, UploadedPart>,
+        hashed: u32,
     ) -> Result<Vec<UploadedPart>, TransferError> {
         let validator = Arc::new(validator);
         let mut parts = PartSet::new(self);

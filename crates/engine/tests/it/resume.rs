@@ -55,8 +55,8 @@ async fn list_parts_reports_every_uploaded_part_on_every_page_and_none_for_a_gon
 }
 
 /// A durable journal kept in memory (what DynamoDB keeps for the worker).
-/// It stops its transfer once `stop_after` parts are kept, as if the worker
-/// had died there.
+/// It stops its transfer once `stop_after` parts and a digest state are
+/// kept, as if the worker had died there.
 #[derive(Default)]
 struct MemoryJournal {
     checkpoint: Mutex<Option<Checkpoint>>,
@@ -89,6 +89,17 @@ impl MemoryJournal {
             crcs: Mutex::new(self.crcs.lock().unwrap().clone()),
             digest_state: Mutex::new(self.digest_state.lock().unwrap().clone()),
             ..Self::default()
+        }
+    }
+
+    /// Parts finish out of order (part 1 may well be last): a state comes
+    /// once part 1 and its successors are done.
+    fn maybe_stop(&self) {
+        if let Some((limit, cancel)) = &self.stop_after
+            && self.kept.load(Ordering::SeqCst) >= *limit
+            && self.digest_state.lock().unwrap().is_some()
+        {
+            cancel.cancel();
         }
     }
 
@@ -133,23 +144,22 @@ impl Journal for MemoryJournal {
             .lock()
             .unwrap()
             .insert((upload_id.to_owned(), part.number), part.crc);
-        let kept = self.kept.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some((limit, cancel)) = &self.stop_after
-            && kept >= *limit
-        {
-            cancel.cancel();
-        }
+        self.kept.fetch_add(1, Ordering::SeqCst);
+        self.maybe_stop();
         Box::pin(async {})
     }
 
     fn digest_advanced<'a>(&'a self, state: &'a DigestState) -> BoxFuture<'a, ()> {
-        let mut kept = self.digest_state.lock().unwrap();
-        if kept
-            .as_ref()
-            .is_none_or(|(prefix, _)| *prefix < state.prefix())
         {
-            *kept = Some((state.prefix(), state.encode()));
+            let mut kept = self.digest_state.lock().unwrap();
+            if kept
+                .as_ref()
+                .is_none_or(|(prefix, _)| *prefix < state.prefix())
+            {
+                *kept = Some((state.prefix(), state.encode()));
+            }
         }
+        self.maybe_stop();
         Box::pin(async {})
     }
 

@@ -210,6 +210,8 @@ async fn a_resumed_job_still_verifies_its_expected_sha256() {
     stack
         .wait_for_parts("sha-wrong", 2, Duration::from_secs(120))
         .await;
+    wait_for_digest_state(&stack, "sha-right").await;
+    wait_for_digest_state(&stack, "sha-wrong").await;
     first.kill();
 
     origin.set(|b| b.chunk_delay = None);
@@ -401,6 +403,19 @@ async fn digest_state(stack: &Stack, job_id: &str) -> Option<String> {
         .and_then(|r| ferry_worker::store::text(&r, "digest_state").map(str::to_owned))
 }
 
+/// Waits (bounded) until the job's record holds a digest state: parts
+/// finish out of order, and the state starts once part 1 is done.
+async fn wait_for_digest_state(stack: &Stack, job_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while digest_state(stack, job_id).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{job_id} kept no digest state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_killed_worker_with_an_expected_sha256_or_md5_rereads_no_hashed_part() {
     let stack = Stack::new().await;
@@ -421,13 +436,9 @@ async fn a_killed_worker_with_an_expected_sha256_or_md5_rereads_no_hashed_part()
     stack
         .wait_for_parts("d-md5", 3, Duration::from_secs(120))
         .await;
+    wait_for_digest_state(&stack, "d-sha").await;
+    wait_for_digest_state(&stack, "d-md5").await;
     first.kill();
-    for id in ["d-sha", "d-md5"] {
-        assert!(
-            digest_state(&stack, id).await.is_some(),
-            "{id} kept a state"
-        );
-    }
 
     sha_origin.set(|b| b.chunk_delay = None);
     md5_origin.set(|b| b.chunk_delay = None);
@@ -548,6 +559,7 @@ async fn a_corrupt_or_missing_digest_state_is_reread_never_trusted() {
     let mut first = start(&stack);
     for (id, _, _) in &cases {
         stack.wait_for_parts(id, 2, Duration::from_secs(120)).await;
+        wait_for_digest_state(&stack, id).await;
     }
     first.kill();
     for (id, _, change) in &cases {
