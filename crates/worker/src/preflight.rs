@@ -114,15 +114,19 @@ pub async fn queue(
         .customize()
         .config_override(aws_sdk_sqs::config::Config::builder().retry_config(quick_retry()))
         .send()
-        .await
-        .map_err(|err| {
-            ConfigError::one(
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(err) if passing_trouble(&err) => return unchecked("queue", url, &readable(&err)),
+        Err(err) => {
+            return Err(ConfigError::one(
                 match err.as_service_error().map(|e| e.is_queue_does_not_exist()) {
                     Some(true) => format!("queue {url} does not exist: check FERRY_QUEUE_URL"),
                     _ => unusable(sdk, "SQS GetQueueAttributes", &readable(&err)),
                 },
-            )
-        })?;
+            ));
+        }
+    };
     let has_redrive = output
         .attributes
         .is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy));
@@ -148,9 +152,12 @@ pub async fn table(
         .customize()
         .config_override(aws_sdk_dynamodb::config::Config::builder().retry_config(quick_retry()))
         .send()
-        .await
-        .map_err(|err| {
-            ConfigError::one(
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(err) if passing_trouble(&err) => return unchecked("table", name, &readable(&err)),
+        Err(err) => {
+            return Err(ConfigError::one(
                 match err
                     .as_service_error()
                     .map(|e| e.is_resource_not_found_exception())
@@ -158,8 +165,9 @@ pub async fn table(
                     Some(true) => format!("table {name} does not exist: check FERRY_TABLE"),
                     _ => unusable(sdk, "DynamoDB DescribeTable", &readable(&err)),
                 },
-            )
-        })?;
+            ));
+        }
+    };
     let keys: Vec<(String, KeyType)> = output
         .table
         .and_then(|t| t.key_schema)
@@ -201,6 +209,7 @@ pub async fn bucket(
             match status {
                 Some(403) => Ok(()),
                 Some(404) => Err(ConfigError::one(format!("bucket {name} does not exist"))),
+                _ if passing_trouble(&err) => unchecked("bucket", name, &readable(&err)),
                 _ => Err(ConfigError::one(unusable(
                     sdk,
                     "S3 HeadBucket",
@@ -209,6 +218,53 @@ pub async fn bucket(
             }
         }
     }
+}
+
+/// Trouble that passes — throttling, a 5xx, a timeout, a reset connection —
+/// says nothing about the set-up: a worker restarted in a throttling storm
+/// must start, and its own patient calls ride it out. Only a definite answer
+/// (no such queue or table, a wrong key, access denied, nothing listening at
+/// the endpoint, an unknown host) stops the start.
+fn passing_trouble<E>(
+    err: &aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_sqs::error::{ProvideErrorMetadata as _, SdkError};
+    match err {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => {
+            let cause = crate::aws_error::root_cause(err).to_ascii_lowercase();
+            !failure.is_user()
+                && !cause.contains("refused")
+                && !cause.contains("dns")
+                && !cause.contains("lookup")
+        }
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || err.code().is_some_and(|code| {
+                    code.contains("Throttl")
+                        || code.contains("ThroughputExceeded")
+                        || code.contains("LimitExceeded")
+                        || code == "SlowDown"
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A check that could not be made now: said, and passed.
+fn unchecked(what: &str, name: &str, error: &str) -> Result<(), ConfigError> {
+    tracing::warn!(
+        what,
+        name,
+        error,
+        "could not check it at start-up (AWS trouble that passes); going on"
+    );
+    Ok(())
 }
 
 /// A start-up check answers quickly: one retry, not the minutes of patience

@@ -252,3 +252,29 @@ async fn an_aws_error_is_one_line_with_operation_code_message_and_request_id() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_in_a_throttling_storm_starts_and_works() {
+    use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    // Every start-up check is throttled: trouble that passes, not a set-up
+    // that is wrong.
+    proxy.set_rules(vec![
+        Rule::new("dynamodb:DescribeTable", Fault::Throttle),
+        Rule::new("sqs:GetQueueAttributes", Fault::Throttle),
+    ]);
+    let origin = Origin::start(test_bytes(1000, 2), Behavior::default()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("stormy", &origin.url("s"), "stormy"),
+        )
+        .await;
+    let endpoint = proxy.endpoint();
+    let worker = stack.start_worker_process(&[("AWS_ENDPOINT_URL", endpoint.as_str())]);
+    let record = stack.wait_final("stormy", Duration::from_secs(60)).await;
+    assert_eq!(crate::harness::text(&record, "status"), "succeeded");
+    assert!(!proxy.faults("dynamodb:DescribeTable").is_empty());
+    drop(worker);
+}
