@@ -587,9 +587,14 @@ async fn a_corrupt_or_missing_digest_state_is_reread_never_trusted() {
     {
         assert_eq!(number(record, "resumes"), 1, "{id}");
         // Today's path: the whole object is read again, finished parts for
-        // the digest and the others to upload.
+        // the digest and the others to upload (plus, at most, the start of
+        // a later part's response opened and dropped during the re-read).
         let after = origin.bytes_served() - before;
-        assert_eq!(after, data.len() as u64, "{id}: served after the kill");
+        let size = data.len() as u64;
+        assert!(
+            (size..size + PART as u64).contains(&after),
+            "{id}: served {after} of {size} after the kill"
+        );
         if *right {
             assert_eq!(text(record, "status"), "succeeded", "{record:?}");
             let stored = stack.object(id).await.expect("stored");
