@@ -8,12 +8,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_testkit::{Behavior, Origin, test_bytes, unique_name};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
+    BillingMode, GlobalSecondaryIndex, KeyType, Projection, ProjectionType,
 };
 use ferry_worker::store;
 
-use crate::harness::{PART, Stack, create_table, number, slow, text};
+use crate::harness::{
+    PART, Stack, create_table, key_element, number, slow, string_attribute, text,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -419,20 +420,7 @@ async fn retry_queues_failed_and_cancelled_jobs_again_under_their_ids() {
 /// all attributes) and the sharded keys-only index, so the same records can
 /// be listed both ways.
 async fn create_table_with_both_indexes(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
+    let (attribute, key) = (string_attribute, key_element);
     let index = |name: &str, partition: &str, sort: &str, projection| {
         GlobalSecondaryIndex::builder()
             .index_name(name)

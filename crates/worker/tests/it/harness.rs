@@ -396,23 +396,28 @@ impl Stack {
 
 /// A worker running in this process with the given clients (e.g. through
 /// the AWS fault proxy) until the handle is stopped.
+/// A string attribute definition, for table and index keys.
+pub fn string_attribute(name: &str) -> AttributeDefinition {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .unwrap()
+}
+
+/// One element of a table's or an index's key.
+pub fn key_element(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .unwrap()
+}
+
 /// A job table as the stack creates it: `job_id` key and, with `indexed`,
 /// the sharded status index `ferry jobs` reads.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, indexed: bool) {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
+    let (attribute, key) = (string_attribute, key_element);
     let mut create = dynamodb
         .create_table()
         .table_name(table)
