@@ -38,14 +38,37 @@ ensure_venv() {
   fi
 }
 
+apt_install() {
+  say "installing $* from Debian"
+  if ! apt-get install -y -qq "$@" >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+# The benchmarks' servers: nginx (origin, sendfile from tmpfs) from Debian and
+# s3s-fs 0.14.1 (a fast S3 sink) into .ferry/tools; sets S3S_FS.
+ensure_bench_servers() {
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx-light
+  [ -x /usr/bin/time ] || apt_install time
+  export PATH="$PATH:/usr/sbin"
+  local tools="$STATE/tools"
+  if [ "$("$tools/bin/s3s-fs" --version 2>/dev/null)" != "s3s-fs 0.14.1" ]; then
+    say "installing s3s-fs 0.14.1 into $tools (cargo install, one job)"
+    nice -n 10 cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary \
+      --root "$tools" -j "${BENCH_CARGO_JOBS:-1}"
+  fi
+  S3S_FS="$tools/bin/s3s-fs"
+}
+
 # start_piped NAME COMMAND...: runs COMMAND with stdin on a pipe held by this
-# shell, waits for its `port N` line and sets PIPED_PORT=N. Not to be called
+# shell, waits for its `port N` line and sets PIPED_PORT=N (and PIPED_PID). Not to be called
 # in a subshell: the pipe would close with it.
 start_piped() {
   local name="$1"; shift
   local fifo="$STATE/$name.$$.stdin" out="$STATE/$name.$$.out"
   rm -f "$fifo" "$out"; mkfifo "$fifo"
   "$@" <"$fifo" >"$out" 2>"$STATE/$name.log" &
+  PIPED_PID=$!
   remember_pid $!
   eval "exec {fd}>\"$fifo\""
   rm -f "$fifo"

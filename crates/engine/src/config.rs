@@ -20,6 +20,9 @@ pub struct EngineConfig {
     pub part_size: u64,
     /// Parts downloaded or uploaded at once, per transfer. Default 8.
     pub max_concurrent_parts: usize,
+    /// Multipart transfers at once, across all transfers of the engine;
+    /// single-PutObject ones are not counted (see `admission`). Default: none.
+    pub max_multipart_transfers: Option<usize>,
     /// Bytes of part buffers all transfers of this engine may hold at once.
     /// Default 1 GiB: a ceiling, not a reservation — it caps the largest part,
     /// and 1 GiB parts are what lets an unknown-length stream reach S3's 5 TiB.
@@ -63,6 +66,7 @@ impl Default for EngineConfig {
         Self {
             part_size: 16 * MIB,
             max_concurrent_parts: 8,
+            max_multipart_transfers: None,
             memory_budget: 1024 * MIB as usize,
             retry: RetryPolicy::default(),
             max_object_size: None,
@@ -110,6 +114,9 @@ impl EngineConfig {
                 "memory budget {} bytes cannot hold one part of {} bytes",
                 self.memory_budget, self.part_size
             ));
+        }
+        if self.max_multipart_transfers == Some(0) {
+            problems.push("max multipart transfers must be at least 1".to_owned());
         }
         if self.retry.max_attempts == 0 {
             problems.push("retry attempts must be at least 1".to_owned());

@@ -5,6 +5,7 @@
 //! - [`source`]: probe the URL (length, ranges, validator), then ranged or streamed reads;
 //!   at most N requests per host at once.
 //! - [`bandwidth`]: byte-rate caps on source reads, engine-wide and per transfer.
+//! - [`admission`]: how many multipart transfers run at once; small ones pass.
 //! - [`plan`]: pure arithmetic cutting an object into at most 10,000 S3 parts.
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
 //! - [`checksum`]: per-part CRC64NVME, its full-object composition, expected-digest checks.
@@ -26,6 +27,7 @@
 //!    except a checkpointed one, kept for the next run when the failure was a
 //!    cancellation or transient and the journal is durable.
 
+pub mod admission;
 pub mod bandwidth;
 pub mod checksum;
 pub mod config;

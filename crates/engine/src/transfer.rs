@@ -15,6 +15,7 @@ use bytes::Bytes;
 use reqwest::Response;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Deciding, MultipartGate, MultipartSlot};
 use crate::bandwidth::Pacer;
 use crate::checksum::{self, Expected, PartCrc};
 use crate::config::EngineConfig;
@@ -65,6 +66,7 @@ pub struct Engine {
     pub(crate) source: HttpSource,
     pub(crate) sink: S3Sink,
     pool: MemoryPool,
+    multipart: Arc<MultipartGate>,
 }
 
 impl Engine {
@@ -74,12 +76,18 @@ impl Engine {
             source: HttpSource::new(&config.source)?,
             sink: S3Sink::new(s3),
             pool: MemoryPool::new(config.memory_budget),
+            multipart: Arc::new(MultipartGate::new(config.max_multipart_transfers)),
             config: Arc::new(config),
         })
     }
 
     pub fn pool(&self) -> &MemoryPool {
         &self.pool
+    }
+
+    /// Multipart slots, their waiters, and how recent transfers went.
+    pub fn multipart(&self) -> &MultipartGate {
+        &self.multipart
     }
 
     /// The per-bucket S3 rate limiters all transfers of this engine share.
@@ -99,7 +107,7 @@ impl Engine {
         observer: Arc<dyn Observer>,
         cancel: &CancellationToken,
     ) -> Result<TransferOutcome, TransferError> {
-        self.transfer_resumable(spec, None, Arc::new(NoJournal), observer, cancel)
+        self.transfer_resumable(spec, None, Arc::new(NoJournal), observer, cancel, None)
             .await
     }
 
@@ -107,6 +115,9 @@ impl Engine {
     /// describes when it is still good, and checkpointing through `journal`.
     /// With a durable journal, a cancelled or transiently failed run keeps its
     /// checkpointed upload open for the next run; a permanent failure aborts it.
+    /// `deciding`: the count a caller took (from [`MultipartGate::deciding_one`])
+    /// before it called, e.g. when it received the job; the transfer keeps it
+    /// until it knows whether it is large (otherwise it takes its own).
     pub async fn transfer_resumable(
         &self,
         spec: &TransferSpec,
@@ -114,6 +125,7 @@ impl Engine {
         journal: Arc<dyn Journal>,
         observer: Arc<dyn Observer>,
         cancel: &CancellationToken,
+        deciding: Option<Deciding>,
     ) -> Result<TransferOutcome, TransferError> {
         let started = Instant::now();
         let cancel = cancel.child_token();
@@ -139,9 +151,15 @@ impl Engine {
             journal,
             checkpointed: OnceLock::new(),
             reused_parts: AtomicU32::new(0),
+            multipart_slot: Mutex::new(None),
+            deciding: Mutex::new(Some(
+                deciding.unwrap_or_else(|| self.multipart.deciding_one()),
+            )),
         });
         if let Some(checkpoint) = resume_from {
             self.source.check(&spec.source)?;
+            // A resumed upload is multipart by definition.
+            run.wait_for_multipart_slot().await?;
             let stored = match run.reopen(&checkpoint).await? {
                 Reopen::Resumed(reopened) => Some(run.resumed(reopened, &checkpoint).await?),
                 Reopen::Completed { stored, crc, plan } => {
@@ -156,25 +174,32 @@ impl Engine {
                 return Ok(run.finished(stored, started));
             }
         }
-        let probe = self.probe(&run).await?;
-        if let Some(length) = probe.length {
-            run.total.store(length, Ordering::Relaxed);
-            run.check_size_limit(length)?;
-            if let Some(expected) = spec.expected.size
-                && expected != length
-            {
-                return Err(TransferError::SizeMismatch {
-                    expected,
-                    actual: length,
-                });
+        loop {
+            let probe = self.probe(&run).await?;
+            if let Some(length) = probe.length {
+                run.total.store(length, Ordering::Relaxed);
+                run.check_size_limit(length)?;
+                if let Some(expected) = spec.expected.size
+                    && expected != length
+                {
+                    return Err(TransferError::SizeMismatch {
+                        expected,
+                        actual: length,
+                    });
+                }
+            }
+            run.observer.on_start(probe.length);
+            let ran = match (probe.ranges, probe.length) {
+                (true, Some(length)) => run.ranged(probe, length).await?,
+                _ => run.streamed(probe).await?,
+            };
+            match ran {
+                Ran::Stored(stored) => return Ok(run.finished(stored, started)),
+                // Everything the first try held is dropped: wait, then
+                // start again from a new probe.
+                Ran::NeedsMultipartSlot => run.wait_for_multipart_slot().await?,
             }
         }
-        run.observer.on_start(probe.length);
-        let stored = match (probe.ranges, probe.length) {
-            (true, Some(length)) => run.ranged(probe, length).await?,
-            _ => run.streamed(probe).await?,
-        };
-        Ok(run.finished(stored, started))
     }
 
     /// Aborts an upload a failed job leaves behind (best effort is the caller's choice).
@@ -220,9 +245,44 @@ pub(crate) struct Run {
     /// are kept.
     checkpointed: OnceLock<Binding>,
     reused_parts: AtomicU32,
+    /// Held from the moment the transfer turns out to be multipart.
+    multipart_slot: Mutex<Option<MultipartSlot>>,
+    /// Counted as "may turn out large" until it knows.
+    deciding: Mutex<Option<Deciding>>,
+}
+
+/// How a try at the transfer ended.
+enum Ran {
+    Stored(TransferOutcome),
+    /// It needs a multipart upload and no slot was free: it let go of what it
+    /// held, for the caller to wait for a slot and try again.
+    NeedsMultipartSlot,
 }
 
 impl Run {
+    /// Takes a multipart slot if one is free (or already held); without
+    /// one the transfer will wait, counted as waiting from then on.
+    fn enter_multipart(&self) -> bool {
+        let mut held = lock(&self.multipart_slot);
+        if held.is_none() {
+            *held = self.engine.multipart.try_enter();
+        }
+        if held.is_some() {
+            lock(&self.deciding).take();
+        }
+        held.is_some()
+    }
+
+    async fn wait_for_multipart_slot(&self) -> Result<(), TransferError> {
+        if lock(&self.multipart_slot).is_some() {
+            return Ok(());
+        }
+        let deciding = lock(&self.deciding).take();
+        let slot = self.engine.multipart.enter(&self.cancel, deciding).await?;
+        *lock(&self.multipart_slot) = Some(slot);
+        Ok(())
+    }
+
     fn finished(&self, stored: TransferOutcome, started: Instant) -> TransferOutcome {
         self.emit_progress(true);
         TransferOutcome {
@@ -296,11 +356,7 @@ impl Run {
 
     /// Known length and working ranges: parts are fetched in parallel, each with
     /// its own ranged GET; part 1 reuses the probe's answer.
-    async fn ranged(
-        self: &Arc<Self>,
-        probe: Probe,
-        length: u64,
-    ) -> Result<TransferOutcome, TransferError> {
+    async fn ranged(self: &Arc<Self>, probe: Probe, length: u64) -> Result<Ran, TransferError> {
         let config = &self.engine.config;
         let plan = KnownPlan::new(length, config.part_size, self.engine.pool.budget() as u64)?;
         // The probe asked for `config.part_size` bytes; that is part 1 only when
@@ -327,7 +383,13 @@ impl Run {
             }
             // Read: the host may serve another request during the upload.
             drop(host_slot);
-            return self.single_put(buffer, crc, plan.part_size).await;
+            return self
+                .single_put(buffer, crc, plan.part_size)
+                .await
+                .map(Ran::Stored);
+        }
+        if !self.enter_multipart() {
+            return Ok(Ran::NeedsMultipartSlot);
         }
         let upload_id = self.create_upload().await?;
         let result = async {
@@ -340,6 +402,7 @@ impl Run {
         .await;
         self.finish(result, &upload_id, plan.part_size, length)
             .await
+            .map(Ran::Stored)
     }
 
     /// Persists what a later run needs to resume this upload — possible only
@@ -437,7 +500,7 @@ impl Run {
 
     /// Unknown length or no ranges: one body read in order, cut into parts that
     /// upload while the next part is read.
-    async fn streamed(self: &Arc<Self>, probe: Probe) -> Result<TransferOutcome, TransferError> {
+    async fn streamed(self: &Arc<Self>, probe: Probe) -> Result<Ran, TransferError> {
         let config = &self.engine.config;
         let budget = self.engine.pool.budget() as u64;
         let known = probe
@@ -462,7 +525,15 @@ impl Run {
         if stream.at_end().await? {
             // Read: its host slot is not needed for the upload.
             drop(stream);
-            return self.single_put(first, first_crc, part_len(1)).await;
+            return self
+                .single_put(first, first_crc, part_len(1))
+                .await
+                .map(Ran::Stored);
+        }
+        // Without a slot, the part read so far is dropped with the stream and
+        // read again after the wait: a waiter holds no memory or host slot.
+        if !self.enter_multipart() {
+            return Ok(Ran::NeedsMultipartSlot);
         }
         let upload_id = self.create_upload().await?;
         let result = self
@@ -471,7 +542,9 @@ impl Run {
         let part_size = known.map_or(growing.base, |p| p.part_size);
         let size = stream.offset();
         drop(stream);
-        self.finish(result, &upload_id, part_size, size).await
+        self.finish(result, &upload_id, part_size, size)
+            .await
+            .map(Ran::Stored)
     }
 
     async fn streamed_parts(
@@ -711,6 +784,8 @@ impl Run {
         crc: PartCrc,
         part_size: u64,
     ) -> Result<TransferOutcome, TransferError> {
+        // Known small now: a poll loop need not wait for this one.
+        lock(&self.deciding).take();
         let size = buffer.len() as u64;
         let crc = crc.value();
         let (bytes, frozen) = buffer.freeze();
@@ -746,6 +821,7 @@ impl Run {
             )
             .await?;
         self.engine.pool.recycle(bytes, frozen);
+        self.engine.multipart.small_stored();
         self.acknowledged.fetch_add(size, Ordering::Relaxed);
         self.observer.on_part_done(PartDone {
             number: 1,

@@ -357,8 +357,13 @@ pub struct WorkerArgs {
     #[arg(long, env = "FERRY_DLQ_URL")]
     pub dlq_url: Option<String>,
     /// Jobs run at once by this worker (1..=256); they share one memory budget.
-    #[arg(long, env = "FERRY_MAX_CONCURRENT_JOBS", default_value_t = 4)]
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_JOBS", default_value_t = 32)]
     pub max_concurrent_jobs: usize,
+    /// Of those, jobs in a multipart upload at once (at least 1; at most
+    /// FERRY_MAX_CONCURRENT_JOBS is used). Small jobs — one PutObject — are
+    /// not counted: they do not wait behind large ones.
+    #[arg(long, env = "FERRY_MAX_LARGE_JOBS", default_value_t = 4)]
+    pub max_large_jobs: usize,
     #[arg(long, env = "FERRY_MAX_ATTEMPTS", default_value_t = 5)]
     pub max_attempts: u32,
     #[arg(long, env = "FERRY_LEASE_SECS", default_value_t = 60)]
@@ -401,7 +406,7 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    pub fn to_config(&self, engine: EngineConfig) -> Result<WorkerConfig, ConfigError> {
+    pub fn to_config(&self, mut engine: EngineConfig) -> Result<WorkerConfig, ConfigError> {
         let mut problems = Vec::new();
         if self.jobs.queue_urls.iter().any(|q| q.trim().is_empty()) {
             problems.push("queue URLs must not be empty".to_owned());
@@ -425,6 +430,10 @@ impl WorkerArgs {
                 self.max_concurrent_jobs
             ));
         }
+        if self.max_large_jobs == 0 {
+            problems.push("max large jobs must be at least 1".to_owned());
+        }
+        engine.max_multipart_transfers = Some(self.max_large_jobs.min(self.max_concurrent_jobs));
         if self.max_attempts == 0 {
             problems.push("max attempts must be at least 1".to_owned());
         }

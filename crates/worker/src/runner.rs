@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ferry_engine::admission::Deciding;
 use ferry_engine::{Engine, ErrorClass, Observer, PartDone, Progress, RetrySide, TransferError};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,14 @@ pub struct Context {
 
 /// Handles one received message completely. `stop` fires when the shutdown
 /// grace period is over: the job is then released for another worker.
-pub async fn handle(ctx: Arc<Context>, message: Received, stop: CancellationToken) {
+/// `deciding` counts the job as one that may turn out large (see
+/// `worker::batch_size`) until its transfer knows, or it ends sooner.
+pub async fn handle(
+    ctx: Arc<Context>,
+    message: Received,
+    stop: CancellationToken,
+    deciding: Deciding,
+) {
     let parsed = job::parse(&message.body, &message.message_id).and_then(|job| {
         if crate::config::destination_allowed(
             &ctx.config.destinations,
@@ -52,7 +60,9 @@ pub async fn handle(ctx: Arc<Context>, message: Received, stop: CancellationToke
     match parsed {
         Ok(job) => {
             let span = info_span!("job", job_id = %job.id);
-            run(&ctx, message, job, stop).instrument(span).await;
+            run(&ctx, message, job, stop, deciding)
+                .instrument(span)
+                .await;
         }
         Err(rejection) => {
             let span = info_span!("job", job_id = %rejection.job_id);
@@ -98,7 +108,13 @@ async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
     }
 }
 
-async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken) {
+async fn run(
+    ctx: &Context,
+    message: Received,
+    job: Job,
+    stop: CancellationToken,
+    deciding: Deciding,
+) {
     let config = &ctx.config;
     let Some((claimed, claim_sent)) = claim(ctx, &message, &job, &stop).await else {
         return;
@@ -178,6 +194,7 @@ async fn run(ctx: &Context, message: Received, job: Job, stop: CancellationToken
                 journal.clone(),
                 progress.clone(),
                 &job_cancel,
+                Some(deciding),
             )
             .await;
         heartbeat_stop.cancel();

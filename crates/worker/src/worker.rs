@@ -1,7 +1,9 @@
 //! `ferry worker`: the SQS poll loop and the one shutdown path.
 //!
 //! The loop receives only as many messages as it has free job slots (never a
-//! message it cannot start now), polls queues in strict priority order, and on
+//! message it cannot start now) and, while jobs turn out large, hardly more
+//! than it has multipart slots (see [`batch_size`]); it polls queues in
+//! strict priority order (or weighted), and on
 //! shutdown stops polling at once, gives running jobs the grace period, then
 //! releases what still runs. Every job task is owned by one `TaskTracker`.
 
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::Engine;
+use ferry_engine::admission::MultipartGate;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,7 +83,8 @@ pub async fn run(
     let release_jobs = CancellationToken::new();
     info!(
         worker_id = %ctx.config.worker_id, queues = ctx.config.queues.len(),
-        max_concurrent_jobs = ctx.config.max_concurrent_jobs, "worker started"
+        max_concurrent_jobs = ctx.config.max_concurrent_jobs,
+        max_large_jobs = ?ctx.engine.multipart().limit(), "worker started"
     );
     let mut failures = 0u32;
     let mut order = PollOrder::new(&ctx.config.queue_weights, ctx.config.queues.len());
@@ -93,14 +97,28 @@ pub async fn run(
                 Err(_) => break,
             },
         };
+        // Zero while a received job waits for a multipart slot (or may be
+        // about to): the loop waits for that to change (see `batch_size`).
+        let mut want = 0;
+        while want == 0 {
+            want = batch_size(1 + slots.available_permits(), ctx.engine.multipart());
+            if want == 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
         health.set_waiting_for_slot(false);
-        let free = 1 + slots.available_permits();
         let poll_order = order.next();
         let received = tokio::select! {
             // Dropping an in-flight receive loses nothing: anything SQS sent
             // but we did not read becomes visible again after its timeout.
             () = shutdown.cancelled() => break,
-            received = poll(&ctx, &poll_order, free.min(10)) => received,
+            received = poll(&ctx, &poll_order, want) => received,
         };
         let messages = match received {
             Ok(messages) => {
@@ -132,8 +150,11 @@ pub async fn run(
             let ctx = Arc::clone(&ctx);
             let stop = release_jobs.clone();
             let busy = protection.busy();
+            // From now until its transfer knows its size, the job may be a
+            // large one: the next receive must count it.
+            let deciding = ctx.engine.multipart().deciding_one();
             jobs.spawn(async move {
-                runner::handle(ctx, message, stop).await;
+                runner::handle(ctx, message, stop, deciding).await;
                 drop((slot, busy));
             });
         }
@@ -145,6 +166,36 @@ pub async fn run(
     background.wait().await;
     info!("worker stopped");
     Ok(())
+}
+
+/// Consecutive small jobs after which the next receive asks for a full
+/// batch: below that, any message may be a large job.
+const SMALL_STREAK_FOR_FULL_BATCHES: u32 = 10;
+
+/// How many messages one receive asks for, given `free` job slots. A job
+/// waiting here for a multipart slot holds its message from other workers,
+/// so: none while one waits. Otherwise all free slots (up to SQS's 10) while
+/// recent jobs were small; else no more than the multipart slots not
+/// spoken for by jobs still finding out their size — and when all are
+/// busy, one (a small job runs at once; a large one is the only one that
+/// waits here), but none while a job may still turn out large.
+fn batch_size(free: usize, multipart: &MultipartGate) -> usize {
+    let free = free.min(10);
+    if multipart.waiting() > 0 {
+        return 0;
+    }
+    match multipart.free() {
+        None => free,
+        Some(_) if multipart.small_streak() >= SMALL_STREAK_FOR_FULL_BATCHES => free,
+        Some(large_free) => {
+            let deciding = multipart.deciding();
+            match large_free.saturating_sub(deciding) {
+                0 if deciding == 0 => free.min(1),
+                0 => 0,
+                open => free.min(open),
+            }
+        }
+    }
 }
 
 /// Which queue each poll tries first: strict priority, or smooth weighted
@@ -235,7 +286,29 @@ async fn drain(config: &WorkerConfig, jobs: &TaskTracker, release_jobs: &Cancell
 
 #[cfg(test)]
 mod tests {
-    use super::PollOrder;
+    use super::{MultipartGate, PollOrder, SMALL_STREAK_FOR_FULL_BATCHES, batch_size};
+
+    #[test]
+    fn receives_follow_the_free_multipart_slots_until_jobs_prove_small() {
+        assert_eq!(batch_size(32, &MultipartGate::new(None)), 10);
+        let gate = MultipartGate::new(Some(4));
+        assert_eq!(batch_size(32, &gate), 4);
+        assert_eq!(batch_size(2, &gate), 2);
+        for _ in 0..SMALL_STREAK_FOR_FULL_BATCHES {
+            gate.small_stored();
+        }
+        assert_eq!(batch_size(32, &gate), 10);
+        let gate = MultipartGate::new(Some(1));
+        let held = gate.try_enter().expect("a free slot");
+        assert_eq!(batch_size(32, &gate), 1, "a full gate still lets one in");
+        let deciding = gate.deciding_one();
+        assert_eq!(batch_size(32, &gate), 0, "not while that one may be large");
+        drop(deciding);
+        let gate = MultipartGate::new(Some(4));
+        let _deciding = (gate.deciding_one(), gate.deciding_one());
+        assert_eq!(batch_size(32, &gate), 2, "slots spoken for");
+        drop(held);
+    }
 
     #[test]
     fn strict_priority_always_starts_with_the_first_queue() {

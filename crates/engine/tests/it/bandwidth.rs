@@ -278,6 +278,7 @@ async fn a_resume_that_rereads_parts_for_a_digest_does_not_wait_on_its_own_host_
         Arc::new(KeptCrcs(kept)),
         Arc::new(ferry_engine::NoopObserver),
         &cancel,
+        None,
     );
     let outcome = tokio::time::timeout(Duration::from_secs(60), resumed)
         .await

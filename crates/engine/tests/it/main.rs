@@ -3,6 +3,7 @@
 // Test helpers outside #[test] functions panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
+mod admission;
 mod bandwidth;
 mod faults;
 mod harness;

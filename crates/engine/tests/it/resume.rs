@@ -210,7 +210,14 @@ async fn interrupted(harness: &Harness, spec: &TransferSpec, parts: usize) -> Me
     let journal = Arc::new(MemoryJournal::stopping_after(parts, &cancel));
     let result = harness
         .engine
-        .transfer_resumable(spec, None, journal.clone(), Arc::new(NoopObserver), &cancel)
+        .transfer_resumable(
+            spec,
+            None,
+            journal.clone(),
+            Arc::new(NoopObserver),
+            &cancel,
+            None,
+        )
         .await;
     assert_eq!(result.unwrap_err().kind(), "cancelled");
     assert_eq!(harness.open_uploads().await, 1, "kept for the next run");
@@ -237,6 +244,7 @@ async fn resumed(
             Arc::new(journal),
             Arc::new(NoopObserver),
             &CancellationToken::new(),
+            None,
         )
         .await;
     (result, origin.bytes_served() - before)

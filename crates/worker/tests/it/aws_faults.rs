@@ -64,14 +64,16 @@ impl Faulty {
     }
 
     /// Test-scale leases are short; these are long enough that a loaded
-    /// moto (many cells at once on two cores) does not let them lapse,
-    /// while a failed visibility extension still shows within seconds.
+    /// moto (many cells at once on two cores, beside the rest of the suite)
+    /// does not let them lapse: a renewal or visibility extension has three
+    /// heartbeats (9 s) to get through its SDK retries, while a failed
+    /// extension still shows within seconds.
     async fn worker(&self, shutdown_grace: Duration) -> InProcessWorker {
         let mut config = self.stack.config();
         config.shutdown_grace = shutdown_grace;
-        config.lease = Duration::from_secs(20);
-        config.heartbeat = Duration::from_secs(2);
-        config.visibility = Duration::from_secs(8);
+        config.lease = Duration::from_secs(30);
+        config.heartbeat = Duration::from_secs(3);
+        config.visibility = Duration::from_secs(12);
         spawn_worker_with(config, self.clients().await)
     }
 
@@ -144,8 +146,8 @@ impl Kind {
     }
 
     fn behavior(self) -> Behavior {
-        // About 4 s a 5 MiB part: several heartbeats and, with the tests'
-        // 6 s visibility, at least one visibility extension.
+        // About 4 s a 5 MiB part: several heartbeats and, with the cells'
+        // 12 s visibility, at least one visibility extension.
         let slow = Behavior {
             chunk_delay: Some(Duration::from_millis(50)),
             ..Behavior::default()
@@ -246,6 +248,32 @@ fn cells(sites: &[(&str, Kind, &str, Option<&str>)]) -> Vec<Cell> {
 
 async fn run_cell(cell: Cell) -> Result<(), String> {
     let f = Faulty::new().await;
+    let outcome = run_cell_on(&f, cell).await;
+    // A failing cell shows what its worker asked of AWS and when: under a
+    // loaded CI machine that is what tells a slow emulator from a bug.
+    outcome.map_err(|why| format!("{why}\n{}", timeline(&f.proxy)))
+}
+
+/// The proxy's log as one line per request (S3 data calls folded).
+fn timeline(proxy: &AwsProxy) -> String {
+    let mut lines = vec!["  AWS calls (ms since the proxy started):".to_owned()];
+    for e in proxy.log() {
+        if e.fault.is_none() && matches!(e.op.as_str(), "s3:UploadPart" | "s3:GetObject") {
+            continue;
+        }
+        lines.push(format!(
+            "  {:>6} {} {}{} -> {}",
+            e.t_ms,
+            e.op,
+            e.fault.map(|f| format!("[{f}] ")).unwrap_or_default(),
+            e.rules.join(","),
+            e.answered.map_or("cut".to_owned(), |s| s.to_string()),
+        ));
+    }
+    lines.join("\n")
+}
+
+async fn run_cell_on(f: &Faulty, cell: Cell) -> Result<(), String> {
     let job = "job";
     let data = test_bytes(cell.kind.size(), 7);
     let origin = ferry_testkit::Origin::start(data.clone(), cell.kind.behavior()).await;
@@ -673,10 +701,10 @@ async fn throttling_storms_delay_jobs_but_fail_none() {
         max_attempts: 1,
     };
     // S3 throttling never costs an attempt. A DynamoDB storm as long as ¾
-    // of the lease (15 s of 20 s) may: renewals fail, so the worker must
+    // of the lease (23 s of 30 s) may: renewals fail, so the worker must
     // stop writing (safety first) and the job resumes in a later attempt —
     // delayed, never failed.
-    let mut dynamodb = storm("storm.dynamodb", "dynamodb:*", Kind::Ranged, 15.0);
+    let mut dynamodb = storm("storm.dynamodb", "dynamodb:*", Kind::Ranged, 23.0);
     dynamodb.max_attempts = 2;
     run_cells(vec![
         storm("storm.s3", "s3:*", Kind::Ranged, 20.0),

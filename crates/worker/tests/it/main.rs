@@ -17,3 +17,4 @@ mod lifecycle;
 mod observability;
 mod resume;
 mod security;
+mod slots;
