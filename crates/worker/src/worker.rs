@@ -99,16 +99,24 @@ pub async fn run(
         };
         // Zero while a received job waits for a multipart slot (or may be
         // about to): the loop waits for that to change (see `batch_size`).
-        let mut want = 0;
-        while want == 0 {
-            want = batch_size(1 + slots.available_permits(), ctx.engine.multipart());
-            if want == 0 {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
+        // Under load, a few slots are gathered first (see `GATHER_SLOTS`).
+        let enough = ctx.config.max_concurrent_jobs.min(GATHER_SLOTS);
+        let gathering_since = tokio::time::Instant::now();
+        let want = loop {
+            let free = 1 + slots.available_permits();
+            let want = batch_size(free, ctx.engine.multipart());
+            let pause = if want == 0 {
+                Duration::from_millis(20)
+            } else if free < enough && gathering_since.elapsed() < GATHER_AT_MOST {
+                Duration::from_millis(10)
+            } else {
+                break want;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break 0,
+                () = tokio::time::sleep(pause) => {}
             }
-        }
+        };
         if shutdown.is_cancelled() {
             break;
         }
@@ -167,6 +175,15 @@ pub async fn run(
     info!("worker stopped");
     Ok(())
 }
+
+/// A busy worker's slots free one at a time, and a receive per freed slot
+/// costs an SQS call per job. So a receive waits until this many slots are
+/// free (or fewer, if the worker has fewer) …
+const GATHER_SLOTS: usize = 4;
+/// … but no longer than this: a job waiting in the queue starts at most
+/// this much later, and a saturated worker makes at most one receive per
+/// four jobs.
+const GATHER_AT_MOST: Duration = Duration::from_millis(250);
 
 /// Consecutive small jobs after which the next receive asks for a full
 /// batch: below that, any message may be a large job.
