@@ -100,7 +100,7 @@ pub async fn run(
         // Zero while a received job waits for a multipart slot (or may be
         // about to): the loop waits for that to change (see `batch_size`).
         // Under load, a few slots are gathered first (see `GATHER_SLOTS`).
-        let enough = ctx.config.max_concurrent_jobs.min(GATHER_SLOTS);
+        let enough = (ctx.config.max_concurrent_jobs / 8).clamp(1, GATHER_SLOTS);
         let gathering_since = tokio::time::Instant::now();
         let want = loop {
             let free = 1 + slots.available_permits();
@@ -177,8 +177,9 @@ pub async fn run(
 }
 
 /// A busy worker's slots free one at a time, and a receive per freed slot
-/// costs an SQS call per job. So a receive waits until this many slots are
-/// free (or fewer, if the worker has fewer) …
+/// costs an SQS call per job. So a receive waits until an eighth of the
+/// slots, at most this many, are free (a worker with few slots does not
+/// wait: its jobs are few and long) …
 const GATHER_SLOTS: usize = 4;
 /// … but no longer than this: a job waiting in the queue starts at most
 /// this much later, and a saturated worker makes at most one receive per
