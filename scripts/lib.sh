@@ -60,6 +60,16 @@ ensure_bench_servers() {
   S3S_FS="$tools/bin/s3s-fs"
 }
 
+# cargo-deny for scripts/test (deny.toml), installed once per machine with
+# cargo (into ~/.cargo/bin, where a later clone finds it).
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]; then
+    say "installing cargo-deny $CARGO_DENY_VERSION (cargo install, once per machine)"
+    cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
+  fi
+}
+
 # start_piped NAME COMMAND...: runs COMMAND with stdin on a pipe held by this
 # shell, waits for its `port N` line and sets PIPED_PORT=N (and PIPED_PID). Not to be called
 # in a subshell: the pipe would close with it.

@@ -40,6 +40,8 @@ class Settings:
     root: Path
     out: Path
     ferry: str
+    # The same build with symbols and line tables (cargo --profile profiling), for perf.
+    ferry_profiling: str
     s3s_fs: str
     venv_bin: Path
     s5cmd: str
@@ -64,6 +66,7 @@ class Settings:
             root=Path(e.get("BENCH_DIR", "/dev/shm/ferry-bench")),
             out=Path(e["BENCH_OUT"]),
             ferry=e["BENCH_FERRY"],
+            ferry_profiling=e.get("BENCH_FERRY_PROFILING", e["BENCH_FERRY"]),
             s3s_fs=e["BENCH_S3S_FS"],
             venv_bin=Path(e["BENCH_VENV"]) / "bin",
             s5cmd=e["BENCH_S5CMD"],
@@ -333,7 +336,8 @@ class Bench:
         perf_tool = Tool(
             "ferry (perf record)", "ferry",
             lambda b, url, key, f: [["perf", "record", "-F", "999", "-g", "-o", str(data), "--",
-                                     b.s.ferry, "copy", "-q", url, f"s3://{BUCKET}/{key}"]],
+                                     b.s.ferry_profiling, "copy", "-q", url,
+                                     f"s3://{BUCKET}/{key}"]],
         )
         self.run_one("perf", perf_tool, self.s.sweep_size, 1)
         with (self.s.out / "perf-ferry.txt").open("w") as out:
