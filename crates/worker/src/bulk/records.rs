@@ -92,15 +92,7 @@ impl Records {
         let mut items = Vec::new();
         let mut round = 0;
         while let Some(keys) = request.take() {
-            if round > 0 {
-                if round >= ROUNDS {
-                    return Err(BulkError::Unprocessed {
-                        operation: "BatchGetItem",
-                    });
-                }
-                tokio::time::sleep(aws_backoff(round)).await;
-            }
-            round += 1;
+            next_round(&mut round, "BatchGetItem").await?;
             let output = retry_with(
                 "BatchGetItem",
                 CALL_TRIES,
@@ -142,15 +134,7 @@ impl Records {
         let mut pending = group;
         let mut round = 0;
         while !pending.is_empty() {
-            if round > 0 {
-                if round >= ROUNDS {
-                    return Err(BulkError::Unprocessed {
-                        operation: "BatchWriteItem",
-                    });
-                }
-                tokio::time::sleep(aws_backoff(round)).await;
-            }
-            round += 1;
+            next_round(&mut round, "BatchWriteItem").await?;
             let output = retry_with(
                 "BatchWriteItem",
                 CALL_TRIES,
@@ -214,4 +198,17 @@ fn build_error(operation: &'static str, err: &dyn std::fmt::Display) -> BulkErro
         message: err.to_string(),
         retryable: false,
     }
+}
+
+/// Before each call of a loop that re-sends what DynamoDB left unprocessed:
+/// after the first, a growing pause; after `ROUNDS` calls, the run stops.
+async fn next_round(round: &mut u32, operation: &'static str) -> Result<(), BulkError> {
+    if *round > 0 {
+        if *round >= ROUNDS {
+            return Err(BulkError::Unprocessed { operation });
+        }
+        tokio::time::sleep(aws_backoff(*round)).await;
+    }
+    *round += 1;
+    Ok(())
 }
