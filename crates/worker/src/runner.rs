@@ -71,7 +71,21 @@ pub async fn handle(
     }
 }
 
+/// Records and dead-letters a rejected message, keeping it invisible
+/// meanwhile, as a claim does: when the record write or the DLQ send is
+/// slow (retried under throttling), another receive must not reject and
+/// dead-letter it again.
 async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
+    let disposed = CancellationToken::new();
+    let disposing = async {
+        record_and_dispose(ctx, message, rejection).await;
+        disposed.cancel();
+    };
+    let unused = CancellationToken::new();
+    tokio::join!(disposing, keep_invisible(ctx, message, &unused, &disposed));
+}
+
+async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejection) {
     metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
     let recorded = match ctx.store.reject(rejection).await {
         Ok(written) => written,
