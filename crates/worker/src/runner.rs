@@ -65,6 +65,9 @@ pub async fn handle(
                 .await;
         }
         Err(rejection) => {
+            // Never a transfer: the next receive need not wait for it,
+            // however long recording and dead-lettering it take.
+            drop(deciding);
             let span = info_span!("job", job_id = %rejection.job_id);
             reject(&ctx, &message, &rejection).instrument(span).await;
         }
