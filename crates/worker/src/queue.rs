@@ -1,6 +1,7 @@
 //! SQS: receive (long poll, batch), extend visibility, delete, release, and
 //! dead-letter. Nothing here decides what a message means.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
@@ -22,6 +23,21 @@ pub struct Received {
     pub body: String,
     pub receive_count: u32,
     pub received_at: Instant,
+    /// Until when the message stays invisible at least: moved by every
+    /// visibility change this process makes, whichever phase of the job
+    /// (claim, transfer, final record) makes it.
+    visible_until: Arc<Mutex<Instant>>,
+}
+
+impl Received {
+    /// Until when no other receive can be handed this message.
+    pub fn visible_until(&self) -> Instant {
+        *self.visible_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_visible_until(&self, deadline: Instant) {
+        *self.visible_until.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+    }
 }
 
 #[derive(Clone)]
@@ -77,6 +93,7 @@ impl Queue {
                     body: m.body.unwrap_or_default(),
                     receive_count,
                     received_at,
+                    visible_until: Arc::new(Mutex::new(received_at + visibility)),
                 })
             })
             .collect();
@@ -104,6 +121,8 @@ impl Queue {
         message: &Received,
         timeout: Duration,
     ) -> Result<(), QueueError> {
+        // From before the request: SQS counts from when it applies it.
+        let sent = Instant::now();
         self.client
             .change_message_visibility()
             .queue_url(&message.queue_url)
@@ -112,6 +131,7 @@ impl Queue {
             .send()
             .await
             .map_err(|err| queue_error("ChangeMessageVisibility", err))?;
+        message.set_visible_until(sent + timeout);
         metrics::counter!("ferry_sqs_visibility_changes_total").increment(1);
         Ok(())
     }

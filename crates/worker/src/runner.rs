@@ -79,22 +79,24 @@ pub async fn handle(
 /// slow (retried under throttling), another receive must not reject and
 /// dead-letter it again.
 async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
-    let disposed = CancellationToken::new();
-    let disposing = async {
-        record_and_dispose(ctx, message, rejection).await;
-        disposed.cancel();
-    };
-    let unused = CancellationToken::new();
-    tokio::join!(disposing, keep_invisible(ctx, message, &unused, &disposed));
+    invisible_while(ctx, message, record_and_dispose(ctx, message, rejection)).await;
 }
 
 async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejection) {
     metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
-    let recorded = match ctx.store.reject(rejection).await {
+    let recorded = patiently("the rejection record write", || ctx.store.reject(rejection)).await;
+    let recorded = match recorded {
         Ok(written) => written,
         Err(err) => {
-            warn!(error = %err, "could not record rejected job");
-            false
+            // Dead-lettered now, the job would have no record: the message
+            // comes back for another try once its visibility lapses (the
+            // queue's redrive policy is the backstop).
+            metrics::counter!("ferry_store_errors_total").increment(1);
+            warn!(
+                error_kind = rejection.kind, error = %rejection, store_error = %err,
+                "rejected message not recorded; it stays on the queue for another try"
+            );
+            return;
         }
     };
     let disposal = match &ctx.config.dlq_url {
@@ -259,9 +261,13 @@ async fn finish_cancelled(
         }
         upload_aborted = Some(aborted.is_ok());
     }
-    let recorded = patiently("the job record write", || {
-        ctx.store.record_cancelled(lease, by)
-    })
+    let recorded = invisible_while(
+        ctx,
+        message,
+        patiently("the job record write", || {
+            ctx.store.record_cancelled(lease, by)
+        }),
+    )
     .await;
     if let Err(err) = &recorded {
         warn!(error = %err, "job cancelled but the record could not be written");
@@ -290,15 +296,7 @@ async fn claim(
     job: &Job,
     stop: &CancellationToken,
 ) -> Option<(Claim, Instant)> {
-    let claimed = CancellationToken::new();
-    let attempts = async {
-        let result = claim_until_done(ctx, job, stop).await;
-        claimed.cancel();
-        result
-    };
-    // The visibility cap (12 h) cannot be near before a claim.
-    let unused = CancellationToken::new();
-    let (result, ()) = tokio::join!(attempts, keep_invisible(ctx, message, &unused, &claimed));
+    let result = invisible_while(ctx, message, claim_until_done(ctx, job, stop)).await;
     if result.is_none() {
         let release = ctx.queue.set_visibility(message, Duration::ZERO);
         let _ = tokio::time::timeout(RELEASE_TIME, release).await;
@@ -364,9 +362,13 @@ async fn conclude(
     let total_fetched = attempt.total_fetched();
     match result {
         Ok(outcome) => {
-            let recorded = patiently("the job record write", || {
-                ctx.store.succeed(lease, &outcome, total_fetched)
-            })
+            let recorded = invisible_while(
+                ctx,
+                message,
+                patiently("the job record write", || {
+                    ctx.store.succeed(lease, &outcome, total_fetched)
+                }),
+            )
             .await;
             if let Err(err) = recorded {
                 // The object is stored, but without a final record the message
@@ -451,10 +453,14 @@ async fn conclude(
                     format!("{err} (gave up after {} attempts)", lease.attempts),
                 ),
             };
-            let recorded = patiently("the job record write", || {
-                ctx.store
-                    .record_error(lease, status, (err.kind(), &error), total_fetched)
-            })
+            let recorded = invisible_while(
+                ctx,
+                message,
+                patiently("the job record write", || {
+                    ctx.store
+                        .record_error(lease, status, (err.kind(), &error), total_fetched)
+                }),
+            )
             .await;
             if gave_up {
                 if recorded.is_ok() {
@@ -554,6 +560,9 @@ async fn renew_lease(
 
 /// Extends the message's visibility when its deadline comes near, never
 /// past SQS's cap (then the job is released to resume with a new receive).
+/// Looks at once, then every heartbeat: a phase that starts late in the
+/// message's visibility (a final record after a long transfer) is covered
+/// from its first moment.
 async fn keep_invisible(
     ctx: &Context,
     message: &Received,
@@ -561,15 +570,16 @@ async fn keep_invisible(
     stop: &CancellationToken,
 ) {
     let config = &ctx.config;
-    let mut visible_at = message.received_at + config.visibility;
     let mut ticks = tokio::time::interval(config.heartbeat);
-    ticks.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if visible_at.saturating_duration_since(Instant::now()) >= config.heartbeat * 3 {
+        let remaining = message
+            .visible_until()
+            .saturating_duration_since(Instant::now());
+        if remaining >= config.heartbeat * 3 {
             continue;
         }
         let elapsed = message.received_at.elapsed();
@@ -582,11 +592,28 @@ async fn keep_invisible(
             () = stop.cancelled() => return,
             extended = ctx.queue.set_visibility(message, config.visibility) => extended,
         };
-        match extended {
-            Ok(()) => visible_at = Instant::now() + config.visibility,
-            Err(err) => warn!(error = %err, "could not extend message visibility"),
+        if let Err(err) = extended {
+            warn!(error = %err, "could not extend message visibility");
         }
     }
+}
+
+/// Runs `work` while keeping the message invisible, as the heartbeat does
+/// during a transfer: a claim, a final record or a dead-lettering that SQS
+/// or DynamoDB hold up (throttled, retried) must not let another receive be
+/// handed the message meanwhile. The extensions stop before `work`'s result
+/// is returned, so a visibility change that follows it is the last one.
+async fn invisible_while<T>(ctx: &Context, message: &Received, work: impl Future<Output = T>) -> T {
+    let done = CancellationToken::new();
+    let working = async {
+        let result = work.await;
+        done.cancel();
+        result
+    };
+    // The visibility cap is hours away from any of these phases' starts.
+    let unused = CancellationToken::new();
+    let (result, ()) = tokio::join!(working, keep_invisible(ctx, message, &unused, &done));
+    result
 }
 
 /// Deletes a finished job's message, riding out SQS trouble for a while: a

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_sqs::config::retry::RetryPartition;
 use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
 use ferry_testkit::{Behavior, test_bytes};
 use ferry_worker::config::AwsArgs;
@@ -52,13 +53,43 @@ impl Faulty {
         Self { stack, proxy }
     }
 
+    /// The product's clients, in a retry partition of this cell's own.
+    ///
+    /// The SDK shares the retry token bucket and the adaptive rate limiter
+    /// among all clients of a partition in the process (by default, one per
+    /// service). A worker owns its process; the cells share one, so without
+    /// this one cell's injected throttles slow down every other cell's SQS or
+    /// DynamoDB calls, and its errors drain the others' retry quota (seen on
+    /// CI: a cell's visibility extension never got sent).
     async fn clients(&self) -> Clients {
         let sdk = ferry_testkit::moto::sdk_config_at(&self.proxy.endpoint()).await;
         let aws = aws_args();
+        // One per service, as in a worker's process.
+        let partition =
+            |service: &str| RetryPartition::new(format!("{service}-cell-{}", self.proxy.port()));
+        let s3 = ferry_worker::config::s3_client(&sdk, &aws);
+        let sqs = ferry_worker::config::sqs_client(&sdk, &aws);
+        let dynamodb = ferry_worker::config::dynamodb_client(&sdk, &aws);
         Clients {
-            s3: ferry_worker::config::s3_client(&sdk, &aws),
-            sqs: ferry_worker::config::sqs_client(&sdk, &aws),
-            dynamodb: ferry_worker::config::dynamodb_client(&sdk, &aws),
+            s3: aws_sdk_s3::Client::from_conf(
+                s3.config()
+                    .to_builder()
+                    .retry_partition(partition("s3"))
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                sqs.config()
+                    .to_builder()
+                    .retry_partition(partition("sqs"))
+                    .build(),
+            ),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                dynamodb
+                    .config()
+                    .to_builder()
+                    .retry_partition(partition("dynamodb"))
+                    .build(),
+            ),
             protection: ferry_worker::protection::TaskProtection::disabled(),
         }
     }
@@ -337,9 +368,11 @@ async fn run_cell_on(f: &Faulty, cell: Cell) -> Result<(), String> {
         Ok(())
     }
     .await;
-    // The worker deletes the message right after the final record.
+    // The worker deletes the message right after the final record; a
+    // rejected one after its DLQ send, which a throttle or hang can hold up
+    // for the SDK's adaptive back-off (up to its 20 s maximum) per retry.
     let mut drained = true;
-    for _ in 0..200 {
+    for _ in 0..600 {
         let (visible, in_flight) = f.stack.queue_depth(&f.stack.queue).await;
         drained = visible + in_flight == 0;
         if drained {
