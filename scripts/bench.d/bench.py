@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
+import far  # noqa: E402
 import measure  # noqa: E402
 from servers import ACCESS_KEY, BUCKET, SECRET_KEY, Servers  # noqa: E402
 
@@ -43,6 +44,8 @@ class Settings:
     # The same build with symbols and line tables (cargo --profile profiling), for perf.
     ferry_profiling: str
     s3s_fs: str
+    # The cheap sink of the far scenario (crates/testkit's ferry-s3-sink).
+    sink: str
     venv_bin: Path
     s5cmd: str
     sizes: list[int]
@@ -55,6 +58,9 @@ class Settings:
     sweep_parts: list[int]
     sweep_conc: list[int]
     scenarios: list[str]
+    far_rtts: list[int]
+    far_size: int
+    far_runs: int
     quiet_wait_s: float
     quiet_budget_s: float
     redo_noisy: int
@@ -68,6 +74,7 @@ class Settings:
             ferry=e["BENCH_FERRY"],
             ferry_profiling=e.get("BENCH_FERRY_PROFILING", e["BENCH_FERRY"]),
             s3s_fs=e["BENCH_S3S_FS"],
+            sink=e["BENCH_SINK"],
             venv_bin=Path(e["BENCH_VENV"]) / "bin",
             s5cmd=e["BENCH_S5CMD"],
             sizes=env_list("BENCH_SIZES", "1024 4096"),
@@ -79,7 +86,10 @@ class Settings:
             sweep_runs=int(e.get("BENCH_SWEEP_RUNS", "1")),
             sweep_parts=env_list("BENCH_SWEEP_PARTS", "8 16 32"),
             sweep_conc=env_list("BENCH_SWEEP_CONCURRENCY", "4 8 16"),
-            scenarios=e.get("BENCH_SCENARIOS", "main rss throttle sweep").split(),
+            scenarios=e.get("BENCH_SCENARIOS", "main rss throttle sweep far").split(),
+            far_rtts=env_list("BENCH_FAR_RTTS", "0 50 150"),
+            far_size=int(e.get("BENCH_FAR_SIZE", "2048")),
+            far_runs=int(e.get("BENCH_FAR_RUNS", "3")),
             quiet_wait_s=float(e.get("BENCH_QUIET_WAIT", "120")),
             quiet_budget_s=float(e.get("BENCH_QUIET_BUDGET", "2400")),
             redo_noisy=int(e.get("BENCH_REDO_NOISY", "2")),
@@ -99,6 +109,24 @@ class Tool:
 
 def curl(url: str, *extra: str) -> list[str]:
     return ["curl", "--silent", "--show-error", "--fail", *extra, url]
+
+
+# N curls at once, each reading one Nth of the object as a range: what the
+# origin and the path give to parallel readers that store nothing.
+RANGED_READS = (8, 16)
+RANGED_SCRIPT = """\
+url=$1; size=$2; n=$3; chunk=$(( (size + n - 1) / n )); i=0
+while [ "$i" -lt "$n" ]; do
+  start=$((i * chunk)); end=$((start + chunk - 1)); [ "$end" -ge "$size" ] && end=$((size - 1))
+  curl --silent --show-error --fail --output /dev/null --range "$start-$end" "$url" &
+  pids="$pids $!"; i=$((i + 1))
+done
+fail=0; for pid in $pids; do wait "$pid" || fail=1; done; exit "$fail"
+"""
+
+
+def ranged_reads(n: int) -> str:
+    return f"limit: {n} ranged curls > /dev/null"
 
 
 def tools(extra_ferry: list[str] | None = None) -> dict[str, Tool]:
@@ -125,6 +153,14 @@ def tools(extra_ferry: list[str] | None = None) -> dict[str, Tool]:
             lambda b, url, key, f: [curl(url, "--output", "/dev/null")],
             stores=False,
         ),
+        **{
+            ranged_reads(n): Tool(
+                ranged_reads(n), "limit",
+                lambda b, url, key, f, n=n: [["sh", "-c", RANGED_SCRIPT, "sh", url, str(f.stat().st_size), str(n)]],
+                stores=False,
+            )
+            for n in RANGED_READS
+        },
         "limit: s5cmd cp FILE": Tool(
             "limit: s5cmd cp FILE", "limit",
             lambda b, url, key, f: [[b.s.s5cmd, "--endpoint-url", b.servers.endpoint, "cp", str(f), s3(key)]],
@@ -163,8 +199,9 @@ class Bench:
             "HOME": str(home),  # no user config of any tool leaks in
             "LANG": "C.UTF-8",
             "NO_PROXY": "127.0.0.1,localhost",
-            # ferry refuses loopback sources unless told otherwise (SSRF guard).
-            "FERRY_SOURCE_ALLOW_CIDRS": "127.0.0.0/8",
+            # ferry refuses loopback and private sources unless told
+            # otherwise (SSRF guard); the far scenario's origin is private.
+            "FERRY_SOURCE_ALLOW_CIDRS": f"127.0.0.0/8,{far.LINK_CIDR}",
             "AWS_ENDPOINT_URL": endpoint,
             "S3_ENDPOINT_URL": endpoint,
             "AWS_REGION": "us-east-1",
@@ -219,7 +256,7 @@ class Bench:
         slug = re.sub(r"[^a-z0-9]+", "-", tool.name.lower()).strip("-")
         suffix = "".join(f"-{v}" for v in (params or {}).values())
         key = f"{scenario}-{size_mib}-{run}-{slug}{suffix}"
-        stages = tool.stages(self, url, key, file)
+        stages = [self.servers.prefix() + stage for stage in tool.stages(self, url, key, file)]
         self.servers.clear_bucket()
 
         waited = 0.0
@@ -296,16 +333,17 @@ class Bench:
 
     # --- scenarios ---
 
-    def alternate(self, scenario: str, names: list[str], size: int, runs: int, throttled=False) -> None:
+    def alternate(self, scenario: str, names: list[str], size: int, runs: int, throttled=False,
+                  params=None) -> None:
         """Runs each tool `runs` times, ABCD ABCD…, rotating who goes first."""
         t = tools()
         for run in range(1, runs + 1):
             k = (run - 1) % len(names)
             for name in names[k:] + names[:k]:
-                self.run_clean(scenario, t[name], size, run, throttled=throttled)
+                self.run_clean(scenario, t[name], size, run, throttled=throttled, params=params)
 
     def main(self) -> None:
-        names = list(tools())
+        names = [n for n in tools() if n not in map(ranged_reads, RANGED_READS)]
         for size in self.s.sizes:
             self.alternate("main", names, size, self.s.runs)
 
@@ -329,6 +367,21 @@ class Bench:
                 tool = tools(flags)["ferry"]
                 self.run_clean("sweep", tool, self.s.sweep_size, run, params={"part_size_mib": p, "concurrency": c})
 
+    def far(self) -> None:
+        """The origin behind a delay line (far.py), at each of BENCH_FAR_RTTS:
+        ferry, the single-stream peers, and what one and N parallel ranged
+        reads get from the same path, alternating within each RTT."""
+        names = ["ferry", "rclone copyurl", "curl | s5cmd pipe", "limit: curl > /dev/null",
+                 *map(ranged_reads, RANGED_READS)]
+        self.source(self.s.far_size)
+        for rtt in self.s.far_rtts:
+            with far.FarServers(self.s.root, self.s.sink, rtt, self.servers.www) as servers:
+                print(f"==> far origin: rtt {rtt} ms, nginx on {servers.url('')} "
+                      f"(namespace {servers.far}), clients in {servers.near}", file=sys.stderr)
+                near = Bench(self.s, servers)
+                near.runs, near.quiet_spent = self.runs, self.quiet_spent
+                near.alternate("far", names, self.s.far_size, self.s.far_runs, params={"rtt_ms": rtt})
+                self.quiet_spent = near.quiet_spent
 
     def perf(self) -> None:
         """One ferry copy under `perf record`; the flat profile goes to perf-ferry.txt."""
@@ -428,6 +481,9 @@ def main() -> int:
                     "sweep_size_mib": s.sweep_size,
                     "sweep_runs": s.sweep_runs,
                     "redo_noisy": s.redo_noisy,
+                    "far_rtts_ms": s.far_rtts,
+                    "far_size_mib": s.far_size,
+                    "far_runs": s.far_runs,
                     "scenarios": sorted({r["scenario"] for r in runs}),
                 },
                 "runs": runs,

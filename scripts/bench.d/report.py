@@ -134,6 +134,42 @@ def throttle_table(runs: list[dict], rows: list[dict], meta: dict) -> list[str]:
     return lines + [""]
 
 
+def far_table(runs: list[dict], rows: list[dict]) -> list[str]:
+    """ferry and the peers against what parallel ranged reads get from the
+    same far origin, one block per round-trip time."""
+    groups = group(runs, "far")
+    if not groups:
+        return []
+    size = next(iter(groups))[0]
+    kinds = {r["tool"]: r["kind"] for r in runs if r["scenario"] == "far"}
+    by_rtt: dict[int, dict[str, dict]] = defaultdict(dict)
+    for (_, tool, params), rs in groups.items():
+        by_rtt[dict(params)["rtt_ms"]][tool] = summarize(rs)
+    limit_tool = "limit: 8 ranged curls > /dev/null"
+    lines = [
+        f"### Far origin: {size} MiB through a delay line (MTU 9000), s3s-fs beside the client",
+        "",
+        "× 8 ranges = MB/s ÷ what 8 parallel ranged curls (to /dev/null, storing nothing) got at the "
+        "same round-trip time in the same run.",
+        "",
+        "| RTT ms | tool | MB/s | × 8 ranges | CPU-s/GiB | peak RSS MiB | sha256 ok | noisy runs |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = {"ferry": 0, "peer": 1, "limit": 2}
+    for rtt in sorted(by_rtt):
+        summ = by_rtt[rtt]
+        limit = summ.get(limit_tool, {}).get("mb_s", float("nan"))
+        for tool in sorted(summ, key=lambda t: (order[kinds[t]], -summ[t]["mb_s"])):
+            s = summ[tool]
+            lines.append(
+                f"| {rtt} | {cell(tool)} | {fmt(s['mb_s'])} | {fmt(s['mb_s'] / limit, 2)} "
+                f"| {fmt(s['cpu_s_per_gib'], 2)} | {fmt(s['max_rss_mib'])} | {checks(s)} | {noise(s)} |"
+            )
+            rows.append({"scenario": "far", "size_mib": size, "tool": tool, "params": f"rtt_ms={rtt}", **s,
+                         "x_best_peer": float("nan"), "x_limit": s["mb_s"] / limit})
+    return lines + [""]
+
+
 def rss_table(runs: list[dict], rows: list[dict]) -> list[str]:
     by_size: dict[int, list[dict]] = defaultdict(list)
     for r in runs:
@@ -260,6 +296,7 @@ def main(argv: list[str]) -> int:
     lines = machine_lines(meta)
     lines += main_tables(runs, rows)
     lines += throttle_table(runs, rows, meta)
+    lines += far_table(runs, rows)
     lines += rss_table(runs, rows)
     lines += sweep_table(runs, rows)
     text = "\n".join(lines)

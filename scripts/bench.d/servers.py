@@ -55,12 +55,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, name: str, log: Path) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen, name: str, log: Path, host: str = "127.0.0.1"
+) -> None:
     for _ in range(100):  # 10 s at most
         if proc.poll() is not None:
             break
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
@@ -165,6 +167,10 @@ class Servers:
                 proc.kill()
                 proc.wait(timeout=10)
         self.procs.clear()
+
+    def prefix(self) -> list[str]:
+        """What runs a client command where it reaches these servers."""
+        return []
 
     @property
     def endpoint(self) -> str:

@@ -8,6 +8,7 @@
 //! - [`admission`]: how many multipart transfers run at once; small ones pass.
 //! - [`plan`]: pure arithmetic cutting an object into at most 10,000 S3 parts.
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
+//! - `reach`: more parts downloading at once from a far source (measured request waits).
 //! - [`checksum`]: per-part CRC64NVME, its full-object composition, expected-digest checks.
 //! - [`digest`]: sha256/md5 hashed in part order, and the state a resume continues from.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
@@ -37,6 +38,7 @@ pub mod events;
 mod parts;
 pub mod plan;
 pub mod pool;
+mod reach;
 pub mod resume;
 pub mod retry;
 pub mod sink;

@@ -1,6 +1,8 @@
 //! The part tasks of one transfer: spawned into one `JoinSet`, limited by a
-//! semaphore of part slots, reserved memory in part order, and stopped
-//! together when one fails or the set is dropped.
+//! semaphore of download slots and one of upload slots (a part that has
+//! been read frees its download slot while it waits for S3), reserved
+//! memory in part order, and stopped together when one fails or the set is
+//! dropped.
 
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ pub(crate) struct PartSet<'a> {
     run: &'a Arc<Run>,
     tasks: JoinSet<Result<UploadedPart, TransferError>>,
     slots: Arc<Semaphore>,
+    /// Download slots granted so far (they only grow; see `reach`).
+    downloads: usize,
+    uploads: Arc<Semaphore>,
     done: Vec<UploadedPart>,
 }
 
@@ -28,11 +33,13 @@ impl<'a> PartSet<'a> {
             run,
             tasks: JoinSet::new(),
             slots: Arc::new(Semaphore::new(run.concurrency())),
+            downloads: run.concurrency(),
+            uploads: Arc::new(Semaphore::new(run.concurrency())),
             done: Vec::new(),
         }
     }
 
-    /// Waits for a free slot, noticing failed parts while it waits.
+    /// Waits for a free download slot, noticing failed parts while it waits.
     pub(crate) async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
         loop {
             tokio::select! {
@@ -46,6 +53,24 @@ impl<'a> PartSet<'a> {
                 }
             }
         }
+    }
+
+    /// Grants download slots up to `slots` in all.
+    pub(crate) fn widen_downloads(&mut self, slots: usize) {
+        if slots > self.downloads {
+            tracing::debug!(
+                from = self.downloads,
+                to = slots,
+                "far source: more parts downloading at once"
+            );
+            self.slots.add_permits(slots - self.downloads);
+            self.downloads = slots;
+        }
+    }
+
+    /// The upload slots a part takes once it has been read.
+    pub(crate) fn uploads(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.uploads)
     }
 
     /// Waits for a slot for the source's host, noticing failures.

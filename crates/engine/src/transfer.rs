@@ -18,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Deciding, MultipartGate, MultipartSlot};
 use crate::bandwidth::Pacer;
 use crate::checksum::{self, Expected, PartCrc};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, MAX_CONCURRENT_PARTS};
 use crate::digest::{Binding, DigestState, OrderedDigest};
 use crate::error::{ErrorClass, TransferError};
 use crate::events::{Observer, PartDone, Progress, RetrySide};
 use crate::parts::PartSet;
 use crate::plan::{GrowingPlan, KnownPlan, MAX_PARTS, PartSpec};
 use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
+use crate::reach::{self, RequestWait};
 use crate::resume::{Checkpoint, Journal, NoJournal, Reopen, Reopened};
 use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
 use crate::source::{BodyStream, HostSlot, HttpSource, OpenBody, Probe, SourceRequest, Validator};
@@ -155,6 +156,7 @@ impl Engine {
             deciding: Mutex::new(Some(
                 deciding.unwrap_or_else(|| self.multipart.deciding_one()),
             )),
+            request_wait: RequestWait::new(self.config.max_concurrent_parts),
         });
         if let Some(checkpoint) = resume_from {
             self.source.check(&spec.source)?;
@@ -249,6 +251,8 @@ pub(crate) struct Run {
     multipart_slot: Mutex<Option<MultipartSlot>>,
     /// Counted as "may turn out large" until it knows.
     deciding: Mutex<Option<Deciding>>,
+    /// How long ranged GETs wait for their answers: how far the source is.
+    pub(crate) request_wait: RequestWait,
 }
 
 /// How a try at the transfer ended.
@@ -461,6 +465,13 @@ impl Run {
             // while this part waits for one: only the part it was opened for
             // may use it, as the next part fetched.
             let first = first.take().filter(|(number, _)| *number == spec.number);
+            parts.widen_downloads(reach::downloads_for(
+                self.concurrency(),
+                self.request_wait.shortest(),
+                plan.part_size,
+                self.engine.pool.budget(),
+                MAX_CONCURRENT_PARTS,
+            ));
             let permit = parts.slot().await?;
             // The host slot before the memory (see `source::hosts`).
             let (first, host_slot) = match first {
@@ -471,8 +482,8 @@ impl Run {
             let run = Arc::clone(self);
             let validator = Arc::clone(&validator);
             let upload_id = upload_id.to_owned();
+            let uploads = parts.uploads();
             parts.spawn(async move {
-                let _permit = permit;
                 let started = Instant::now();
                 let mut crc = PartCrc::default();
                 run.fetch_range(
@@ -483,12 +494,18 @@ impl Run {
                     validator.as_ref().as_ref(),
                 )
                 .await?;
-                // Read: the host may serve another request during the upload.
+                // Read: the host may serve another request, and the next part
+                // be fetched, while this one waits for S3.
                 drop(host_slot);
+                drop(permit);
                 let downloaded = started.elapsed();
                 match known {
                     Some(part) => run.hash_only(part, buffer, crc.value()).await,
                     None => {
+                        let _upload = uploads
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| TransferError::Cancelled)?;
                         run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
                             .await
                     }
@@ -633,7 +650,8 @@ impl Run {
                     Some(response) => response,
                     None => {
                         let start = spec.offset + buffer.len() as u64;
-                        source
+                        let asked = Instant::now();
+                        let response = source
                             .get_range(
                                 &self.spec.source,
                                 start,
@@ -641,7 +659,9 @@ impl Run {
                                 total,
                                 validator,
                             )
-                            .await?
+                            .await?;
+                        self.request_wait.observe(asked.elapsed());
+                        response
                     }
                 };
                 source

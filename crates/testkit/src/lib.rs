@@ -5,6 +5,8 @@
 //!   `ferry-aws-proxy` binary, for scripts).
 //! - [`origin`]: an HTTP(S) origin with fault injection and served-bytes counters.
 //! - [`tls`]: a throwaway CA so HTTPS origins can be trusted explicitly.
+//! - [`s3_sink`]: a cheap S3 sink on a directory, for benchmarks only (also
+//!   the `ferry-s3-sink` binary).
 //!
 //! Only ever a dev-dependency. Helpers panic with a clear message on misuse:
 //! a missing dependency fails loudly, it never skips a test.
@@ -13,6 +15,7 @@ pub mod aws_proxy;
 pub mod listener;
 pub mod moto;
 pub mod origin;
+pub mod s3_sink;
 pub mod tls;
 
 use sha2::Digest as _;

@@ -37,6 +37,9 @@ pub struct Behavior {
     pub announced_length: Option<u64>,
     /// Pause between body chunks (a slow origin).
     pub chunk_delay: Option<Duration>,
+    /// Pause before answering each request (a far origin: a round trip
+    /// before the first byte).
+    pub answer_delay: Option<Duration>,
     /// Answer this many requests with 200 and the whole body even if they ask
     /// for a range (still advertising `Accept-Ranges`).
     pub ignore_range_requests: u32,
@@ -62,6 +65,7 @@ impl Default for Behavior {
             stall_at: None,
             announced_length: None,
             chunk_delay: None,
+            answer_delay: None,
             ignore_range_requests: 0,
             redirect_to: None,
             endless: false,
@@ -282,6 +286,9 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     let number = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let behavior = state.behavior.lock().expect("behavior lock").clone();
     let body = state.body.lock().expect("body lock").clone();
+    if let Some(delay) = behavior.answer_delay {
+        tokio::time::sleep(delay).await;
+    }
     if u64::from(behavior.fail_first) >= number {
         return simple(stream, 503, "try later").await;
     }

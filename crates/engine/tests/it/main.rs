@@ -5,6 +5,7 @@
 
 mod admission;
 mod bandwidth;
+mod far;
 mod faults;
 mod harness;
 mod hostile;

@@ -1,0 +1,322 @@
+//! A cheap S3 sink for benchmarks about the source side (`ferry-s3-sink`):
+//! objects as files under a directory (tmpfs), nothing hashed or checked.
+//!
+//! On two cores s3s-fs (which hashes every byte it receives, twice) takes the
+//! CPU a far-origin benchmark needs for the client and the path; a Python
+//! sink took more still. This one only writes bodies to files. It speaks
+//! just enough S3 for ferry, rclone and s5cmd to upload: HeadBucket,
+//! GetBucketLocation, an empty ListObjectsV2, Head/Get/Put/DeleteObject,
+//! and Create/UploadPart/Complete/Abort multipart (parts concatenated at
+//! Complete, in the kernel, in the order the request lists them).
+//! `aws-chunked` bodies are decoded. No authentication and no checksum
+//! validation: a benchmark checks each stored object's sha256 afterwards.
+//! Never a stand-in for S3 in correctness tests (that is moto's job).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use md5::Digest as _;
+use tokio::net::TcpListener;
+
+const NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// Serves the sink on `listener` until the task is dropped; objects land in
+/// `root/BUCKET/KEY` (every bucket exists), uploads in `root/.uploads/ID/`.
+pub async fn serve(listener: TcpListener, root: PathBuf) {
+    let root = Arc::new(root);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let root = Arc::clone(&root);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let root = Arc::clone(&root);
+                async move { Ok::<_, std::convert::Infallible>(handle(&root, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn start(addr: SocketAddr, root: PathBuf) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    std::fs::create_dir_all(&root)?;
+    tokio::spawn(serve(listener, root));
+    Ok(bound)
+}
+
+type Answer = Response<Full<Bytes>>;
+
+async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => return error(StatusCode::BAD_REQUEST, "IncompleteBody", &err.to_string()),
+    };
+    let chunked = parts
+        .headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("aws-chunked"))
+        || parts
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("STREAMING-"));
+    let body = if chunked {
+        match decode_aws_chunked(&body) {
+            Some(decoded) => decoded,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidChunk",
+                    "bad aws-chunked body",
+                );
+            }
+        }
+    } else {
+        body
+    };
+    let path = parts.uri.path().trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let query = Query(parts.uri.query().unwrap_or(""));
+    let object = root.join(bucket).join(key);
+    let result = match (&parts.method, key.is_empty()) {
+        (&Method::HEAD, true) | (&Method::PUT, true) => Ok(empty(StatusCode::OK)),
+        (&Method::GET, true) if query.has("location") => Ok(xml(format!(
+            r#"<LocationConstraint xmlns="{NS}"></LocationConstraint>"#
+        ))),
+        (&Method::GET, true) => Ok(xml(format!(
+            r#"<ListBucketResult xmlns="{NS}"><Name>{bucket}</Name><KeyCount>0</KeyCount><IsTruncated>false</IsTruncated></ListBucketResult>"#
+        ))),
+        (&Method::HEAD, false) => head(&object),
+        (&Method::GET, false) => get(&object),
+        (&Method::PUT, false) => match (query.get("uploadId"), query.get("partNumber")) {
+            (Some(id), Some(number)) => put_part(root, id, number, &body),
+            _ => put_object(&object, &body),
+        },
+        (&Method::POST, false) if query.has("uploads") => create(root, bucket, key),
+        (&Method::POST, false) => match query.get("uploadId") {
+            Some(id) => complete(root, id, &object, bucket, key, &body),
+            None => Ok(error(
+                StatusCode::BAD_REQUEST,
+                "NotImplemented",
+                "not in this sink",
+            )),
+        },
+        (&Method::DELETE, false) => {
+            match query.get("uploadId") {
+                Some(id) => {
+                    let _ = std::fs::remove_dir_all(upload_dir(root, id));
+                }
+                None => {
+                    let _ = std::fs::remove_file(&object);
+                }
+            }
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        _ => Ok(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not in this sink",
+        )),
+    };
+    result.unwrap_or_else(|err| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &err.to_string(),
+        )
+    })
+}
+
+fn head(object: &Path) -> std::io::Result<Answer> {
+    let Ok(meta) = std::fs::metadata(object) else {
+        return Ok(empty(StatusCode::NOT_FOUND));
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert("content-length", meta.len().into());
+    headers.insert("etag", header(&format!("\"{:x}\"", meta.len())));
+    headers.insert("last-modified", header("Tue, 01 Dec 2026 00:00:00 GMT"));
+    Ok(response)
+}
+
+fn get(object: &Path) -> std::io::Result<Answer> {
+    match std::fs::read(object) {
+        Ok(bytes) => Ok(Response::new(Full::new(Bytes::from(bytes)))),
+        Err(_) => Ok(error(StatusCode::NOT_FOUND, "NoSuchKey", "not here")),
+    }
+}
+
+fn put_object(object: &Path, body: &[u8]) -> std::io::Result<Answer> {
+    write_file(object, body)?;
+    // Some clients check a single PutObject's ETag against the body's MD5.
+    let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(body)));
+    Ok(with_etag(&etag))
+}
+
+fn put_part(root: &Path, id: &str, number: &str, body: &[u8]) -> std::io::Result<Answer> {
+    let number: u32 = number.parse().map_err(|_| invalid("partNumber"))?;
+    write_file(&upload_dir(root, id).join(number.to_string()), body)?;
+    Ok(with_etag(&format!("\"part-{number}-{:x}\"", body.len())))
+}
+
+fn create(root: &Path, bucket: &str, key: &str) -> std::io::Result<Answer> {
+    let id = format!("{:032x}", rand::random::<u128>());
+    std::fs::create_dir_all(upload_dir(root, &id))?;
+    Ok(xml(format!(
+        r#"<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{bucket}</Bucket><Key>{key}</Key><UploadId>{id}</UploadId></InitiateMultipartUploadResult>"#
+    )))
+}
+
+fn complete(
+    root: &Path,
+    id: &str,
+    object: &Path,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+) -> std::io::Result<Answer> {
+    let text = String::from_utf8_lossy(body);
+    let numbers: Vec<u32> = text
+        .split("<PartNumber>")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next()?.trim().parse().ok())
+        .collect();
+    let dir = upload_dir(root, id);
+    if let Some(parent) = object.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut out = std::fs::File::create(object)?;
+    for number in &numbers {
+        let mut part = std::fs::File::open(dir.join(number.to_string()))?;
+        // A file-to-file copy: the kernel's copy_file_range, no bytes here.
+        std::io::copy(&mut part, &mut out)?;
+    }
+    out.flush()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(xml(format!(
+        r#"<CompleteMultipartUploadResult xmlns="{NS}"><Bucket>{bucket}</Bucket><Key>{key}</Key><ETag>"{id}-{}"</ETag></CompleteMultipartUploadResult>"#,
+        numbers.len()
+    )))
+}
+
+/// The payload of an `aws-chunked` body: `hex-size[;ext]\r\n data \r\n`…,
+/// a zero-size chunk, then trailers.
+fn decode_aws_chunked(body: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(Bytes::from(out));
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
+fn upload_dir(root: &Path, id: &str) -> PathBuf {
+    let clean: String = id.chars().filter(char::is_ascii_hexdigit).collect();
+    root.join(".uploads").join(clean)
+}
+
+fn write_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, body)
+}
+
+struct Query<'a>(&'a str);
+
+impl<'a> Query<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad {what}"))
+}
+
+fn header(value: &str) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(value)
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("x"))
+}
+
+fn empty(status: StatusCode) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+fn with_etag(etag: &str) -> Answer {
+    let mut response = empty(StatusCode::OK);
+    response.headers_mut().insert("etag", header(etag));
+    response
+}
+
+fn xml(body: String) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response
+        .headers_mut()
+        .insert("content-type", header("application/xml"));
+    response
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Answer {
+    let mut response = xml(format!(
+        "<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    ));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_chunked_bodies_are_decoded_trailers_and_all() {
+        let body = b"5;chunk-signature=ab\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        assert_eq!(
+            decode_aws_chunked(body).as_deref(),
+            Some(&b"hello world"[..])
+        );
+        assert_eq!(decode_aws_chunked(b"5\r\nhel"), None);
+    }
+
+    #[test]
+    fn query_parameters_are_found_with_and_without_values() {
+        let q = Query("uploads&x=1&uploadId=ab12&partNumber=7");
+        assert!(q.has("uploads"));
+        assert_eq!(q.get("uploadId"), Some("ab12"));
+        assert_eq!(q.get("partNumber"), Some("7"));
+        assert_eq!(q.get("missing"), None);
+    }
+}
