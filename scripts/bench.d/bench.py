@@ -88,7 +88,7 @@ class Settings:
             sweep_conc=env_list("BENCH_SWEEP_CONCURRENCY", "4 8 16"),
             scenarios=e.get("BENCH_SCENARIOS", "main rss throttle sweep far").split(),
             far_rtts=env_list("BENCH_FAR_RTTS", "0 50 150"),
-            far_size=int(e.get("BENCH_FAR_SIZE", "2048")),
+            far_size=int(e.get("BENCH_FAR_SIZE", "1024")),
             far_runs=int(e.get("BENCH_FAR_RUNS", "3")),
             quiet_wait_s=float(e.get("BENCH_QUIET_WAIT", "120")),
             quiet_budget_s=float(e.get("BENCH_QUIET_BUDGET", "2400")),
@@ -129,9 +129,18 @@ def ranged_reads(n: int) -> str:
     return f"limit: {n} ranged curls > /dev/null"
 
 
+BASELINE = "ferry (baseline)"
+
+
 def tools(extra_ferry: list[str] | None = None) -> dict[str, Tool]:
     s3 = lambda key: f"s3://{BUCKET}/{key}"  # noqa: E731
+    baseline = os.environ.get("BENCH_FERRY_BASELINE")
     return {
+        # An earlier build, to measure a change side by side (far scenario).
+        **({BASELINE: Tool(
+            BASELINE, "ferry",
+            lambda b, url, key, f: [[baseline, "copy", "-q", url, s3(key)]],
+        )} if baseline else {}),
         "ferry": Tool(
             "ferry", "ferry",
             lambda b, url, key, f: [[b.s.ferry, "copy", "-q", *(extra_ferry or []), url, s3(key)]],
@@ -343,7 +352,7 @@ class Bench:
                 self.run_clean(scenario, t[name], size, run, throttled=throttled, params=params)
 
     def main(self) -> None:
-        names = [n for n in tools() if n not in map(ranged_reads, RANGED_READS)]
+        names = [n for n in tools() if n not in [BASELINE, *map(ranged_reads, RANGED_READS)]]
         for size in self.s.sizes:
             self.alternate("main", names, size, self.s.runs)
 
@@ -371,8 +380,8 @@ class Bench:
         """The origin behind a delay line (far.py), at each of BENCH_FAR_RTTS:
         ferry, the single-stream peers, and what one and N parallel ranged
         reads get from the same path, alternating within each RTT."""
-        names = ["ferry", "rclone copyurl", "curl | s5cmd pipe", "limit: curl > /dev/null",
-                 *map(ranged_reads, RANGED_READS)]
+        names = ["ferry", *[n for n in tools() if n == BASELINE], "rclone copyurl", "curl | s5cmd pipe",
+                 "limit: curl > /dev/null", *map(ranged_reads, RANGED_READS)]
         self.source(self.s.far_size)
         for rtt in self.s.far_rtts:
             with far.FarServers(self.s.root, self.s.sink, rtt, self.servers.www) as servers:

@@ -18,9 +18,8 @@ pub struct EngineConfig {
     /// Preferred part size; enlarged when an object would need more than 10,000
     /// parts. Default 16 MiB (see docs/benchmarks.md).
     pub part_size: u64,
-    /// Parts downloading at once per transfer, and as many uploading: a part
-    /// that has been read waits for S3 without holding up the next download.
-    /// Default 8.
+    /// Parts downloaded or uploaded at once, per transfer; a far source gets
+    /// up to four times as many (see `reach`). Default 8.
     pub max_concurrent_parts: usize,
     /// Multipart transfers at once, across all transfers of the engine;
     /// single-PutObject ones are not counted (see `admission`). Default: none.

@@ -1,6 +1,5 @@
 //! The part tasks of one transfer: spawned into one `JoinSet`, limited by a
-//! semaphore of download slots and one of upload slots (a part that has
-//! been read frees its download slot while it waits for S3), reserved
+//! semaphore of part slots (more for a far source, see `reach`), reserved
 //! memory in part order, and stopped together when one fails or the set is
 //! dropped.
 
@@ -21,9 +20,8 @@ pub(crate) struct PartSet<'a> {
     run: &'a Arc<Run>,
     tasks: JoinSet<Result<UploadedPart, TransferError>>,
     slots: Arc<Semaphore>,
-    /// Download slots granted so far (they only grow; see `reach`).
+    /// Part slots granted so far (they only grow; see `reach`).
     downloads: usize,
-    uploads: Arc<Semaphore>,
     done: Vec<UploadedPart>,
 }
 
@@ -34,12 +32,11 @@ impl<'a> PartSet<'a> {
             tasks: JoinSet::new(),
             slots: Arc::new(Semaphore::new(run.concurrency())),
             downloads: run.concurrency(),
-            uploads: Arc::new(Semaphore::new(run.concurrency())),
             done: Vec::new(),
         }
     }
 
-    /// Waits for a free download slot, noticing failed parts while it waits.
+    /// Waits for a free slot, noticing failed parts while it waits.
     pub(crate) async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
         loop {
             tokio::select! {
@@ -55,7 +52,7 @@ impl<'a> PartSet<'a> {
         }
     }
 
-    /// Grants download slots up to `slots` in all.
+    /// Grants part slots up to `slots` in all.
     pub(crate) fn widen_downloads(&mut self, slots: usize) {
         if slots > self.downloads {
             tracing::debug!(
@@ -66,11 +63,6 @@ impl<'a> PartSet<'a> {
             self.slots.add_permits(slots - self.downloads);
             self.downloads = slots;
         }
-    }
-
-    /// The upload slots a part takes once it has been read.
-    pub(crate) fn uploads(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.uploads)
     }
 
     /// Waits for a slot for the source's host, noticing failures.

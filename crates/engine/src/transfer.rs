@@ -482,8 +482,8 @@ impl Run {
             let run = Arc::clone(self);
             let validator = Arc::clone(&validator);
             let upload_id = upload_id.to_owned();
-            let uploads = parts.uploads();
             parts.spawn(async move {
+                let _permit = permit;
                 let started = Instant::now();
                 let mut crc = PartCrc::default();
                 run.fetch_range(
@@ -494,18 +494,12 @@ impl Run {
                     validator.as_ref().as_ref(),
                 )
                 .await?;
-                // Read: the host may serve another request, and the next part
-                // be fetched, while this one waits for S3.
+                // Read: the host may serve another request during the upload.
                 drop(host_slot);
-                drop(permit);
                 let downloaded = started.elapsed();
                 match known {
                     Some(part) => run.hash_only(part, buffer, crc.value()).await,
                     None => {
-                        let _upload = uploads
-                            .acquire_owned()
-                            .await
-                            .map_err(|_| TransferError::Cancelled)?;
                         run.upload_part(spec.number, buffer, crc.value(), &upload_id, downloaded)
                             .await
                     }
