@@ -293,8 +293,8 @@ class Bench:
         ok = not result["timed_out"] and all(c == 0 for c in result["exit_codes"])
         verified = None
         if tool.stores:
-            stored = self.servers.stored_path(key)
-            verified = ok and stored.exists() and sha256_file(stored) == self.digests[size_mib]
+            stored = self.servers.stored_files(key)
+            verified = ok and stored is not None and sha256_files(stored) == self.digests[size_mib]
         tool_cpu = sum(s["user_s"] + s["sys_s"] for s in result["stages"])
         server_cpu = {k: after["servers"][k] - before["servers"][k] for k in after["servers"]}
         machine_cpu = after["machine_cpu"] - before["machine_cpu"]
@@ -410,11 +410,13 @@ class Bench:
             )
 
 
-def sha256_file(path: Path) -> str:
+def sha256_files(paths: list[Path]) -> str:
+    """The sha256 of the files' concatenation."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(4 * MIB):
-            h.update(chunk)
+    for path in paths:
+        with path.open("rb") as f:
+            while chunk := f.read(4 * MIB):
+                h.update(chunk)
     return h.hexdigest()
 
 

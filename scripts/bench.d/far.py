@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -149,6 +150,20 @@ class FarServers(Servers):
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], check=False)
         self.namespaces.clear()
+
+    def stored_files(self, key: str) -> list[Path] | None:
+        """A completed upload stays as its parts (ferry-s3-sink does not
+        concatenate them): KEY.parts/ and its `order` file."""
+        path = self.stored_path(key)
+        if path.is_file():
+            return [path]
+        parts = path.with_name(path.name + ".parts")
+        order = parts / "order"
+        return [parts / n for n in order.read_text().split()] if order.is_file() else None
+
+    def clear_bucket(self) -> None:
+        for p in self.s3dir.iterdir():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     def url(self, name: str, throttled: bool = False) -> str:
         return f"http://{FAR_ADDR}:{self.http_port}/{name}"

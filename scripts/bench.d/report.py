@@ -147,7 +147,7 @@ def far_table(runs: list[dict], rows: list[dict]) -> list[str]:
         by_rtt[dict(params)["rtt_ms"]][tool] = summarize(rs)
     limit_tool = "limit: 8 ranged curls > /dev/null"
     lines = [
-        f"### Far origin: {size} MiB through a delay line (MTU 9000), s3s-fs beside the client",
+        f"### Far origin: {size} MiB through a delay line (MTU 9000), ferry-s3-sink beside the client",
         "",
         "× 8 ranges = MB/s ÷ what 8 parallel ranged curls (to /dev/null, storing nothing) got at the "
         "same round-trip time in the same run.",

@@ -183,6 +183,11 @@ class Servers:
     def stored_path(self, key: str) -> Path:
         return self.s3dir / BUCKET / key
 
+    def stored_files(self, key: str) -> list[Path] | None:
+        """The files whose concatenation is the stored object, if there is one."""
+        path = self.stored_path(key)
+        return [path] if path.is_file() else None
+
     def server_cpu(self) -> dict[str, float]:
         return {"s3s_fs": cpu_seconds([self.s3_pid]), "nginx": cpu_seconds(self.nginx_pids)}
 

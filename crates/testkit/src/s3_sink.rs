@@ -3,11 +3,13 @@
 //!
 //! On two cores s3s-fs (which hashes every byte it receives, twice) takes the
 //! CPU a far-origin benchmark needs for the client and the path; a Python
-//! sink took more still. This one only writes bodies to files. It speaks
-//! just enough S3 for ferry, rclone and s5cmd to upload: HeadBucket,
-//! GetBucketLocation, an empty ListObjectsV2, Head/Get/Put/DeleteObject,
-//! and Create/UploadPart/Complete/Abort multipart (parts concatenated at
-//! Complete, in the kernel, in the order the request lists them).
+//! sink took more still. This one writes each body to a file as it arrives
+//! and nothing more. It speaks just enough S3 for ferry, rclone and s5cmd
+//! to upload: HeadBucket, GetBucketLocation, an empty ListObjectsV2,
+//! Head/Get/Put/DeleteObject, and Create/UploadPart/Complete/Abort
+//! multipart. A completed upload is not concatenated: its part files move
+//! to `KEY.parts/` with an `order` file listing the part numbers as the
+//! Complete request did, and HEAD/GET read the object through it.
 //! `aws-chunked` bodies are decoded. No authentication and no checksum
 //! validation: a benchmark checks each stored object's sha256 afterwards.
 //! Never a stand-in for S3 in correctness tests (that is moto's job).
@@ -61,11 +63,10 @@ pub async fn start(addr: SocketAddr, root: PathBuf) -> std::io::Result<SocketAdd
 type Answer = Response<Full<Bytes>>;
 
 async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
-    let (parts, body) = request.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => return error(StatusCode::BAD_REQUEST, "IncompleteBody", &err.to_string()),
-    };
+    let (parts, mut body) = request.into_parts();
+    let path = parts.uri.path().trim_start_matches('/');
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let query = Query(parts.uri.query().unwrap_or(""));
     let chunked = parts
         .headers
         .get("content-encoding")
@@ -76,6 +77,17 @@ async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
             .get("x-amz-content-sha256")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("STREAMING-"));
+    // A plain part goes to its file frame by frame, never gathered here.
+    if parts.method == Method::PUT
+        && !chunked
+        && let (Some(id), Some(number)) = (query.get("uploadId"), query.get("partNumber"))
+    {
+        return stream_part(root, id, number, &mut body).await;
+    }
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => return error(StatusCode::BAD_REQUEST, "IncompleteBody", &err.to_string()),
+    };
     let body = if chunked {
         match decode_aws_chunked(&body) {
             Some(decoded) => decoded,
@@ -90,9 +102,6 @@ async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
     } else {
         body
     };
-    let path = parts.uri.path().trim_start_matches('/');
-    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
-    let query = Query(parts.uri.query().unwrap_or(""));
     let object = root.join(bucket).join(key);
     let result = match (&parts.method, key.is_empty()) {
         (&Method::HEAD, true) | (&Method::PUT, true) => Ok(empty(StatusCode::OK)),
@@ -124,6 +133,7 @@ async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
                 }
                 None => {
                     let _ = std::fs::remove_file(&object);
+                    let _ = std::fs::remove_dir_all(parts_dir(&object));
                 }
             }
             Ok(empty(StatusCode::NO_CONTENT))
@@ -143,32 +153,92 @@ async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
     })
 }
 
+/// The files an object is made of, in order: itself, or a completed
+/// upload's parts.
+fn pieces(object: &Path) -> Option<Vec<PathBuf>> {
+    if object.is_file() {
+        return Some(vec![object.to_owned()]);
+    }
+    let dir = parts_dir(object);
+    let order = std::fs::read_to_string(dir.join("order")).ok()?;
+    Some(order.split_whitespace().map(|n| dir.join(n)).collect())
+}
+
+fn parts_dir(object: &Path) -> PathBuf {
+    let mut name = object.as_os_str().to_owned();
+    name.push(".parts");
+    PathBuf::from(name)
+}
+
 fn head(object: &Path) -> std::io::Result<Answer> {
-    let Ok(meta) = std::fs::metadata(object) else {
+    let Some(pieces) = pieces(object) else {
         return Ok(empty(StatusCode::NOT_FOUND));
     };
+    let mut len = 0;
+    for piece in &pieces {
+        len += std::fs::metadata(piece)?.len();
+    }
     let mut response = Response::new(Full::new(Bytes::new()));
     let headers = response.headers_mut();
-    headers.insert("content-length", meta.len().into());
-    headers.insert("etag", header(&format!("\"{:x}\"", meta.len())));
+    headers.insert("content-length", len.into());
+    headers.insert("etag", header(&format!("\"{len:x}\"")));
     headers.insert("last-modified", header("Tue, 01 Dec 2026 00:00:00 GMT"));
     Ok(response)
 }
 
 fn get(object: &Path) -> std::io::Result<Answer> {
-    match std::fs::read(object) {
-        Ok(bytes) => Ok(Response::new(Full::new(Bytes::from(bytes)))),
-        Err(_) => Ok(error(StatusCode::NOT_FOUND, "NoSuchKey", "not here")),
+    let Some(pieces) = pieces(object) else {
+        return Ok(error(StatusCode::NOT_FOUND, "NoSuchKey", "not here"));
+    };
+    let mut bytes = Vec::new();
+    for piece in &pieces {
+        bytes.extend_from_slice(&std::fs::read(piece)?);
     }
+    Ok(Response::new(Full::new(Bytes::from(bytes))))
+}
+
+/// A plain UploadPart: each frame written as it arrives.
+async fn stream_part(root: &Path, id: &str, number: &str, body: &mut Incoming) -> Answer {
+    let Ok(number) = number.parse::<u32>() else {
+        return error(StatusCode::BAD_REQUEST, "InvalidArgument", "bad partNumber");
+    };
+    let file = upload_dir(root, id).join(number.to_string());
+    let mut out = match std::fs::File::create(&file) {
+        Ok(out) => out,
+        Err(err) => return error(StatusCode::NOT_FOUND, "NoSuchUpload", &err.to_string()),
+    };
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                "body ended early",
+            );
+        };
+        if let Some(data) = frame.data_ref() {
+            if let Err(err) = out.write_all(data) {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &err.to_string(),
+                );
+            }
+            len += data.len();
+        }
+    }
+    with_etag(&format!("\"part-{number}-{len:x}\""))
 }
 
 fn put_object(object: &Path, body: &[u8]) -> std::io::Result<Answer> {
+    let _ = std::fs::remove_dir_all(parts_dir(object));
     write_file(object, body)?;
     // Some clients check a single PutObject's ETag against the body's MD5.
     let etag = format!("\"{}\"", hex::encode(md5::Md5::digest(body)));
     Ok(with_etag(&etag))
 }
 
+/// An `aws-chunked` UploadPart (a plain one is streamed by `stream_part`).
 fn put_part(root: &Path, id: &str, number: &str, body: &[u8]) -> std::io::Result<Answer> {
     let number: u32 = number.parse().map_err(|_| invalid("partNumber"))?;
     write_file(&upload_dir(root, id).join(number.to_string()), body)?;
@@ -201,14 +271,20 @@ fn complete(
     if let Some(parent) = object.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut out = std::fs::File::create(object)?;
     for number in &numbers {
-        let mut part = std::fs::File::open(dir.join(number.to_string()))?;
-        // A file-to-file copy: the kernel's copy_file_range, no bytes here.
-        std::io::copy(&mut part, &mut out)?;
+        if !dir.join(number.to_string()).is_file() {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                &format!("no part {number}"),
+            ));
+        }
     }
-    out.flush()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let order: Vec<String> = numbers.iter().map(u32::to_string).collect();
+    std::fs::write(dir.join("order"), order.join("\n"))?;
+    let _ = std::fs::remove_file(object);
+    let _ = std::fs::remove_dir_all(parts_dir(object));
+    std::fs::rename(&dir, parts_dir(object))?;
     Ok(xml(format!(
         r#"<CompleteMultipartUploadResult xmlns="{NS}"><Bucket>{bucket}</Bucket><Key>{key}</Key><ETag>"{id}-{}"</ETag></CompleteMultipartUploadResult>"#,
         numbers.len()

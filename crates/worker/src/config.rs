@@ -33,7 +33,9 @@ pub struct EngineArgs {
     /// would need more than 10,000 parts.
     #[arg(long, env = "FERRY_PART_SIZE_MIB", default_value_t = 16)]
     pub part_size_mib: u64,
-    /// Parts downloaded/uploaded at once per transfer (1..=64).
+    /// Parts downloaded/uploaded at once per transfer (1..=64); a far source
+    /// (ranged GETs waiting ≳110 ms for their answers) gets up to 4× this,
+    /// within half the memory budget.
     #[arg(long, env = "FERRY_MAX_CONCURRENT_UPLOADS", default_value_t = 8)]
     pub max_concurrent_uploads: usize,
     /// Bytes of part buffers all transfers of this process may hold, in MiB.
