@@ -21,35 +21,13 @@ import sys
 import threading
 from pathlib import Path
 
-from servers import Servers, children, cpu_seconds, wait_for_port
+from servers import NGINX_CONF, Servers, children, cpu_seconds, wait_for_port
 
 NEAR_ADDR = "10.201.0.1"
 FAR_ADDR = "10.201.0.2"
 LINK_CIDR = "10.201.0.0/24"
 CLONE_NEWNET = 0x40000000
 
-FAR_NGINX_CONF = """\
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-daemon off;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    client_body_temp_path {dir}/tmp/body;
-    proxy_temp_path {dir}/tmp/proxy;
-    fastcgi_temp_path {dir}/tmp/fastcgi;
-    uwsgi_temp_path {dir}/tmp/uwsgi;
-    scgi_temp_path {dir}/tmp/scgi;
-    server {{
-        listen {addr}:{port};
-        root {www};
-    }}
-}}
-"""
 
 
 def in_netns(netns: str, fn):
@@ -118,8 +96,10 @@ class FarServers(Servers):
 
         self.http_port = 8080
         conf = self.ngdir / "nginx.conf"
-        conf.write_text(FAR_NGINX_CONF.format(dir=self.ngdir, www=self.www, addr=FAR_ADDR,
-                                              port=self.http_port))
+        # The same server block as on loopback; the throttled one is unused.
+        conf.write_text(NGINX_CONF.format(dir=self.ngdir, www=self.www, addr=FAR_ADDR,
+                                          port=self.http_port, throttled_port=self.http_port + 1,
+                                          rate=0))
         log = self.ngdir / "stderr.log"
         nginx = subprocess.Popen(
             ["ip", "netns", "exec", self.far, "nginx", "-p", str(self.ngdir),

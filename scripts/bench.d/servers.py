@@ -36,12 +36,12 @@ http {{
     scgi_temp_path {dir}/tmp/scgi;
     # Full speed: sendfile from tmpfs.
     server {{
-        listen 127.0.0.1:{port};
+        listen {addr}:{port};
         root {www};
     }}
     # A CDN-like origin that throttles each connection.
     server {{
-        listen 127.0.0.1:{throttled_port};
+        listen {addr}:{throttled_port};
         root {www};
         limit_rate {rate};
     }}
@@ -119,6 +119,7 @@ class Servers:
         conf = self.ngdir / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
+                addr="127.0.0.1",
                 dir=self.ngdir,
                 www=self.www,
                 port=self.http_port,
