@@ -21,7 +21,7 @@ pub(crate) struct PartSet<'a> {
     tasks: JoinSet<Result<UploadedPart, TransferError>>,
     slots: Arc<Semaphore>,
     /// Part slots granted so far (they only grow; see `reach`).
-    downloads: usize,
+    granted: usize,
     done: Vec<UploadedPart>,
 }
 
@@ -31,7 +31,7 @@ impl<'a> PartSet<'a> {
             run,
             tasks: JoinSet::new(),
             slots: Arc::new(Semaphore::new(run.concurrency())),
-            downloads: run.concurrency(),
+            granted: run.concurrency(),
             done: Vec::new(),
         }
     }
@@ -53,15 +53,15 @@ impl<'a> PartSet<'a> {
     }
 
     /// Grants part slots up to `slots` in all.
-    pub(crate) fn widen_downloads(&mut self, slots: usize) {
-        if slots > self.downloads {
+    pub(crate) fn widen(&mut self, slots: usize) {
+        if slots > self.granted {
             tracing::debug!(
-                from = self.downloads,
+                from = self.granted,
                 to = slots,
                 "far source: more parts downloading at once"
             );
-            self.slots.add_permits(slots - self.downloads);
-            self.downloads = slots;
+            self.slots.add_permits(slots - self.granted);
+            self.granted = slots;
         }
     }
 

@@ -91,30 +91,35 @@ mod tests {
     }
 
     #[test]
-    fn a_near_or_unmeasured_source_gets_the_configured_slots() {
-        assert_eq!(downloads_for(8, None, 16 * MIB, GIB, 64), 8);
-        assert_eq!(downloads_for(8, ms(0), 16 * MIB, GIB, 64), 8);
-        assert_eq!(downloads_for(8, ms(50), 16 * MIB, GIB, 64), 8);
-        assert_eq!(downloads_for(8, ms(75), 16 * MIB, GIB, 64), 8);
-    }
-
-    #[test]
-    fn slots_grow_with_the_distance_up_to_four_sets() {
-        assert_eq!(downloads_for(8, ms(110), 16 * MIB, GIB, 64), 8);
-        assert_eq!(downloads_for(8, ms(115), 16 * MIB, GIB, 64), 16);
-        assert_eq!(downloads_for(8, ms(150), 16 * MIB, GIB, 64), 16);
-        assert_eq!(downloads_for(8, ms(160), 16 * MIB, GIB, 64), 16);
-        assert_eq!(downloads_for(8, ms(200), 16 * MIB, GIB, 64), 24);
-        assert_eq!(downloads_for(8, ms(2000), 16 * MIB, GIB, 64), 32);
-    }
-
-    #[test]
-    fn never_past_the_slot_limit_or_half_the_memory_budget() {
-        assert_eq!(downloads_for(8, ms(2000), 16 * MIB, GIB, 20), 20);
-        // 256 MiB budget, 16 MiB parts: 8 buffers is half of it.
-        assert_eq!(downloads_for(4, ms(2000), 16 * MIB, GIB / 4, 64), 8);
-        // Never below what was configured.
-        assert_eq!(downloads_for(8, ms(2000), 64 * MIB, GIB / 4, 64), 8);
+    fn slots_follow_the_measured_wait_within_the_limits() {
+        // (configured, shortest wait, part size, budget, slot limit) → slots
+        let cases = [
+            // A near or unmeasured source gets the configured slots.
+            ((8, None, 16 * MIB, GIB, 64), 8),
+            ((8, ms(0), 16 * MIB, GIB, 64), 8),
+            ((8, ms(50), 16 * MIB, GIB, 64), 8),
+            ((8, ms(75), 16 * MIB, GIB, 64), 8),
+            // One more set per ~75 ms of wait, up to four sets.
+            ((8, ms(110), 16 * MIB, GIB, 64), 8),
+            ((8, ms(115), 16 * MIB, GIB, 64), 16),
+            ((8, ms(150), 16 * MIB, GIB, 64), 16),
+            ((8, ms(160), 16 * MIB, GIB, 64), 16),
+            ((8, ms(200), 16 * MIB, GIB, 64), 24),
+            ((8, ms(2000), 16 * MIB, GIB, 64), 32),
+            // Never past the slot limit...
+            ((8, ms(2000), 16 * MIB, GIB, 20), 20),
+            // ...or half the memory budget (256 MiB, 16 MiB parts: 8 buffers)...
+            ((4, ms(2000), 16 * MIB, GIB / 4, 64), 8),
+            // ...and never below what was configured.
+            ((8, ms(2000), 64 * MIB, GIB / 4, 64), 8),
+        ];
+        for ((base, wait, part, budget, max), slots) in cases {
+            assert_eq!(
+                downloads_for(base, wait, part, budget, max),
+                slots,
+                "{base} configured, wait {wait:?}, parts {part}, budget {budget}, limit {max}"
+            );
+        }
     }
 
     #[test]

@@ -465,7 +465,7 @@ impl Run {
             // while this part waits for one: only the part it was opened for
             // may use it, as the next part fetched.
             let first = first.take().filter(|(number, _)| *number == spec.number);
-            parts.widen_downloads(reach::downloads_for(
+            parts.widen(reach::downloads_for(
                 self.concurrency(),
                 self.request_wait.shortest(),
                 plan.part_size,

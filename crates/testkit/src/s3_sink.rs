@@ -67,6 +67,14 @@ async fn handle(root: &Path, request: Request<Incoming>) -> Answer {
     let path = parts.uri.path().trim_start_matches('/');
     let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
     let query = Query(parts.uri.query().unwrap_or(""));
+    // Names become paths under `root`: none may climb out of it.
+    if path.split('/').any(|segment| segment == "..") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgument",
+            "no '..' in names",
+        );
+    }
     let chunked = parts
         .headers
         .get("content-encoding")
@@ -385,6 +393,26 @@ mod tests {
             Some(&b"hello world"[..])
         );
         assert_eq!(decode_aws_chunked(b"5\r\nhel"), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_climbs_out_of_the_root_is_refused() {
+        let root = std::env::temp_dir().join(format!("ferry-s3-sink-{}", std::process::id()));
+        let addr = start(([127, 0, 0, 1], 0).into(), root.join("store"))
+            .await
+            .unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = "PUT /bucket/../../escaped HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx";
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(!root.join("escaped").exists());
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -83,7 +83,6 @@ async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
 }
 
 async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejection) {
-    metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
     let recorded = patiently("the rejection record write", || ctx.store.reject(rejection)).await;
     let recorded = match recorded {
         Ok(written) => written,
@@ -99,6 +98,9 @@ async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejec
             return;
         }
     };
+    // Counted once the rejection is recorded: a message that comes back for
+    // another try is not a second rejected job.
+    metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
     let disposal = match &ctx.config.dlq_url {
         Some(dlq) => match ctx.queue.dead_letter(dlq, message, &rejection.reason).await {
             Ok(()) => ctx
@@ -610,7 +612,10 @@ async fn invisible_while<T>(ctx: &Context, message: &Received, work: impl Future
         done.cancel();
         result
     };
-    // The visibility cap is hours away from any of these phases' starts.
+    // Near SQS's 12-hour cap (a final record after a job that ran that long)
+    // the keeper stops extending; the message may then come back, and its
+    // next receive finds the job final (deleted as a duplicate) or its lease
+    // held (deferred). Nothing is lost either way.
     let unused = CancellationToken::new();
     let (result, ()) = tokio::join!(working, keep_invisible(ctx, message, &unused, &done));
     result
