@@ -77,7 +77,14 @@ async fn a_job_id_that_already_succeeded_is_not_run_again() {
     let record = stack.record("once").await.unwrap();
     assert_eq!(number(&record, "attempts"), 1);
     assert_eq!(origin.requests(), served, "no source request after success");
-    assert_eq!(served, 2, "one probe + one ranged part: a single run");
+    // One run is a probe and one ranged part, plus one request for each read
+    // it retried (a loaded machine can hit the tests' 2 s read timeout); a
+    // second run would add another probe and part without retries.
+    let retries = number(&record, "retries");
+    assert!(
+        (2..=2 + retries).contains(&served),
+        "a single run: {served} source requests with {retries} retries"
+    );
 }
 
 #[tokio::test]
