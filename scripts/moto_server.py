@@ -1,11 +1,19 @@
-"""Runs moto's server (S3 + SQS + DynamoDB) on loopback until stdin closes,
-with four moto 5.2.5 bugs mended (below).
+"""Runs moto's server (S3, SQS, DynamoDB, CloudFormation…) with five moto
+5.2.5 bugs mended (below): the one emulator of the tests, the scripts and
+docker-compose.yml.
 
-Prints `port N` once it listens. Tying its life to a pipe means the emulator
-ends with whoever started it, even if that process is killed: no orphans.
-Usage: moto_server.py [PORT]   (default 0: an ephemeral port)
+Prints `port N` once it listens. By default it serves on loopback until stdin
+closes: tying its life to a pipe means the emulator ends with whoever started
+it, even if that process is killed — no orphans. In a container, where stdin
+is closed and the container is the process's owner, `--until-signal` serves
+until SIGTERM or SIGINT instead.
+
+Usage: moto_server.py [--host ADDRESS] [--until-signal] [PORT]
+       (defaults: 127.0.0.1, until stdin closes, port 0 = an ephemeral port)
 """
 
+import argparse
+import signal
 import sys
 import threading
 
@@ -13,6 +21,8 @@ from moto.s3.models import FakeMultipart, S3Backend
 from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 from moto.core.utils import unix_time
+from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.table import Table
 from moto.sqs.models import Queue, SQSBackend
 
 
@@ -100,12 +110,47 @@ def _valid_based_on_retention_period(self, queue_name, message):
 SQSBackend.is_message_valid_based_on_retention_period = _valid_based_on_retention_period
 
 
+# moto 5.2.5's CloudFormation creates a DynamoDB table without its
+# TimeToLiveSpecification, so the stack's table (deploy/cloudformation) would
+# never expire records; scripts/stack_test.py checks the table as created.
+_table_from_cloudformation = Table.create_from_cloudformation_json.__func__
+
+
+def _table_with_ttl(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    table = _table_from_cloudformation(
+        cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
+    )
+    spec = cloudformation_json["Properties"].get("TimeToLiveSpecification")
+    if spec and str(spec.get("Enabled")).lower() == "true":
+        dynamodb_backends[account_id][region_name].update_time_to_live(
+            table.name, {"Enabled": True, "AttributeName": spec["AttributeName"]}
+        )
+    return table
+
+
+Table.create_from_cloudformation_json = classmethod(_table_with_ttl)
+
+
 def main() -> None:
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    parser = argparse.ArgumentParser(description="moto's server with ferry's mends")
+    parser.add_argument("port", nargs="?", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--until-signal",
+        action="store_true",
+        help="serve until SIGTERM/SIGINT, not until stdin closes",
+    )
+    args = parser.parse_args()
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     print(f"port {server.get_host_and_port()[1]}", flush=True)
-    sys.stdin.read()
+    if args.until_signal:
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
+    else:
+        sys.stdin.read()
     server.stop()
 
 
