@@ -43,6 +43,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from cfn_expand import expand  # noqa: E402
+import check_deploy  # noqa: E402
 from check_deploy import CfnLoader, policy_actions  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -69,19 +70,12 @@ NOT_CREATED = {
 TIMEOUT = 60
 
 
-class Checks:
-    def __init__(self):
-        self.failures = []
-        self.passed = 0
+class Checks(check_deploy.Checks):
+    """check_deploy's, printing each check as it goes (the run is long)."""
 
     def check(self, ok, what, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"  ok    {what}")
-        else:
-            self.failures.append(what)
-            print(f"  FAIL  {what}" + (f"\n{detail}" if detail else ""))
-        return ok
+        print(f"  {'ok  ' if ok else 'FAIL'}  {what}" + (f"\n{detail}" if detail and not ok else ""))
+        return super().check(ok, what)
 
 
 def wait_for(what, probe, timeout=TIMEOUT, every=0.5):
