@@ -1,4 +1,4 @@
-"""Runs moto's server (S3, SQS, DynamoDB, CloudFormation…) with five moto
+"""Runs moto's server (S3, SQS, DynamoDB, CloudFormation…) with six moto
 5.2.5 bugs mended (below): the one emulator of the tests, the scripts and
 docker-compose.yml.
 
@@ -23,6 +23,7 @@ from moto.server import ThreadedMotoServer
 from moto.core.utils import unix_time
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.sqs.models import Queue, SQSBackend
 
 
@@ -129,6 +130,23 @@ def _table_with_ttl(cls, resource_name, cloudformation_json, account_id, region_
 
 
 Table.create_from_cloudformation_json = classmethod(_table_with_ttl)
+
+
+# moto 5.2.5 serves requests on parallel threads and applies a DynamoDB
+# request without a lock: two conditional UpdateItems on one item can both
+# pass their condition (two workers' claims of one job both "succeed", and
+# the job runs twice), and a GetItem can read an item half-updated. DynamoDB
+# is atomic per item; one lock over every DynamoDB request makes moto so.
+_dynamodb_lock = threading.Lock()
+_dynamodb_call_action = DynamoHandler.call_action
+
+
+def _dynamodb_one_at_a_time(self):
+    with _dynamodb_lock:
+        return _dynamodb_call_action(self)
+
+
+DynamoHandler.call_action = _dynamodb_one_at_a_time
 
 
 def main() -> None:

@@ -147,3 +147,74 @@ pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+        ScalarAttributeType,
+    };
+
+    use super::Moto;
+
+    /// DynamoDB applies a conditional write to one item atomically: of many
+    /// concurrent claims exactly one passes its condition. moto 5.2.5 alone
+    /// lets several through (scripts/moto_server.py serialises its DynamoDB
+    /// requests); ferry's claims, fences and final records rely on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_of_many_concurrent_conditional_claims_wins() {
+        let moto = Moto::start();
+        let dynamodb = moto.dynamodb().await;
+        dynamodb
+            .create_table()
+            .table_name("claims")
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap();
+        for item in 0..20 {
+            let claims: Vec<_> = (0..8)
+                .map(|claimant| {
+                    let dynamodb = dynamodb.clone();
+                    tokio::spawn(async move {
+                        dynamodb
+                            .update_item()
+                            .table_name("claims")
+                            .key("id", AttributeValue::S(format!("item-{item}")))
+                            .condition_expression("attribute_not_exists(claimed_by)")
+                            .update_expression("SET claimed_by = :me")
+                            .expression_attribute_values(
+                                ":me",
+                                AttributeValue::S(claimant.to_string()),
+                            )
+                            .send()
+                            .await
+                            .is_ok()
+                    })
+                })
+                .collect();
+            let mut winners = 0;
+            for claim in claims {
+                winners += usize::from(claim.await.unwrap());
+            }
+            assert_eq!(
+                winners, 1,
+                "item-{item}: {winners} claims passed the condition"
+            );
+        }
+    }
+}

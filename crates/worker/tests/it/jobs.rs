@@ -78,8 +78,10 @@ async fn a_job_id_that_already_succeeded_is_not_run_again() {
     assert_eq!(number(&record, "attempts"), 1);
     assert_eq!(origin.requests(), served, "no source request after success");
     // One run is a probe and one ranged part, plus one request for each read
-    // it retried (a loaded machine can hit the tests' 2 s read timeout); a
-    // second run would add another probe and part without retries.
+    // it retried (a loaded machine can hit the tests' 2 s read timeout). Two
+    // copies of the message running at once would add a probe and a part
+    // without retries: what moto's unlocked conditional writes once allowed
+    // (scripts/moto_server.py).
     let retries = number(&record, "retries");
     assert!(
         (2..=2 + retries).contains(&served),
