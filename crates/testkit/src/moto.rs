@@ -148,14 +148,40 @@ pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Creates an on-demand table keyed by the string attribute `key` (tables
+/// that are not ferry's own shape; `ferry_testkit` callers make those).
+pub async fn create_table_keyed(dynamodb: &aws_sdk_dynamodb::Client, table: &str, key: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    dynamodb
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key schema"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+}
+
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType,
-    };
+    use aws_sdk_dynamodb::types::AttributeValue;
 
-    use super::Moto;
+    use super::{Moto, create_table_keyed};
 
     /// DynamoDB applies a conditional write to one item atomically: of many
     /// concurrent claims exactly one passes its condition. moto 5.2.5 alone
@@ -165,27 +191,7 @@ mod tests {
     async fn one_of_many_concurrent_conditional_claims_wins() {
         let moto = Moto::start();
         let dynamodb = moto.dynamodb().await;
-        dynamodb
-            .create_table()
-            .table_name("claims")
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        create_table_keyed(&dynamodb, "claims", "id").await;
         for item in 0..20 {
             let claims: Vec<_> = (0..8)
                 .map(|claimant| {

@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::TimeToLiveSpecification;
 use aws_sdk_sqs::types::QueueAttributeName;
+use ferry_testkit::moto::create_table_keyed;
 use ferry_testkit::{AwsProxy, Fault, Moto, Rule, unique_name};
 
 use crate::harness::{Stack, create_table};
@@ -78,7 +76,7 @@ impl Setup {
         let table_without_index = unique_name("doctor-no-index");
         create_table(&stack.dynamodb, &table_without_index, false).await;
         let table_keyed_id = unique_name("doctor-keyed-id");
-        create_table_keyed_id(&stack.dynamodb, &table_keyed_id).await;
+        create_table_keyed(&stack.dynamodb, &table_keyed_id, "id").await;
         for table in [&stack.table, &table_without_index, &table_keyed_id] {
             stack
                 .dynamodb
@@ -132,30 +130,6 @@ impl Setup {
             ("FERRY_LOG_FORMAT", "json".to_owned()),
         ])
     }
-}
-
-async fn create_table_keyed_id(dynamodb: &aws_sdk_dynamodb::Client, table: &str) {
-    dynamodb
-        .create_table()
-        .table_name(table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
 }
 
 /// One run of `ferry doctor`: exit code and checklist lines.
