@@ -6,8 +6,10 @@ Covers what deploy/cloudformation/ferry.yaml uses, and refuses anything else
 rather than guess: `Fn::ForEach` in `Resources` (not nested), over a literal
 list or a `Ref` to a list parameter, with `&{Id}` / `${Id}` in the output key
 and `${Id}` / `{"Ref": Id}` in the fragment (as CloudFormation substitutes
-them). The other language extensions (`Fn::Length`, `Fn::ToJsonString`,
-intrinsics in `DeletionPolicy`…) are reported as unsupported.
+them). The other language extensions it can meet — `Fn::Length`,
+`Fn::ToJsonString`, `Fn::ForEach` anywhere else, `Fn::FindInMap` with a
+`DefaultValue`, an intrinsic as `DeletionPolicy` or `UpdateReplacePolicy` —
+are refused with the place they were found.
 
 Usage: cfn_expand.py TEMPLATE Key=Value...   (prints the expanded JSON)
 """
@@ -47,6 +49,10 @@ def expand(template, parameters):
             resources[key] = value
     expanded["Resources"] = resources
     _refuse_unsupported(expanded, "template")
+    for name, body in resources.items():
+        for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+            if not isinstance(body.get(policy, ""), str):
+                raise ExpandError(f"{name}: an intrinsic {policy} is not expanded by cfn_expand.py")
     return expanded
 
 
@@ -100,7 +106,9 @@ def _substitute(node, identifier, value):
 def _refuse_unsupported(node, where):
     if isinstance(node, dict):
         for key, value in node.items():
-            if key.startswith(UNSUPPORTED):
+            if key.startswith(UNSUPPORTED) or (
+                key == "Fn::FindInMap" and isinstance(value, list) and len(value) > 3
+            ):
                 raise ExpandError(f"{where}: {key} is not expanded by cfn_expand.py")
             _refuse_unsupported(value, f"{where}.{key}")
     elif isinstance(node, list):

@@ -204,10 +204,12 @@ def check_compose(c):
         "compose: the emulator image copies moto_server.py, local_aws.py and compose_init.sh to /ferry/",
     )
     emulator_command = emulator.get("command") or []
+    after_host = emulator_command.index("--host") + 1 if "--host" in emulator_command else None
+    host = emulator_command[after_host : after_host + 1] if after_host else []
     c.check(
         emulator_command[:2] == ["python", "/ferry/moto_server.py"]
         and "--until-signal" in emulator_command
-        and emulator_command[emulator_command.index("--host") + 1 if "--host" in emulator_command else 0] == "0.0.0.0",
+        and host == ["0.0.0.0"],
         "compose: the emulator runs /ferry/moto_server.py --host 0.0.0.0 --until-signal",
     )
     c.check(

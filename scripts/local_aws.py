@@ -3,8 +3,8 @@ one set-up of scripts/quickstart, the benchmarks and docker-compose.yml's init.
 
 The queue, dead-letter queue and table have the shapes
 deploy/cloudformation/ferry.yaml gives them (scripts/stack_test.py compares
-the two on one emulator). Safe to run again: what exists is kept and brought
-to those shapes.
+the two on one emulator). Safe to run again: what exists with these settings
+is kept (a queue or table made otherwise is an error or left as it is).
 
 Usage: local_aws.py [--lifecycle FILE] BUCKET [QUEUE TABLE]
 Prints shell assignments: FERRY_QUEUE_URL, FERRY_DLQ_URL, FERRY_TABLE.

@@ -40,9 +40,10 @@ import time
 import boto3
 import yaml
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from cfn_expand import expand  # noqa: E402
+from cfn_expand import ExpandError, expand  # noqa: E402
 import check_deploy  # noqa: E402
 from check_deploy import CfnLoader, policy_actions  # noqa: E402
 
@@ -118,6 +119,38 @@ def clients(endpoint):
 
 
 # ------------------------------------------------------------- the stack
+
+
+def check_expander(c):
+    """cfn_expand.py unrolls what the template uses and refuses the rest."""
+    def outcome(resources):
+        template = {
+            "Transform": "AWS::LanguageExtensions",
+            "Parameters": {"Names": {"Type": "CommaDelimitedList"}},
+            "Resources": resources,
+        }
+        try:
+            return expand(template, {"Names": "a,b-c"})["Resources"]
+        except ExpandError as err:
+            return f"refused: {err}"
+
+    fragment = {"Type": "T", "Properties": {"Name": {"Fn::Sub": "x-${N}"}, "Same": {"Ref": "N"}}}
+    loop = {"Fn::ForEach::L": ["N", {"Ref": "Names"}, {"R&{N}": fragment}]}
+    c.check(
+        outcome(loop) == {
+            "Ra": {"Type": "T", "Properties": {"Name": {"Fn::Sub": "x-a"}, "Same": "a"}},
+            "Rbc": {"Type": "T", "Properties": {"Name": {"Fn::Sub": "x-b-c"}, "Same": "b-c"}},
+        },
+        "cfn_expand.py unrolls Fn::ForEach over a list parameter",
+    )
+    for what, resources in [
+        ("an intrinsic DeletionPolicy", {"R": {"Type": "T", "DeletionPolicy": {"Fn::If": ["c", "Retain", "Delete"]}}}),
+        ("Fn::FindInMap with a default", {"R": {"Type": "T", "Properties": {"X": {"Fn::FindInMap": ["M", "a", "b", {"DefaultValue": "d"}]}}}}),
+        ("Fn::Length", {"R": {"Type": "T", "Properties": {"X": {"Fn::Length": [1]}}}}),
+        ("two values making one logical id", {"Fn::ForEach::L": ["N", ["a.b", "ab"], {"R&{N}": {"Type": "T"}}]}),
+    ]:
+        c.check(str(outcome(resources)).startswith("refused"), f"cfn_expand.py refuses {what}")
+
 
 
 def raw_template_outcome(cfn, body):
@@ -230,10 +263,8 @@ def check_resources(c, aws, cfn, template, outputs):
         kind = resource["Type"]
         try:
             exists = lookup(aws, kind, logical, ids.get(logical), resource.get("Properties", {}), outputs)
-        except aws("sts").exceptions.ClientError:
-            exists = False
-        except Exception as err:  # a lookup moto answers with an error: not there
-            print(f"        {logical} ({kind}): {type(err).__name__}: {err}")
+        except ClientError as err:  # moto answers "no such …": not there
+            print(f"        {logical} ({kind}): {err}")
             exists = False
         (created if exists else missing)[logical] = kind
     print("  created by moto: " + ", ".join(f"{k} ({v})" for k, v in created.items()))
@@ -314,7 +345,7 @@ def check_shapes(c, aws, template, outputs):
     # The per-bucket AWS::IAM::RolePolicy resources are among NOT_CREATED.
     expected = set(policy_actions(props["TaskRole"]["Properties"]["Policies"]))
     c.check(granted == expected, f"task role holds the template's inline actions (diff {granted ^ expected})")
-    return queue, table
+    return queue, dlq, table
 
 
 def task_environment(aws, outputs):
@@ -327,7 +358,7 @@ def task_environment(aws, outputs):
     return {e["name"]: e["value"] for e in container.get("environment", []) if e}
 
 
-def check_local_setup(c, aws, endpoint, queue, table):
+def check_local_setup(c, aws, endpoint, queue, dlq, table):
     """scripts/local_aws.py gives its resources the stack's shapes."""
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
     result = subprocess.run(
@@ -347,7 +378,10 @@ def check_local_setup(c, aws, endpoint, queue, table):
         "local set-up: maxReceiveCount as the stack's",
     )
     local_dlq = aws("sqs").get_queue_attributes(QueueUrl=urls["FERRY_DLQ_URL"], AttributeNames=["All"])["Attributes"]
-    c.check(local_dlq.get("MessageRetentionPeriod") == "1209600", "local set-up: DLQ retention as the stack's")
+    c.check(
+        local_dlq.get("MessageRetentionPeriod") == dlq.get("MessageRetentionPeriod"),
+        "local set-up: DLQ retention as the stack's",
+    )
     local_table = aws("dynamodb").describe_table(TableName=urls["FERRY_TABLE"])["Table"]
 
     def shape(t):
@@ -481,6 +515,7 @@ def main():
         AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
     )
     c = Checks()
+    check_expander(c)
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-stack-test-", dir=ROOT / ".ferry"))
     with open(work / "moto.log", "w") as moto_log:
         moto = Piped(SCRIPTS / "moto_server.py", 0, log=moto_log)
@@ -497,8 +532,8 @@ def main():
             if outputs is not None:
                 print(f"  outputs: {sorted(outputs)}")
                 check_resources(c, aws, cfn, template, outputs)
-                queue, table = check_shapes(c, aws, template, outputs)
-                check_local_setup(c, aws, endpoint, queue, table)
+                queue, dlq, table = check_shapes(c, aws, template, outputs)
+                check_local_setup(c, aws, endpoint, queue, dlq, table)
                 check_redrive(c, aws, outputs, int(json.loads(queue["RedrivePolicy"])["maxReceiveCount"]))
                 run_worker_job(c, aws, ferry, endpoint, outputs, work)
         finally:

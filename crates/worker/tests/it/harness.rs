@@ -350,11 +350,10 @@ impl Stack {
         ferry_testkit::open_uploads(&self.s3, &self.bucket).await
     }
 
-    /// Messages on a queue (visible and in flight), as SQS counts them.
-    /// (visible, in flight) messages. An empty answer is read twice: moto
-    /// counts the two at different instants, so a message whose visibility
-    /// lapses between them is in neither, and a queue that is not empty
-    /// would read as drained.
+    /// Messages on a queue (visible, in flight), as SQS counts them. An
+    /// empty answer is read twice: moto counts the two at different
+    /// instants, so a message whose visibility lapses between them is in
+    /// neither, and a queue that is not empty would read as drained.
     pub async fn queue_depth(&self, queue: &str) -> (u64, u64) {
         let depth = self.queue_depth_once(queue).await;
         if depth != (0, 0) {
