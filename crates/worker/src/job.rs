@@ -2,17 +2,20 @@
 //!
 //! Parsing never panics and never loses the message: anything that is not a
 //! valid job becomes a [`Rejection`] carrying the job id when one can be known
-//! (the message's own `job_id`, else the SQS MessageId) and a reason.
+//! (the message's own `job_id`, else the SQS MessageId) and a reason. The
+//! limits of the free-form fields live in [`limits`].
+
+pub mod limits;
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 
-use ferry_engine::source::{HeaderMap, HeaderName, HeaderValue, Url};
+use ferry_engine::source::Url;
 use ferry_engine::{Destination, Expected, SourceRequest, TransferSpec};
 use serde::Deserialize;
 
 use crate::redact::RedactedUrl;
-use crate::s3url::{validate_bucket, validate_key};
+use crate::s3url::{S3UrlError, validate_bucket, validate_key};
 
 /// The message format versions this worker understands.
 pub const SUPPORTED_VERSION: u32 = 1;
@@ -94,6 +97,16 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
         kind,
         reason,
     };
+    if body.len() > limits::MAX_MESSAGE_BYTES {
+        return Err(reject(
+            "message_too_large",
+            format!(
+                "message is {} bytes; at most {} are allowed",
+                body.len(),
+                limits::MAX_MESSAGE_BYTES
+            ),
+        ));
+    }
     let message: JobMessage = serde_json::from_value(value)
         .map_err(|err| reject("invalid_job", format!("invalid job: {}", json_error(&err))))?;
     let version = message.version.unwrap_or(1);
@@ -123,12 +136,33 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
             format!("url scheme {:?} is not http or https", url.scheme()),
         ));
     }
+    // Measured as parsed: that is the form stored (twice) and sent.
+    if url.as_str().len() > limits::MAX_URL_BYTES {
+        return Err(reject(
+            "url_too_long",
+            format!(
+                "url is longer than {} bytes (percent-encoded)",
+                limits::MAX_URL_BYTES
+            ),
+        ));
+    }
     validate_bucket(&message.bucket).map_err(|err| reject("invalid_bucket", err.to_string()))?;
-    validate_key(&message.key).map_err(|err| reject("invalid_key", err.to_string()))?;
+    validate_key(&message.key).map_err(|err| match err {
+        S3UrlError::KeyTooLong => reject("key_too_long", err.to_string()),
+        _ => reject("invalid_key", err.to_string()),
+    })?;
     let expected =
         validate_expected(message.expected).map_err(|r| reject("invalid_expected", r))?;
-    let headers = validate_headers(message.headers.unwrap_or_default())
-        .map_err(|r| reject("invalid_headers", r))?;
+    let refused = |(kind, reason): limits::Refusal| reject(kind, reason);
+    let headers = limits::headers(message.headers.unwrap_or_default()).map_err(refused)?;
+    if let Some(content_type) = &message.content_type {
+        limits::content_type(content_type).map_err(refused)?;
+    }
+    let metadata = message.metadata.unwrap_or_default();
+    limits::metadata(&metadata).map_err(refused)?;
+    if let Some(class) = &message.storage_class {
+        limits::storage_class(class).map_err(refused)?;
+    }
     let max_bytes_per_sec = message
         .max_bytes_per_sec
         .map(|rate| {
@@ -150,7 +184,7 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
                 bucket: message.bucket,
                 key: message.key,
                 content_type: message.content_type,
-                metadata: message.metadata.unwrap_or_default(),
+                metadata,
                 storage_class: message.storage_class,
             },
             expected,
@@ -233,20 +267,6 @@ fn validate_expected(expected: Option<ExpectedMessage>) -> Result<Expected, Stri
     })
 }
 
-fn validate_headers(headers: HashMap<String, String>) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers {
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("header name {name:?} is not valid"))?;
-        // Values are secrets (Authorization): never echo them.
-        let mut value = HeaderValue::from_str(&value)
-            .map_err(|_| format!("value of header {name:?} is not valid"))?;
-        value.set_sensitive(true);
-        map.insert(header, value);
-    }
-    Ok(map)
-}
-
 /// serde_json's message without the input echoed back (it may hold secrets).
 fn json_error(err: &serde_json::Error) -> String {
     let text = err.to_string();
@@ -265,8 +285,16 @@ fn json_error(err: &serde_json::Error) -> String {
             None => "a field has the wrong type or value".to_owned(),
         };
     }
-    text.to_owned()
+    // "unknown field `…`" quotes a name the message chose: keep the reason
+    // (stored, and sent to the DLQ as an attribute) short whatever it is.
+    match text.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
+
+/// The longest serde error text a rejection reason quotes.
+const MAX_REASON_CHARS: usize = 300;
 
 #[cfg(test)]
 mod tests {
@@ -354,6 +382,134 @@ mod tests {
             reject(r#"{"url":"https://x/y","bucket":"b-1","key":"k","extra":1}"#).kind,
             "invalid_job"
         );
+    }
+
+    /// A message with one field replaced (or added) by `value`.
+    fn with(field: &str, value: serde_json::Value) -> String {
+        let mut message = serde_json::json!({"url": "https://x/y", "bucket": "b-1", "key": "k"});
+        message[field] = value;
+        message.to_string()
+    }
+
+    #[test]
+    fn every_field_limit_has_its_own_kind_and_its_edge_passes() {
+        use limits::*;
+        let headers = |count: usize, len: usize| {
+            serde_json::json!(
+                (0..count)
+                    .map(|i| (format!("x-h{i}"), "v".repeat(len)))
+                    .collect::<HashMap<_, _>>()
+            )
+        };
+        let url = |len: usize| format!("https://x/{}", "a".repeat(len - 10));
+        let cases = [
+            (with("url", url(MAX_URL_BYTES).into()), None),
+            (
+                with("url", url(MAX_URL_BYTES + 1).into()),
+                Some("url_too_long"),
+            ),
+            // "é" is two bytes written and six percent-encoded.
+            (
+                with("url", format!("https://x/{}", "é".repeat(1400)).into()),
+                Some("url_too_long"),
+            ),
+            (with("key", "k".repeat(1024).into()), None),
+            (with("key", "é".repeat(513).into()), Some("key_too_long")),
+            (with("headers", headers(MAX_HEADERS, 10)), None),
+            (
+                with("headers", headers(MAX_HEADERS + 1, 1)),
+                Some("too_many_headers"),
+            ),
+            (
+                with("headers", headers(1, MAX_HEADER_VALUE_BYTES + 1)),
+                Some("header_too_large"),
+            ),
+            (with("headers", headers(3, 6000)), Some("headers_too_large")),
+            (
+                with("headers", serde_json::json!({"Host": "intranet"})),
+                Some("header_not_allowed"),
+            ),
+            (
+                with("metadata", serde_json::json!({"a": "v".repeat(2047)})),
+                None,
+            ),
+            (
+                with("metadata", serde_json::json!({"a": "v".repeat(2048)})),
+                Some("metadata_too_large"),
+            ),
+            (
+                with("metadata", serde_json::json!({"a b": "v"})),
+                Some("invalid_metadata"),
+            ),
+            (
+                with(
+                    "content_type",
+                    "t".repeat(MAX_CONTENT_TYPE_BYTES + 1).into(),
+                ),
+                Some("content_type_too_long"),
+            ),
+            (
+                with("content_type", "text/plain\nX: 1".into()),
+                Some("invalid_content_type"),
+            ),
+            (
+                with("storage_class", "CHEAPEST".into()),
+                Some("invalid_storage_class"),
+            ),
+            (
+                with(
+                    "metadata",
+                    serde_json::json!({"pad": "v".repeat(MAX_MESSAGE_BYTES)}),
+                ),
+                Some("message_too_large"),
+            ),
+        ];
+        for (body, kind) in cases {
+            let shown: String = body.chars().take(80).collect();
+            match (parse(&body, MSG), kind) {
+                (Ok(_), None) => {}
+                (Err(r), Some(kind)) => assert_eq!(r.kind, kind, "{shown}"),
+                (outcome, kind) => panic!("{shown}: {outcome:?}, wanted {kind:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_keeps_its_job_id_and_a_short_reason() {
+        let mut body = with("job_id", "big-1".into());
+        body.insert_str(
+            1,
+            &format!(r#""{}":1,"#, "u".repeat(limits::MAX_MESSAGE_BYTES - 200)),
+        );
+        // Under the message limit, an unknown field's name is quoted, but cut short.
+        let r = reject(&body);
+        assert_eq!((r.kind, r.job_id.as_str()), ("invalid_job", "big-1"));
+        assert!(r.reason.len() < 400, "{}", r.reason.len());
+        body.insert_str(1, &format!(r#""{}":1,"#, "u".repeat(300)));
+        let r = reject(&body);
+        assert_eq!((r.kind, r.job_id.as_str()), ("message_too_large", "big-1"));
+    }
+
+    /// The limits exist so that a job's record stays far under DynamoDB's
+    /// 400 KB item limit: the redacted URL and the kept message are its
+    /// only parts a message controls, and both are bounded.
+    #[test]
+    fn a_job_at_every_limit_keeps_its_stored_copies_small() {
+        let quotes = |n: usize| "\"".repeat(n);
+        let body = serde_json::json!({
+            "job_id": "j".repeat(128),
+            "url": format!("https://x/{}", "a".repeat(limits::MAX_URL_BYTES - 10)),
+            "bucket": "b".repeat(63),
+            "key": quotes(1024),
+            "content_type": quotes(limits::MAX_CONTENT_TYPE_BYTES),
+            "metadata": {"m": quotes(limits::MAX_METADATA_BYTES - 1)},
+            "storage_class": "INTELLIGENT_TIERING",
+            "expected": {"sha256": "a".repeat(64), "md5": "b".repeat(32), "size": u64::MAX},
+        })
+        .to_string();
+        let job = parse(&body, MSG).unwrap();
+        let stored = job.shown_url.as_str().len() + job.message_without_secrets().unwrap().len();
+        assert!(stored < 32 * 1024, "{stored} bytes");
     }
 
     #[test]

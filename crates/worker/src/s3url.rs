@@ -17,6 +17,8 @@ pub enum S3UrlError {
     Bucket(String),
     #[error("object key {0}")]
     Key(&'static str),
+    #[error("object key is longer than 1024 bytes")]
+    KeyTooLong,
 }
 
 impl FromStr for S3Url {
@@ -70,7 +72,7 @@ pub fn validate_key(key: &str) -> Result<(), S3UrlError> {
         return Err(S3UrlError::Key("is empty"));
     }
     if key.len() > 1024 {
-        return Err(S3UrlError::Key("is longer than 1024 bytes"));
+        return Err(S3UrlError::KeyTooLong);
     }
     if key.chars().any(char::is_control) {
         return Err(S3UrlError::Key("contains control characters"));

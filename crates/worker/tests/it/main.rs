@@ -14,6 +14,7 @@ mod gc;
 mod harness;
 mod jobs;
 mod lifecycle;
+mod messages;
 mod observability;
 mod resume;
 mod security;
