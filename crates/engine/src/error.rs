@@ -53,6 +53,9 @@ pub enum TransferError {
         source: reqwest::Error,
     },
 
+    #[error("source redirect refused: {reason}")]
+    SourceRedirect { reason: String },
+
     #[error("source answered HTTP {status}")]
     SourceStatus { status: u16 },
 
@@ -175,6 +178,7 @@ impl TransferError {
                 }
             }
             Self::InvalidSource { .. }
+            | Self::SourceRedirect { .. }
             | Self::BlockedDestination { .. }
             | Self::InvalidConfig { .. }
             | Self::TooLarge { .. }
@@ -192,6 +196,7 @@ impl TransferError {
             Self::SourceRequest { source } if source.is_timeout() => "source_timeout",
             Self::SourceRequest { source } if source.is_redirect() => "source_redirects",
             Self::SourceRequest { .. } => "source_unreachable",
+            Self::SourceRedirect { .. } => "source_redirects",
             Self::SourceStatus { status: 404 | 410 } => "source_not_found",
             Self::SourceStatus { status: 401 | 403 } => "source_forbidden",
             Self::SourceStatus { .. } => "source_http_error",

@@ -53,7 +53,7 @@ pub use events::{NoopObserver, Observer, PartDone, Progress, RetrySide};
 pub use resume::{Checkpoint, Journal, NoJournal};
 pub use retry::RetryPolicy;
 pub use sink::Destination;
-pub use source::SourceRequest;
+pub use source::{Integrity, SourceRequest};
 pub use transfer::{Engine, TransferOutcome, TransferSpec};
 
 /// S3 client settings the engine relies on: it computes and sends its own

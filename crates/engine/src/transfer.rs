@@ -28,7 +28,9 @@ use crate::pool::{FrozenPart, MemoryPool, PartBuffer};
 use crate::reach::{self, RequestWait};
 use crate::resume::{Checkpoint, Journal, NoJournal, Reopen, Reopened};
 use crate::sink::{Destination, S3Sink, StoredObject, UploadedPart};
-use crate::source::{BodyStream, HostSlot, HttpSource, OpenBody, Probe, SourceRequest, Validator};
+use crate::source::{
+    BodyStream, HostSlot, HttpSource, Integrity, OpenBody, Probe, SourceRequest, Validator,
+};
 
 /// One copy job: from where, to where, and what the bytes must hash to.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub struct TransferOutcome {
     pub bytes_fetched: u64,
     /// Parts an earlier run had uploaded and this one kept.
     pub parts_reused: u32,
+    /// How the stored bytes are known to be one version of the source, whole.
+    pub integrity: Integrity,
 }
 
 /// The streaming multipart engine. Cheap to clone; clones share the memory pool.
@@ -152,6 +156,7 @@ impl Engine {
             journal,
             checkpointed: OnceLock::new(),
             reused_parts: AtomicU32::new(0),
+            integrity: OnceLock::new(),
             multipart_slot: Mutex::new(None),
             deciding: Mutex::new(Some(
                 deciding.unwrap_or_else(|| self.multipart.deciding_one()),
@@ -247,6 +252,8 @@ pub(crate) struct Run {
     /// are kept.
     checkpointed: OnceLock<Binding>,
     reused_parts: AtomicU32,
+    /// How this try read the source, once it has.
+    integrity: OnceLock<Integrity>,
     /// Held from the moment the transfer turns out to be multipart.
     multipart_slot: Mutex<Option<MultipartSlot>>,
     /// Counted as "may turn out large" until it knows.
@@ -294,6 +301,8 @@ impl Run {
             retries: self.retries.load(Ordering::Relaxed),
             bytes_fetched: self.fetched.load(Ordering::Relaxed),
             parts_reused: self.reused_parts.load(Ordering::Relaxed),
+            // A resumed or adopted upload was pinned by its checkpoint.
+            integrity: self.integrity.get().copied().unwrap_or(Integrity::Pinned),
             ..stored
         }
     }
@@ -367,6 +376,13 @@ impl Run {
         // the plan kept the preferred size.
         let mut first = probe.body.filter(|_| plan.part_size == config.part_size);
         let validator = probe.validator;
+        // Without a validator the probe's answer held the whole resource, so
+        // the plan is one part read in one answer (see `source::probe_range`).
+        let _ = self.integrity.set(if validator.is_some() {
+            Integrity::Pinned
+        } else {
+            Integrity::OneAnswer
+        });
         if plan.is_single_put() {
             // The host slot before the memory (see `source::hosts`).
             let (response, host_slot) = match first.take() {
@@ -534,6 +550,7 @@ impl Run {
         let (first, first_crc) = self.fill_from_stream(&mut stream, part_len(1)).await?;
         self.check_size_limit(stream.offset())?;
         if stream.at_end().await? {
+            let _ = self.integrity.set(stream.integrity());
             // Read: its host slot is not needed for the upload.
             drop(stream);
             return self
@@ -552,6 +569,7 @@ impl Run {
             .await;
         let part_size = known.map_or(growing.base, |p| p.part_size);
         let size = stream.offset();
+        let _ = self.integrity.set(stream.integrity());
         drop(stream);
         self.finish(result, &upload_id, part_size, size)
             .await
@@ -640,6 +658,12 @@ impl Run {
         let mut attempt = 0;
         loop {
             let result = async {
+                if validator.is_none() && !buffer.is_empty() {
+                    // Nothing pins the version: the part is read again, whole,
+                    // in one answer, rather than continued from another.
+                    buffer.truncate(0);
+                    *crc = PartCrc::default();
+                }
                 let mut response = match first.take() {
                     Some(response) => response,
                     None => {
@@ -1000,6 +1024,8 @@ impl Run {
             retries: 0,
             bytes_fetched: 0,
             parts_reused: 0,
+            // Set by `finished`, which every outcome passes through.
+            integrity: Integrity::Pinned,
         })
     }
 
@@ -1136,6 +1162,7 @@ mod tests {
             source: SourceRequest {
                 url: "http://127.0.0.1:9/x".parse().unwrap(),
                 headers: Default::default(),
+                headers_cross_origin: false,
             },
             destination: Destination::default(),
             expected: Expected::default(),

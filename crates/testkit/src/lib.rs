@@ -23,7 +23,7 @@ use sha2::Digest as _;
 pub use aws_proxy::{AwsProxy, Fault, Rule};
 pub use listener::CountingListener;
 pub use moto::Moto;
-pub use origin::{Behavior, Origin};
+pub use origin::{Behavior, Framing, Origin, Replacement, SeenRequest};
 pub use tls::TestCa;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.

@@ -14,14 +14,47 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+/// How a response body's end is marked (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length`.
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Neither: the body ends when the connection closes, so a cut body
+    /// looks exactly like a whole one.
+    Close,
+}
+
+/// A new version of the resource, served from a given request on: the origin
+/// changes its content between two requests of one transfer.
+#[derive(Debug, Clone)]
+pub struct Replacement {
+    /// Requests answered with the old version first (the probe is request 1).
+    pub after_requests: u64,
+    pub body: Bytes,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
 /// How the origin behaves; change it at any time with [`Origin::set`].
 #[derive(Debug, Clone)]
 pub struct Behavior {
     /// Honour `Range` (206) or ignore it (200 with the whole body).
     pub ranges: bool,
-    /// Send `Content-Length`; otherwise the body is chunked.
-    pub content_length: bool,
+    pub framing: Framing,
+    /// Sent as is: a strong (`"v1"`) or weak (`W/"v1"`) entity tag.
     pub etag: Option<String>,
+    /// Sent as is (an HTTP date).
+    pub last_modified: Option<String>,
+    /// The `Date` header, when set (it decides whether a `Last-Modified`
+    /// is a strong validator, RFC 9110 §8.8.2.2).
+    pub date: Option<String>,
+    /// Evaluate `If-Range` (RFC 9110 §13.1.5); otherwise a range is served
+    /// whatever validator the request names.
+    pub honour_if_range: bool,
+    /// Serve another version of the resource from a given request on.
+    pub replace: Option<Replacement>,
     pub content_encoding: Option<String>,
     pub content_type: Option<String>,
     /// Answer this status (with a short body) to every request.
@@ -43,20 +76,28 @@ pub struct Behavior {
     /// Answer this many requests with 200 and the whole body even if they ask
     /// for a range (still advertising `Accept-Ranges`).
     pub ignore_range_requests: u32,
-    /// Answer every request with `302 Found` to this location.
+    /// Answer requests with `302 Found` to this location: every request,
+    /// or only those for the path `redirect_from` names.
     pub redirect_to: Option<String>,
+    pub redirect_from: Option<String>,
     /// Send the body over and over, chunked, until the client goes away.
     pub endless: bool,
     /// Add a response header of this many bytes.
     pub huge_header: usize,
+    /// Add this many small response headers (a header flood).
+    pub extra_headers: usize,
 }
 
 impl Default for Behavior {
     fn default() -> Self {
         Self {
             ranges: true,
-            content_length: true,
+            framing: Framing::Length,
             etag: Some("\"v1\"".into()),
+            last_modified: None,
+            date: None,
+            honour_if_range: true,
+            replace: None,
             content_encoding: None,
             content_type: Some("application/octet-stream".into()),
             status: None,
@@ -68,8 +109,10 @@ impl Default for Behavior {
             answer_delay: None,
             ignore_range_requests: 0,
             redirect_to: None,
+            redirect_from: None,
             endless: false,
             huge_header: 0,
+            extra_headers: 0,
         }
     }
 }
@@ -83,6 +126,25 @@ struct State {
     /// Requests being answered now, and the most there ever were.
     active: AtomicU64,
     most_active: AtomicU64,
+    /// Every request's head, in arrival order.
+    seen: Mutex<Vec<SeenRequest>>,
+}
+
+/// A request as the origin received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub path: String,
+    /// Header names lower-cased, in the order sent.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Counts one request as being answered until dropped.
@@ -142,6 +204,7 @@ impl Origin {
             bytes_served: AtomicU64::new(0),
             active: AtomicU64::new(0),
             most_active: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
         });
         let mut tasks = JoinSet::new();
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -215,6 +278,11 @@ impl Origin {
         self.state.bytes_served.load(Ordering::SeqCst)
     }
 
+    /// Every request received so far, in arrival order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.state.seen.lock().expect("seen lock").clone()
+    }
+
     /// The most requests this origin was answering at one time (from the
     /// request's head read to its body's last byte written).
     pub fn most_concurrent_requests(&self) -> u64 {
@@ -226,6 +294,7 @@ struct Request {
     method: String,
     range: Option<String>,
     if_range: Option<String>,
+    seen: SeenRequest,
 }
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, state: Arc<State>) {
@@ -261,20 +330,28 @@ async fn read_request<S: AsyncRead + Unpin>(
     let head: Vec<u8> = pending.drain(..end).collect();
     let text = String::from_utf8_lossy(&head);
     let mut lines = text.split("\r\n");
-    let method = lines.next()?.split(' ').next()?.to_owned();
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let path = request_line.next().unwrap_or("/").to_owned();
     let mut request = Request {
         method,
         range: None,
         if_range: None,
+        seen: SeenRequest {
+            path,
+            headers: Vec::new(),
+        },
     };
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
             let value = value.trim().to_owned();
-            match name.trim().to_ascii_lowercase().as_str() {
-                "range" => request.range = Some(value),
-                "if-range" => request.if_range = Some(value),
+            match name.as_str() {
+                "range" => request.range = Some(value.clone()),
+                "if-range" => request.if_range = Some(value.clone()),
                 _ => {}
             }
+            request.seen.headers.push((name, value));
         }
     }
     Some(request)
@@ -284,15 +361,32 @@ async fn read_request<S: AsyncRead + Unpin>(
 async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: Request) -> bool {
     let _answering = Answering::start(state);
     let number = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
-    let behavior = state.behavior.lock().expect("behavior lock").clone();
-    let body = state.body.lock().expect("body lock").clone();
+    state
+        .seen
+        .lock()
+        .expect("seen lock")
+        .push(request.seen.clone());
+    let mut behavior = state.behavior.lock().expect("behavior lock").clone();
+    let mut body = state.body.lock().expect("body lock").clone();
+    if let Some(new) = behavior.replace.take()
+        && number > new.after_requests
+    {
+        body = new.body;
+        behavior.etag = new.etag;
+        behavior.last_modified = new.last_modified;
+    }
     if let Some(delay) = behavior.answer_delay {
         tokio::time::sleep(delay).await;
     }
     if u64::from(behavior.fail_first) >= number {
         return simple(stream, 503, "try later").await;
     }
-    if let Some(location) = &behavior.redirect_to {
+    if let Some(location) = &behavior.redirect_to
+        && behavior
+            .redirect_from
+            .as_ref()
+            .is_none_or(|path| *path == request.seen.path)
+    {
         let head =
             format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
         return stream.write_all(head.as_bytes()).await.is_ok();
@@ -305,10 +399,17 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
         return simple(stream, status, "as configured").await;
     }
     let total = body.len() as u64;
-    let validator_ok = match (&request.if_range, &behavior.etag) {
-        (None, _) => true,
-        (Some(asked), Some(etag)) => asked == etag,
-        (Some(_), None) => false,
+    // If-Range matches by strong comparison only (RFC 9110 §13.1.5).
+    let validator_ok = match &request.if_range {
+        None => true,
+        Some(_) if !behavior.honour_if_range => true,
+        Some(asked) => {
+            behavior
+                .etag
+                .as_ref()
+                .is_some_and(|etag| asked == etag && !etag.starts_with("W/"))
+                || behavior.last_modified.as_ref() == Some(asked)
+        }
     };
     let range = request
         .range
@@ -340,6 +441,15 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     if let Some(etag) = &behavior.etag {
         head.push_str(&format!("ETag: {etag}\r\n"));
     }
+    if let Some(date) = &behavior.last_modified {
+        head.push_str(&format!("Last-Modified: {date}\r\n"));
+    }
+    if let Some(date) = &behavior.date {
+        head.push_str(&format!("Date: {date}\r\n"));
+    }
+    for n in 0..behavior.extra_headers {
+        head.push_str(&format!("X-Flood-{n}: {n}\r\n"));
+    }
     if behavior.huge_header > 0 {
         head.push_str(&format!(
             "X-Filler: {}\r\n",
@@ -352,12 +462,14 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     if let Some(content_type) = &behavior.content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
-    let chunked = !behavior.content_length;
-    if chunked {
-        head.push_str("Transfer-Encoding: chunked\r\n");
-    } else {
-        let length = behavior.announced_length.unwrap_or(end - start);
-        head.push_str(&format!("Content-Length: {length}\r\n"));
+    let chunked = behavior.framing == Framing::Chunked;
+    match behavior.framing {
+        Framing::Chunked => head.push_str("Transfer-Encoding: chunked\r\n"),
+        Framing::Length => {
+            let length = behavior.announced_length.unwrap_or(end - start);
+            head.push_str(&format!("Content-Length: {length}\r\n"));
+        }
+        Framing::Close => head.push_str("Connection: close\r\n"),
     }
     let reason = if status == 206 {
         "Partial Content"
@@ -424,8 +536,9 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
         return false;
     }
     let _ = stream.flush().await;
-    // A lying Content-Length leaves the framing broken: close.
-    behavior.announced_length.is_none()
+    // A lying Content-Length leaves the framing broken: close. A body framed
+    // by the connection ends only when it closes.
+    behavior.announced_length.is_none() && behavior.framing != Framing::Close
 }
 
 /// A chunked body that never ends (until the client hangs up).

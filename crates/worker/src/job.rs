@@ -179,7 +179,11 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
         id: claimed_id.clone(),
         shown_url: RedactedUrl::new(&url),
         spec: TransferSpec {
-            source: SourceRequest { url, headers },
+            source: SourceRequest {
+                url,
+                headers,
+                headers_cross_origin: false,
+            },
             destination: Destination {
                 bucket: message.bucket,
                 key: message.key,

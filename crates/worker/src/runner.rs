@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ferry_engine::admission::Deciding;
-use ferry_engine::{Engine, ErrorClass, Observer, PartDone, Progress, RetrySide, TransferError};
+use ferry_engine::{
+    Engine, ErrorClass, Integrity, Observer, PartDone, Progress, RetrySide, TransferError,
+};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
@@ -386,12 +388,22 @@ async fn conclude(
                 .increment(total_fetched.saturating_sub(outcome.size));
             metrics::histogram!("ferry_job_duration_seconds")
                 .record(outcome.duration.as_secs_f64());
+            if outcome.integrity == Integrity::Unframed {
+                // Nothing marked the body's end: a cut connection would have
+                // looked the same. The record says so (source_integrity).
+                metrics::counter!("ferry_source_unframed_total").increment(1);
+                warn!(
+                    size = outcome.size,
+                    "the source's body ended with its connection: its length is unverified"
+                );
+            }
             let secs = outcome.duration.as_secs_f64();
             info!(
                 size = outcome.size, secs = format!("{secs:.3}"),
                 mbps = format!("{:.1}", outcome.size as f64 / secs.max(1e-6) / 1e6),
                 parts = outcome.parts, retries = outcome.retries,
                 parts_reused = outcome.parts_reused, bytes_fetched = total_fetched,
+                integrity = outcome.integrity.as_str(),
                 checksum = %outcome.checksum_crc64nvme, deleted = deleted.is_ok(),
                 "succeeded"
             );

@@ -483,7 +483,7 @@ impl JobStore {
                  #duration_secs = :secs, #throughput_mbps = :mbps, #parts = :parts, \
                  #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
                  #bytes_refetched = :refetched, \
-                 #parts_reused = :reused, \
+                 #parts_reused = :reused, #source_integrity = :integrity, \
                  #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl \
                  REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}"
             ))
@@ -493,6 +493,7 @@ impl JobStore {
                 n(total_fetched.saturating_sub(outcome.size)),
             )
             .expression_attribute_values(":reused", n(u64::from(outcome.parts_reused)))
+            .expression_attribute_values(":integrity", s(outcome.integrity.as_str()))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":size", n(outcome.size))
             .expression_attribute_values(":etag", s(&outcome.etag))

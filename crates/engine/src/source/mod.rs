@@ -6,6 +6,20 @@
 //! body is ever read whole. Each request holds a slot of its host (`hosts`)
 //! until its body is read; each chunk read is paid for to the transfer's
 //! bandwidth caps (`crate::bandwidth`) before the next.
+//!
+//! # One version, whole
+//!
+//! An origin may replace its content at any moment, and the object stored must
+//! still be bytes one version of the resource really had. Two requests can
+//! only be combined when a *strong validator* pins them to one version: a
+//! strong `ETag`, or a `Last-Modified` that is strong by RFC 9110 §8.8.2.2 (at
+//! least a second older than the answer's `Date`). Every later request names
+//! it in `If-Range`, and every answer must show it again — a server that
+//! ignores `If-Range` is caught by that second check. A source without one is
+//! read in one response from byte 0 and is never resumed by range; a cut
+//! fails the attempt instead. What an answer's framing cannot tell — a body
+//! that ends with its connection, no length or chunking to say it is whole —
+//! is reported as [`Integrity::Unframed`] for the job record.
 
 pub mod guard;
 mod hosts;
@@ -37,7 +51,13 @@ use hosts::HostSlots;
 #[derive(Clone)]
 pub struct SourceRequest {
     pub url: Url,
+    /// Sent to the source only: to every redirect hop of the same origin,
+    /// to another origin only when `headers_cross_origin`, and never from
+    /// `https` down to `http`.
     pub headers: HeaderMap,
+    /// Whether `headers` may follow a redirect to another origin (scheme,
+    /// host and port); some CDNs redirect to a signed host that needs them.
+    pub headers_cross_origin: bool,
 }
 
 impl std::fmt::Debug for SourceRequest {
@@ -51,7 +71,8 @@ impl std::fmt::Debug for SourceRequest {
     }
 }
 
-/// What pins the content across requests: a strong ETag, else Last-Modified.
+/// What pins the content across requests: a strong ETag, else a strong
+/// Last-Modified (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validator {
     ETag(String),
@@ -59,7 +80,8 @@ pub enum Validator {
 }
 
 impl Validator {
-    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+    /// The strong validator an answer carries, if any.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let text = |name| {
             headers
                 .get(name)
@@ -68,8 +90,29 @@ impl Validator {
         match text(header::ETAG) {
             // A weak ETag may not be used with If-Range (RFC 9110 §13.1.5).
             Some(etag) if !etag.starts_with("W/") => Some(Self::ETag(etag.to_owned())),
-            _ => text(header::LAST_MODIFIED).map(|date| Self::LastModified(date.to_owned())),
+            _ => {
+                let modified = text(header::LAST_MODIFIED)?;
+                // A date is strong only if the content had been unchanged for
+                // a second when it was served: a change within the same second
+                // would keep the date (§8.8.2.2). No `Date`, no proof.
+                let served = httpdate::parse_http_date(text(header::DATE)?).ok()?;
+                let changed = httpdate::parse_http_date(modified).ok()?;
+                let settled = served.duration_since(changed).ok()? >= Duration::from_secs(1);
+                settled.then(|| Self::LastModified(modified.to_owned()))
+            }
         }
+    }
+
+    /// Whether an answer shows this validator again. An answer that no
+    /// longer carries it cannot be shown to be the same version.
+    fn shown_by(&self, headers: &HeaderMap) -> bool {
+        let (name, value) = match self {
+            Self::ETag(value) => (header::ETAG, value),
+            Self::LastModified(value) => (header::LAST_MODIFIED, value),
+        };
+        headers
+            .get(name)
+            .is_some_and(|shown| shown.as_bytes() == value.as_bytes())
     }
 
     /// The header it came from, for messages.
@@ -87,18 +130,44 @@ impl Validator {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("more than {0} redirects")]
-struct TooManyRedirects(usize);
+/// How the engine knows the bytes it stored are one version of the
+/// resource, whole: reported with every outcome, kept in the job record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// Several requests, each pinned to a strong validator and checked
+    /// against it (and against the total length).
+    Pinned,
+    /// One answer, its end marked by `Content-Length` or chunked framing.
+    OneAnswer,
+    /// One answer that ended only with its connection: a connection cut
+    /// early looks exactly like the end. Only an expected size or digest
+    /// can tell; the record says so.
+    Unframed,
+}
+
+impl Integrity {
+    /// A stable word for records and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pinned => "pinned",
+            Self::OneAnswer => "one_answer",
+            Self::Unframed => "unframed",
+        }
+    }
+}
 
 /// What the first request learned about the resource.
 pub struct Probe {
     /// Total length, when the server said.
     pub length: Option<u64>,
-    /// Whether ranged reads work (the probe's own Range was honoured).
+    /// Whether ranged reads work (the probe's own Range was honoured) and
+    /// may be combined: a strong validator pins them to one version, or
+    /// the probe's answer holds the whole resource.
     pub ranges: bool,
     pub validator: Option<Validator>,
     pub content_type: Option<String>,
+    /// The body's end is marked only by its connection closing.
+    pub unframed: bool,
     /// The probe's body, starting at byte 0: the first bytes when `ranges`,
     /// otherwise the whole resource. `None` for an empty resource.
     pub(crate) body: Option<OpenBody>,
@@ -144,6 +213,7 @@ impl RateFloor {
 #[derive(Clone)]
 pub struct HttpSource {
     client: Client,
+    max_redirects: usize,
     read_timeout: Duration,
     connect_timeout: Duration,
     min_rate_bytes_per_sec: u64,
@@ -158,23 +228,12 @@ pub struct HttpSource {
 impl HttpSource {
     pub fn new(config: &SourceConfig) -> Result<Self, TransferError> {
         let policy = Arc::new(config.address_policy.clone());
-        let redirect_policy = Arc::clone(&policy);
-        let max_redirects = config.max_redirects;
-        // Every hop is checked like the first request; names are checked again
-        // by the resolver when the hop connects.
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects {
-                return attempt.error(TooManyRedirects(max_redirects));
-            }
-            match redirect_policy.check_url(attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(blocked) => attempt.error(blocked),
-            }
-        });
         let mut builder = Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
-            .redirect(redirects)
+            // Redirects are followed by `sent`, which decides per hop which
+            // headers go along.
+            .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&policy))))
             // One connection per ranged part: CDNs throttle per connection, and
             // HTTP/2 would multiplex every part onto one.
@@ -197,6 +256,7 @@ impl HttpSource {
             })?;
         Ok(Self {
             client,
+            max_redirects: config.max_redirects,
             read_timeout: config.read_timeout,
             connect_timeout: config.connect_timeout,
             min_rate_bytes_per_sec: config.min_rate_bytes_per_sec,
@@ -266,10 +326,7 @@ impl HttpSource {
         self.check(request)?;
         let slot = self.host_slot(&request.url).await;
         let response = self
-            .sent(
-                self.get(request)
-                    .header(header::RANGE, format!("bytes={start}-{end}")),
-            )
+            .sent(request, &[(header::RANGE, format!("bytes={start}-{end}"))])
             .await?;
         let headers = response.headers();
         let validator = Validator::from_headers(headers);
@@ -287,11 +344,18 @@ impl HttpSource {
                     return self.probe_without_range(request, slot).await;
                 };
                 range.expect(start, end.min(total.max(1) - 1), Some(total))?;
+                if validator.is_none() && start == 0 && end.saturating_add(1) < total {
+                    // Nothing pins this version for the requests after this
+                    // one: read it all in one answer instead.
+                    drop(response);
+                    return self.probe_without_range(request, slot).await;
+                }
                 Ok(Probe {
                     length: Some(total),
                     ranges: true,
                     validator,
                     content_type,
+                    unframed: false,
                     body: Some(OpenBody { response, slot }),
                 })
             }
@@ -308,6 +372,7 @@ impl HttpSource {
                     ranges: true,
                     validator,
                     content_type,
+                    unframed: false,
                     body: None,
                 })
             }
@@ -316,6 +381,7 @@ impl HttpSource {
                 ranges: false,
                 validator,
                 content_type,
+                unframed: is_unframed(&response),
                 body: Some(OpenBody { response, slot }),
             }),
             status => Err(TransferError::SourceStatus {
@@ -329,23 +395,29 @@ impl HttpSource {
         request: &SourceRequest,
         slot: HostSlot,
     ) -> Result<Probe, TransferError> {
-        let response = self.send_checked(self.get(request)).await?;
+        let response = self.send_checked(request, &[]).await?;
         if response.status() != StatusCode::OK {
             return Err(TransferError::SourceStatus {
                 status: response.status().as_u16(),
             });
         }
+        let headers = response.headers();
         Ok(Probe {
             length: response.content_length(),
             ranges: false,
-            validator: Validator::from_headers(response.headers()),
-            content_type: None,
+            validator: Validator::from_headers(headers),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            unframed: is_unframed(&response),
             body: Some(OpenBody { response, slot }),
         })
     }
 
     /// Requests bytes `start..=end` (or `start..` when `end` is `None`) pinned to
-    /// `validator`; the answer must be a 206 for exactly that range. The
+    /// `validator`; the answer must be a 206 for exactly that range of the
+    /// same version: the validator shown again, the total unchanged. The
     /// caller holds the host slot (see [`host_slot`](Self::host_slot)).
     pub async fn get_range(
         &self,
@@ -359,11 +431,11 @@ impl HttpSource {
             Some(end) => format!("bytes={start}-{end}"),
             None => format!("bytes={start}-"),
         };
-        let mut builder = self.get(request).header(header::RANGE, range);
+        let mut extra = vec![(header::RANGE, range)];
         if let Some(validator) = validator {
-            builder = builder.header(header::IF_RANGE, validator.as_header_value());
+            extra.push((header::IF_RANGE, validator.as_header_value().to_owned()));
         }
-        let response = self.send_checked(builder).await?;
+        let response = self.send_checked(request, &extra).await?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
             // If-Range answered with the whole (new) representation.
@@ -376,16 +448,15 @@ impl HttpSource {
                 });
             }
         }
-        let range = ContentRange::from_response(&response)?;
-        let expected_end = end.or(total.map(|t| t - 1));
-        range.expect_start(start, expected_end, total)?;
-        if let (Some(validator), Some(now)) =
-            (validator, Validator::from_headers(response.headers()))
-            && matches!(validator, Validator::ETag(_))
-            && *validator != now
-        {
+        if validator.is_some_and(|v| !v.shown_by(response.headers())) {
             return Err(TransferError::SourceChanged);
         }
+        let range = ContentRange::from_response(&response)?;
+        if total.is_some() && range.total.is_some() && range.total != total {
+            return Err(TransferError::SourceChanged);
+        }
+        let expected_end = end.or(total.map(|t| t - 1));
+        range.expect_start(start, expected_end, total)?;
         Ok(response)
     }
 
@@ -452,27 +523,56 @@ impl HttpSource {
         }
     }
 
-    /// Sends `builder`, waiting at most the read timeout for the answer's
-    /// head once connected.
-    async fn sent(&self, builder: reqwest::RequestBuilder) -> Result<Response, TransferError> {
-        match tokio::time::timeout(self.read_timeout + self.connect_timeout, builder.send()).await {
-            Ok(result) => result.map_err(TransferError::source_request),
-            Err(_) => Err(self.stalled()),
+    /// Sends a GET for `request` with `extra` headers (the range asked for),
+    /// following redirects: every hop is checked like the first request
+    /// (names again by the resolver when the hop connects), and the job's
+    /// headers go along only as [`SourceRequest::headers`] says. Each hop
+    /// waits at most the read timeout for its answer's head once connected.
+    async fn sent(
+        &self,
+        request: &SourceRequest,
+        extra: &[(HeaderName, String)],
+    ) -> Result<Response, TransferError> {
+        let mut url = request.url.clone();
+        let mut headers = Some(&request.headers);
+        for _ in 0..=self.max_redirects {
+            let mut builder = self.client.get(url.clone());
+            if let Some(headers) = headers {
+                builder = builder.headers(headers.clone());
+            }
+            for (name, value) in extra {
+                builder = builder.header(name, value);
+            }
+            let send = builder.header(header::ACCEPT_ENCODING, "identity").send();
+            let response =
+                match tokio::time::timeout(self.read_timeout + self.connect_timeout, send).await {
+                    Ok(result) => result.map_err(TransferError::source_request)?,
+                    Err(_) => return Err(self.stalled()),
+                };
+            let Some(next) = redirect_target(&response, &url)? else {
+                return Ok(response);
+            };
+            self.policy
+                .check_url(&next)
+                .map_err(|blocked| TransferError::BlockedDestination {
+                    reason: blocked.to_string(),
+                })?;
+            if !headers_may_follow(&url, &next, request.headers_cross_origin) {
+                headers = None;
+            }
+            url = next;
         }
-    }
-
-    fn get(&self, request: &SourceRequest) -> reqwest::RequestBuilder {
-        self.client
-            .get(request.url.clone())
-            .headers(request.headers.clone())
-            .header(header::ACCEPT_ENCODING, "identity")
+        Err(TransferError::SourceRedirect {
+            reason: format!("more than {} redirects", self.max_redirects),
+        })
     }
 
     async fn send_checked(
         &self,
-        builder: reqwest::RequestBuilder,
+        request: &SourceRequest,
+        extra: &[(HeaderName, String)],
     ) -> Result<Response, TransferError> {
-        let response = self.sent(builder).await?;
+        let response = self.sent(request, extra).await?;
         let status = response.status();
         if status.is_success() || status == StatusCode::PRECONDITION_FAILED {
             Ok(response)
@@ -481,5 +581,133 @@ impl HttpSource {
                 status: status.as_u16(),
             })
         }
+    }
+}
+
+/// Where a redirect answer points, resolved against the URL it answered;
+/// `None` for an answer that is not a redirect (or names no `Location`,
+/// which the caller then reports as the status it is).
+fn redirect_target(response: &Response, from: &Url) -> Result<Option<Url>, TransferError> {
+    let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+    let Some(location) = response
+        .headers()
+        .get(header::LOCATION)
+        .filter(|_| redirect)
+    else {
+        return Ok(None);
+    };
+    let next = location
+        .to_str()
+        .ok()
+        .and_then(|location| from.join(location).ok())
+        .ok_or_else(|| TransferError::SourceRedirect {
+            reason: "a redirect's Location is not a URL".into(),
+        })?;
+    match next.scheme() {
+        "http" | "https" => Ok(Some(next)),
+        other => Err(TransferError::SourceRedirect {
+            reason: format!("a redirect to scheme {other:?}"),
+        }),
+    }
+}
+
+/// Whether a job's headers may go from `from` to the hop `to`: within one
+/// origin always; to another only when the job allows it; from `https` to
+/// `http` never, where anyone on the path could read them.
+fn headers_may_follow(from: &Url, to: &Url, cross_origin: bool) -> bool {
+    if from.scheme() == "https" && to.scheme() != "https" {
+        return false;
+    }
+    from.origin() == to.origin() || cross_origin
+}
+
+/// Whether a 200's body ends only when its connection closes (RFC 9112
+/// §6.3, rule 8): neither a length nor chunked framing marks its end.
+fn is_unframed(response: &Response) -> bool {
+    response.content_length().is_none()
+        && !response
+            .headers()
+            .get(header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    const OLD: &str = "Sun, 06 Dec 2026 08:00:00 GMT";
+    const SAME: &str = "Sun, 06 Dec 2026 08:00:00 GMT";
+    const LATER: &str = "Sun, 06 Dec 2026 08:00:01 GMT";
+
+    #[test]
+    fn strong_validators_are_recognised_and_weak_ones_are_not() {
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers, Option<Validator>)] = &[
+            (&[("etag", "\"a\"")], Some(Validator::ETag("\"a\"".into()))),
+            (&[("etag", "W/\"a\"")], None),
+            (&[("last-modified", OLD)], None),
+            (&[("last-modified", OLD), ("date", SAME)], None),
+            (
+                &[("last-modified", OLD), ("date", LATER)],
+                Some(Validator::LastModified(OLD.into())),
+            ),
+            (
+                &[("etag", "W/\"a\""), ("last-modified", OLD), ("date", LATER)],
+                Some(Validator::LastModified(OLD.into())),
+            ),
+            (&[("last-modified", "yesterday"), ("date", LATER)], None),
+            (&[], None),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(&Validator::from_headers(&headers(pairs)), want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn job_headers_follow_a_redirect_within_their_origin_only() {
+        let url = |u: &str| u.parse::<Url>().unwrap();
+        let cases = [
+            ("https://a.test/x", "https://a.test/y", false, true),
+            ("https://a.test/x", "https://a.test:443/y", false, true),
+            ("https://a.test/x", "https://a.test:8443/y", false, false),
+            ("https://a.test/x", "https://b.test/y", false, false),
+            ("https://a.test/x", "https://b.test/y", true, true),
+            ("https://a.test/x", "http://a.test/y", false, false),
+            ("https://a.test/x", "http://a.test/y", true, false),
+            ("http://a.test/x", "https://a.test/y", false, false),
+            ("http://a.test/x", "https://b.test/y", true, true),
+        ];
+        for (from, to, allowed, follows) in cases {
+            assert_eq!(
+                headers_may_follow(&url(from), &url(to), allowed),
+                follows,
+                "{from} -> {to} (cross-origin allowed: {allowed})"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_must_show_the_validator_again() {
+        let etag = Validator::ETag("\"a\"".into());
+        assert!(etag.shown_by(&headers(&[("etag", "\"a\"")])));
+        assert!(!etag.shown_by(&headers(&[("etag", "\"b\"")])));
+        assert!(!etag.shown_by(&headers(&[("etag", "W/\"a\"")])));
+        assert!(!etag.shown_by(&headers(&[])));
+        let date = Validator::LastModified(OLD.into());
+        assert!(date.shown_by(&headers(&[("last-modified", OLD)])));
+        assert!(!date.shown_by(&headers(&[("last-modified", LATER)])));
+        assert!(!date.shown_by(&headers(&[("etag", "\"a\"")])));
     }
 }

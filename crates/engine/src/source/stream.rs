@@ -1,5 +1,7 @@
 //! One sequential body, cut into parts by the caller, resumed after a mid-body
-//! error with a Range request from the last good offset when the server allows it.
+//! error with a Range request from the last good offset when the server allows
+//! it and a strong validator pins the version (see the `source` module docs):
+//! without one, the rest of a new version could follow the start of an old one.
 //! The stream holds its host slot from the probe to its end, resumes included.
 
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use reqwest::Response;
 use reqwest::header::ACCEPT_RANGES;
 use tokio_util::sync::CancellationToken;
 
-use super::{HostSlot, HttpSource, Probe, SourceRequest, Validator};
+use super::{HostSlot, HttpSource, Integrity, Probe, SourceRequest, Validator};
 use crate::bandwidth::Pacer;
 use crate::checksum::PartCrc;
 use crate::error::{ErrorClass, TransferError};
@@ -28,6 +30,10 @@ pub struct BodyStream {
     length: Option<u64>,
     validator: Option<Validator>,
     resumable: bool,
+    /// The body's end is marked only by its connection closing.
+    unframed: bool,
+    /// Whether a second answer continued the first.
+    reopened: bool,
     /// Bytes read past a part boundary, for the next part.
     carry: Option<Bytes>,
     ended: bool,
@@ -46,12 +52,13 @@ impl BodyStream {
         cancel: CancellationToken,
         pacer: Arc<Pacer>,
     ) -> Self {
-        let resumable = probe.body.as_ref().is_some_and(|body| {
-            body.response
-                .headers()
-                .get(ACCEPT_RANGES)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
-        });
+        let resumable = probe.validator.is_some()
+            && probe.body.as_ref().is_some_and(|body| {
+                body.response
+                    .headers()
+                    .get(ACCEPT_RANGES)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"))
+            });
         let (response, slot) = probe.body.map(|body| (body.response, body.slot)).unzip();
         Self {
             request,
@@ -62,6 +69,8 @@ impl BodyStream {
             length: probe.length,
             validator: probe.validator,
             resumable,
+            unframed: probe.unframed,
+            reopened: false,
             carry: None,
             retry,
             floor: source.rate_floor(),
@@ -73,6 +82,15 @@ impl BodyStream {
 
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// How the bytes read so far are known to be one version, whole.
+    pub fn integrity(&self) -> Integrity {
+        match (self.unframed, self.reopened) {
+            (true, _) => Integrity::Unframed,
+            (false, true) => Integrity::Pinned,
+            (false, false) => Integrity::OneAnswer,
+        }
     }
 
     /// Fills `buffer` up to `want` bytes, or fewer when the body ends.
@@ -220,6 +238,7 @@ impl BodyStream {
             )
             .await?;
         self.response = Some(response);
+        self.reopened = true;
         self.floor = self.source.rate_floor();
         Ok(())
     }

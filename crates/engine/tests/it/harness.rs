@@ -69,6 +69,7 @@ impl Harness {
             source: SourceRequest {
                 url: url.parse().unwrap(),
                 headers: Default::default(),
+                headers_cross_origin: false,
             },
             destination: Destination {
                 bucket: self.bucket.clone(),

@@ -9,6 +9,7 @@ mod far;
 mod faults;
 mod harness;
 mod hostile;
+mod origins;
 mod resume;
 mod ssrf;
 mod throttling;

@@ -1,6 +1,6 @@
 //! Successful transfers across sizes, source shapes and transports.
 
-use ferry_testkit::{Behavior, Origin, TestCa, sha256_hex, test_bytes};
+use ferry_testkit::{Behavior, Framing, Origin, TestCa, sha256_hex, test_bytes};
 
 use crate::harness::{Harness, PART};
 
@@ -66,7 +66,7 @@ async fn streams_an_unknown_length_body_over_several_parts() {
         PART * 3 + 12_345,
         Behavior {
             ranges: false,
-            content_length: false,
+            framing: Framing::Chunked,
             ..Behavior::default()
         },
     )
@@ -93,7 +93,7 @@ async fn streams_a_small_unknown_length_body_with_a_single_put() {
         1000,
         Behavior {
             ranges: false,
-            content_length: false,
+            framing: Framing::Chunked,
             ..Behavior::default()
         },
     )
@@ -107,7 +107,7 @@ async fn stream_ending_exactly_on_a_part_boundary() {
         PART * 2,
         Behavior {
             ranges: false,
-            content_length: false,
+            framing: Framing::Chunked,
             ..Behavior::default()
         },
     )

@@ -46,6 +46,7 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
         source: SourceRequest {
             url: args.url.clone(),
             headers: HeaderMap::new(),
+            headers_cross_origin: false,
         },
         destination: Destination {
             bucket: args.destination.bucket.clone(),
