@@ -33,6 +33,10 @@ pub struct JobMessage {
     pub expected: Option<ExpectedMessage>,
     #[serde(default)]
     pub headers: Option<HashMap<String, String>>,
+    /// Whether `headers` may follow a redirect to another origin (never
+    /// from `https` to `http`); by default they stay with the URL's origin.
+    #[serde(default)]
+    pub headers_cross_origin: Option<bool>,
     #[serde(default)]
     pub content_type: Option<String>,
     #[serde(default)]
@@ -182,7 +186,7 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
             source: SourceRequest {
                 url,
                 headers,
-                headers_cross_origin: false,
+                headers_cross_origin: message.headers_cross_origin.unwrap_or(false),
             },
             destination: Destination {
                 bucket: message.bucket,
@@ -320,6 +324,7 @@ mod tests {
         .unwrap();
         assert_eq!(job.id, MSG);
         assert_eq!(job.spec.destination.bucket, "my-bucket");
+        assert!(!job.spec.source.headers_cross_origin, "headers stay home");
     }
 
     #[test]
@@ -327,7 +332,8 @@ mod tests {
         let job = parse(
             r#"{"url":"https://example.com/a.iso?sig=s3cr3t","bucket":"my-bucket","key":"k",
                 "job_id":"job-1","expected":{"sha256":"AB","md5":null,"size":3},
-                "headers":{"Authorization":"Bearer tok"},"content_type":"text/plain",
+                "headers":{"Authorization":"Bearer tok"},"headers_cross_origin":true,
+                "content_type":"text/plain",
                 "metadata":{"a":"b"},"storage_class":"STANDARD_IA","max_bytes_per_sec":1048576,
                 "version":1}"#
                 .replace("\"AB\"", &format!("\"{}\"", "AB".repeat(32)))
@@ -341,6 +347,7 @@ mod tests {
             Some("ab".repeat(32).as_str())
         );
         assert_eq!(job.spec.source.headers.len(), 1);
+        assert!(job.spec.source.headers_cross_origin);
         assert_eq!(
             job.spec.max_bytes_per_sec.map(NonZeroU64::get),
             Some(1_048_576)

@@ -220,3 +220,45 @@ async fn secrets_in_the_url_never_reach_the_record() {
     }
     assert_eq!(text(&record, "status"), "succeeded");
 }
+
+#[tokio::test]
+async fn the_record_says_how_the_source_was_known_to_be_whole() {
+    let stack = Stack::new().await;
+    let data = test_bytes(PART * 2 + 5, 4);
+    let cases = [
+        ("pinned", Behavior::default()),
+        (
+            "one_answer",
+            Behavior {
+                etag: Some("W/\"weak\"".into()),
+                ..Behavior::default()
+            },
+        ),
+        (
+            "unframed",
+            Behavior {
+                framing: ferry_testkit::Framing::Close,
+                ranges: false,
+                etag: None,
+                ..Behavior::default()
+            },
+        ),
+    ];
+    let mut origins = Vec::new();
+    for (id, behavior) in cases {
+        let origin = Origin::start(data.clone(), behavior).await;
+        stack
+            .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
+            .await;
+        origins.push(origin);
+    }
+    let worker = stack.spawn_worker(stack.config());
+    for id in ["pinned", "one_answer", "unframed"] {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(text(&record, "status"), "succeeded", "{id}");
+        assert_eq!(text(&record, "source_integrity"), id);
+        let stored = stack.object(id).await.expect("object stored");
+        assert_eq!(sha256_hex(&stored), sha256_hex(&data), "{id} bytes");
+    }
+    worker.stop().await;
+}
