@@ -8,6 +8,7 @@ pub mod aws_error;
 pub mod bulk;
 pub mod cli;
 pub mod config;
+pub mod disposal;
 pub mod gc;
 pub mod job;
 pub mod journal;

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -22,12 +22,19 @@ use tracing::{info, warn};
 /// is waiting for a free job slot, which can rightly take hours).
 const STUCK_AFTER: Duration = Duration::from_secs(120);
 
+/// Claims DynamoDB refused for good, one after another, before the worker
+/// says it is not ready: one such message is the message's fault, several
+/// in a row are the worker's (its table, its permissions, its credentials).
+pub const REFUSED_CLAIMS_NOT_READY: u32 = 3;
+
 /// Process-wide liveness and readiness signals.
 pub struct Health {
     loop_turn_ms: AtomicU64,
     waiting_for_slot: AtomicBool,
     sqs_ok: AtomicBool,
     dynamodb_ok: AtomicBool,
+    /// Claims refused for good since the last claim DynamoDB answered.
+    claims_refused: AtomicU32,
 }
 
 pub fn health() -> &'static Health {
@@ -37,6 +44,7 @@ pub fn health() -> &'static Health {
         waiting_for_slot: AtomicBool::new(false),
         sqs_ok: AtomicBool::new(true),
         dynamodb_ok: AtomicBool::new(true),
+        claims_refused: AtomicU32::new(0),
     })
 }
 
@@ -62,13 +70,37 @@ impl Health {
         metrics::gauge!("ferry_dynamodb_reachable").set(f64::from(u8::from(ok)));
     }
 
+    /// DynamoDB refused a claim for good (its message was given up).
+    pub fn claim_refused(&self) {
+        let streak = self.claims_refused.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("ferry_claims_refused_in_a_row").set(f64::from(streak));
+    }
+
+    /// DynamoDB answered a claim (acquired, duplicate or busy).
+    pub fn claim_answered(&self) {
+        if self.claims_refused.swap(0, Ordering::Relaxed) != 0 {
+            metrics::gauge!("ferry_claims_refused_in_a_row").set(0.0);
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         let idle = now_ms().saturating_sub(self.loop_turn_ms.load(Ordering::Relaxed));
         self.waiting_for_slot.load(Ordering::Relaxed) || idle < STUCK_AFTER.as_millis() as u64
     }
 
     pub fn is_ready(&self) -> bool {
-        self.sqs_ok.load(Ordering::Relaxed) && self.dynamodb_ok.load(Ordering::Relaxed)
+        self.not_ready_because().is_none()
+    }
+
+    /// Why the worker cannot make progress now, if it cannot.
+    pub fn not_ready_because(&self) -> Option<&'static str> {
+        if self.claims_refused.load(Ordering::Relaxed) >= REFUSED_CLAIMS_NOT_READY {
+            return Some("DynamoDB refused the latest claims for good");
+        }
+        if !(self.sqs_ok.load(Ordering::Relaxed) && self.dynamodb_ok.load(Ordering::Relaxed)) {
+            return Some("SQS or DynamoDB unreachable");
+        }
+        None
     }
 }
 
@@ -157,11 +189,10 @@ async fn respond(mut stream: TcpStream, handle: &'static PrometheusHandle) {
         "/metrics" => ("200 OK", handle.render()),
         "/healthz" if health.is_live() => ("200 OK", "ok\n".to_owned()),
         "/healthz" => ("503 Service Unavailable", "poll loop stuck\n".to_owned()),
-        "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_owned()),
-        "/readyz" => (
-            "503 Service Unavailable",
-            "SQS or DynamoDB unreachable\n".to_owned(),
-        ),
+        "/readyz" => match health.not_ready_because() {
+            None => ("200 OK", "ready\n".to_owned()),
+            Some(why) => ("503 Service Unavailable", format!("{why}\n")),
+        },
         _ => ("404 Not Found", "not found\n".to_owned()),
     };
     let response = format!(

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use ferry_engine::ErrorClass;
 use rand::Rng as _;
 use tracing::warn;
 
@@ -23,21 +24,18 @@ pub fn aws_backoff(failures: u32) -> Duration {
     rand::rng().random_range(Duration::from_millis(100)..=ceiling)
 }
 
-/// Runs a DynamoDB call until it succeeds, the lease is lost, or it failed
-/// [`RECORD_WRITE_TRIES`] times (about two minutes of trouble, SDK retries
-/// included). `what` names the call in the log.
+/// Runs a DynamoDB call until it succeeds, fails for good (the lease is
+/// lost, or DynamoDB refuses the request as such: see
+/// [`StoreError::class`]), or failed [`RECORD_WRITE_TRIES`] times (about
+/// two minutes of trouble, SDK retries included). `what` names the call in
+/// the log.
 pub async fn patiently<T, F, Fut>(what: &'static str, call: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let lease_lost = |err: &StoreError| {
-        matches!(
-            err,
-            StoreError::LeaseLost | StoreError::CancelRequested { .. }
-        )
-    };
-    retry_with(what, RECORD_WRITE_TRIES, aws_backoff, lease_lost, call).await
+    let permanent = |err: &StoreError| err.class() == ErrorClass::Permanent;
+    retry_with(what, RECORD_WRITE_TRIES, aws_backoff, permanent, call).await
 }
 
 /// Runs `call` until it succeeds, fails with an error `is_final` accepts,
@@ -89,30 +87,23 @@ mod tests {
     #[tokio::test]
     async fn final_errors_are_not_retried_and_others_are_until_the_limit() {
         let no_pause = |_| Duration::ZERO;
-        let lease_lost = |err: &StoreError| matches!(err, StoreError::LeaseLost);
-        for (error, expected_calls) in [
-            (StoreError::LeaseLost, 1),
-            (
-                StoreError::Dynamo {
-                    operation: "PutItem",
-                    message: "down".into(),
-                },
-                7,
-            ),
-        ] {
+        let permanent = |err: &StoreError| err.class() == ErrorClass::Permanent;
+        let dynamo = |permanent| StoreError::Dynamo {
+            operation: "PutItem",
+            message: "down".into(),
+            permanent,
+        };
+        // A lost lease and a refusal end at once; trouble is retried.
+        for (case, expected_calls) in [(0, 1), (1, 1), (2, 7)] {
+            let make = || match case {
+                0 => StoreError::LeaseLost,
+                1 => dynamo(Some("validation")),
+                _ => dynamo(None),
+            };
             let mut calls = 0;
-            let result: Result<(), _> = retry_with("test", 7, no_pause, lease_lost, || {
+            let result: Result<(), _> = retry_with("test", 7, no_pause, permanent, || {
                 calls += 1;
-                let error = match &error {
-                    StoreError::LeaseLost => StoreError::LeaseLost,
-                    StoreError::CancelRequested { by } => {
-                        StoreError::CancelRequested { by: by.clone() }
-                    }
-                    StoreError::Dynamo { operation, message } => StoreError::Dynamo {
-                        operation,
-                        message: message.clone(),
-                    },
-                };
+                let error = make();
                 async move { Err(error) }
             })
             .await;

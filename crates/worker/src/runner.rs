@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::config::WorkerConfig;
+use crate::disposal;
 use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
 use crate::patience::{self, patiently};
@@ -71,63 +72,10 @@ pub async fn handle(
             // however long recording and dead-lettering it take.
             drop(deciding);
             let span = info_span!("job", job_id = %rejection.job_id);
-            reject(&ctx, &message, &rejection).instrument(span).await;
+            disposal::reject(&ctx, &message, &rejection)
+                .instrument(span)
+                .await;
         }
-    }
-}
-
-/// Records and dead-letters a rejected message, keeping it invisible
-/// meanwhile, as a claim does: when the record write or the DLQ send is
-/// slow (retried under throttling), another receive must not reject and
-/// dead-letter it again.
-async fn reject(ctx: &Context, message: &Received, rejection: &Rejection) {
-    invisible_while(ctx, message, record_and_dispose(ctx, message, rejection)).await;
-}
-
-async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejection) {
-    let recorded = patiently("the rejection record write", || ctx.store.reject(rejection)).await;
-    let recorded = match recorded {
-        Ok(written) => written,
-        Err(err) => {
-            // Dead-lettered now, the job would have no record: the message
-            // comes back for another try once its visibility lapses (the
-            // queue's redrive policy is the backstop).
-            metrics::counter!("ferry_store_errors_total").increment(1);
-            warn!(
-                error_kind = rejection.kind, error = %rejection, store_error = %err,
-                "rejected message not recorded; it stays on the queue for another try"
-            );
-            return;
-        }
-    };
-    // Counted once the rejection is recorded: a message that comes back for
-    // another try is not a second rejected job.
-    metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
-    let disposal = match &ctx.config.dlq_url {
-        Some(dlq) => match ctx.queue.dead_letter(dlq, message, &rejection.reason).await {
-            Ok(()) => ctx
-                .queue
-                .delete(message)
-                .await
-                .map(|()| "moved to the dead-letter queue"),
-            Err(err) => Err(err),
-        },
-        // The queue's redrive policy moves it after maxReceiveCount receives.
-        None => ctx
-            .queue
-            .set_visibility(message, Duration::ZERO)
-            .await
-            .map(|()| "left for the queue's redrive policy"),
-    };
-    match disposal {
-        Ok(disposal) => warn!(
-            error_kind = rejection.kind, error = %rejection, recorded, disposal,
-            "rejected message"
-        ),
-        Err(err) => warn!(
-            error_kind = rejection.kind, error = %rejection, recorded, queue_error = %err,
-            "rejected message; it stays on the queue"
-        ),
     }
 }
 
@@ -293,7 +241,8 @@ async fn finish_cancelled(
 /// never uses up the queue's `maxReceiveCount`), and no other worker is
 /// handed the message only to defer it. Returns the claim and when its
 /// request was sent, or `None` when `stop` fired first (the message is then
-/// released).
+/// released) or DynamoDB refused the claim for good (the message is then
+/// given up: recorded if possible and dead-lettered, never retried here).
 async fn claim(
     ctx: &Context,
     message: &Received,
@@ -301,18 +250,28 @@ async fn claim(
     stop: &CancellationToken,
 ) -> Option<(Claim, Instant)> {
     let result = invisible_while(ctx, message, claim_until_done(ctx, job, stop)).await;
-    if result.is_none() {
-        let release = ctx.queue.set_visibility(message, Duration::ZERO);
-        let _ = tokio::time::timeout(RELEASE_TIME, release).await;
+    match result {
+        Ok(Some(claimed)) => Some(claimed),
+        Ok(None) => {
+            let release = ctx.queue.set_visibility(message, Duration::ZERO);
+            let _ = tokio::time::timeout(RELEASE_TIME, release).await;
+            None
+        }
+        Err(refused) => {
+            disposal::unprocessable(ctx, message, &job.id, &refused).await;
+            None
+        }
     }
-    result
 }
 
+/// The claim, `None` when `stop` fired, or the error with which DynamoDB
+/// refused it for good: no retry can change that answer, and waiting for
+/// one would hold the job slot forever.
 async fn claim_until_done(
     ctx: &Context,
     job: &Job,
     stop: &CancellationToken,
-) -> Option<(Claim, Instant)> {
+) -> Result<Option<(Claim, Instant)>, StoreError> {
     let config = &ctx.config;
     let mut failures = 0u32;
     // One token for every try: a retry finds it on a claim that was applied
@@ -321,19 +280,23 @@ async fn claim_until_done(
     loop {
         let sent = Instant::now();
         let result = tokio::select! {
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => return Ok(None),
             result = ctx.store.claim(job, &config.worker_id, config.lease, &token) => result,
         };
+        metrics::counter!("ferry_store_errors_total").increment(u64::from(result.is_err()));
         let err = match result {
-            Ok(claim) => return Some((claim, sent)),
+            Ok(claim) => {
+                crate::metrics::health().claim_answered();
+                return Ok(Some((claim, sent)));
+            }
+            Err(err) if err.class() == ErrorClass::Permanent => return Err(err),
             Err(err) => err,
         };
         failures += 1;
-        metrics::counter!("ferry_store_errors_total").increment(1);
         let pause = patience::aws_backoff(failures);
         warn!(error = %err, failures, retry_in_ms = pause.as_millis() as u64, "could not claim job; retrying");
         tokio::select! {
-            () = stop.cancelled() => return None,
+            () = stop.cancelled() => return Ok(None),
             () = tokio::time::sleep(pause) => {}
         }
     }
@@ -421,6 +384,7 @@ async fn conclude(
                         Err(StoreError::Dynamo {
                             operation: "UpdateItem",
                             message: "release timed out".into(),
+                            permanent: None,
                         })
                     });
             let visible = tokio::time::timeout(
@@ -617,7 +581,11 @@ async fn keep_invisible(
 /// or DynamoDB hold up (throttled, retried) must not let another receive be
 /// handed the message meanwhile. The extensions stop before `work`'s result
 /// is returned, so a visibility change that follows it is the last one.
-async fn invisible_while<T>(ctx: &Context, message: &Received, work: impl Future<Output = T>) -> T {
+pub(crate) async fn invisible_while<T>(
+    ctx: &Context,
+    message: &Received,
+    work: impl Future<Output = T>,
+) -> T {
     let done = CancellationToken::new();
     let working = async {
         let result = work.await;

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 };
 use ferry_engine::sink::UploadedPart;
 use ferry_engine::source::Validator;
-use ferry_engine::{Checkpoint, TransferOutcome};
+use ferry_engine::{Checkpoint, ErrorClass, TransferOutcome};
 
 use crate::job::{Job, Rejection};
 
@@ -263,7 +263,34 @@ pub enum StoreError {
     Dynamo {
         operation: &'static str,
         message: String,
+        /// Why no retry can succeed (`aws_error::permanent_reason`), or
+        /// `None` when waiting may help.
+        permanent: Option<&'static str>,
     },
+}
+
+impl StoreError {
+    /// Whether the same write could succeed later. A lost lease or a
+    /// cancel request is an answer, not trouble: no retry changes it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::LeaseLost | Self::CancelRequested { .. } => ErrorClass::Permanent,
+            Self::Dynamo {
+                permanent: Some(_), ..
+            } => ErrorClass::Permanent,
+            Self::Dynamo {
+                permanent: None, ..
+            } => ErrorClass::Transient,
+        }
+    }
+
+    /// DynamoDB's refusal as a metric label, when it refused for good.
+    pub fn permanent_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Dynamo { permanent, .. } => *permanent,
+            Self::LeaseLost | Self::CancelRequested { .. } => None,
+        }
+    }
 }
 
 /// A job record as stored, attribute by attribute.
@@ -379,10 +406,7 @@ impl JobStore {
         let result = named(entering(result, &job.id, Status::Running))
             .send()
             .await;
-        crate::metrics::health().dynamodb(match &result {
-            Ok(_) => true,
-            Err(err) => is_condition_failure(err),
-        });
+        crate::metrics::health().dynamodb(answered(&result));
         let acquired = |item: &Record| {
             Claim::Acquired(Lease {
                 job_id: job.id.clone(),
@@ -729,6 +753,7 @@ impl JobStore {
                     .map_err(|err| StoreError::Dynamo {
                         operation: "BatchGetItem",
                         message: err.to_string(),
+                        permanent: Some("request_not_built"),
                     })?,
             );
             let mut rounds = 0;
@@ -1029,10 +1054,7 @@ impl JobStore {
         &self,
         result: Result<T, SdkError<UpdateItemError, HttpResponse>>,
     ) -> Result<(), StoreError> {
-        crate::metrics::health().dynamodb(match &result {
-            Ok(_) => true,
-            Err(err) => is_condition_failure(err),
-        });
+        crate::metrics::health().dynamodb(answered(&result));
         match result {
             Ok(_) => Ok(()),
             Err(err) if is_condition_failure(&err) => {
@@ -1084,6 +1106,16 @@ fn condition_failure_item(err: &SdkError<UpdateItemError, HttpResponse>) -> Opti
     }
 }
 
+/// Whether DynamoDB was reached and answered: a failed condition or a
+/// refusal is an answer (refusals are counted apart, by the claim), while
+/// trouble (throttling, 5xx, no answer) makes the worker not ready.
+fn answered<T, E: ProvideErrorMetadata, R>(result: &Result<T, SdkError<E, R>>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(err) => is_condition_failure(err) || crate::aws_error::permanent_reason(err).is_some(),
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
@@ -1094,6 +1126,7 @@ fn dynamo<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
 ) -> StoreError {
     StoreError::Dynamo {
         operation,
+        permanent: crate::aws_error::permanent_reason(&err),
         message: describe(&err),
     }
 }

@@ -2,11 +2,13 @@
 //! answers that no retry can change. Each must end its message (a
 //! `rejected` record and the DLQ) and leave the worker free for the next job.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
 use ferry_testkit::{Behavior, Origin, test_bytes};
 
 use crate::harness::{Stack, text};
+use crate::observability::{free_port, get, sample};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -57,4 +59,95 @@ async fn an_oversized_url_is_rejected_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(text(&after, "status"), "succeeded");
     assert_eq!(stack.object("after").await.as_deref(), Some(&data[..]));
     assert_eq!(stack.queue_depth(&stack.queue).await, (0, 0));
+}
+
+/// DynamoDB answering the claim with a `ValidationException` for good (the
+/// item-size answer, which a message can no longer provoke): the claim loop
+/// retried it without end, holding the worker's only job slot, while
+/// `/readyz` stayed green. Each such message must be tried once, recorded
+/// `rejected` and dead-lettered; three in a row make `/readyz` say so until
+/// a claim succeeds again, and the next job runs.
+#[tokio::test]
+async fn a_claim_dynamodb_refuses_for_good_is_dead_lettered_and_frees_the_slot() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    let refusal = Fault::Error {
+        status: Some(400),
+        code: Some("ValidationException".into()),
+    };
+    proxy.add_rule(
+        Rule::new("dynamodb:UpdateItem", refusal)
+            .matching("claim_token")
+            .id("refuse-claims"),
+    );
+    let data = test_bytes(1000, 61);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut worker = stack.start_worker_process(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint()),
+        ("FERRY_MAX_CONCURRENT_JOBS", "1"),
+        ("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}")),
+    ]);
+    let refused = ["refused-1", "refused-2", "refused-3"];
+    for id in refused {
+        stack
+            .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
+            .await;
+    }
+    for id in refused {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(
+            (text(&record, "status"), text(&record, "error_kind")),
+            ("rejected", "store_refused"),
+            "{id}"
+        );
+    }
+    let mut dead = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while dead.len() < refused.len() && Instant::now() < deadline {
+        dead.extend(stack.drain(&stack.dlq).await);
+    }
+    assert_eq!(dead.len(), refused.len(), "{dead:?}");
+    wait_for_answer(&format!("{base}/readyz"), 503, "refused the latest claims").await;
+    let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
+    let series = "ferry_messages_unprocessable_total{reason=\"validation\"}";
+    assert_eq!(sample(&metrics, series), 3.0, "{metrics}");
+    // One try per message, and no more later.
+    assert_eq!(proxy.faults("dynamodb:UpdateItem").len(), refused.len());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(proxy.faults("dynamodb:UpdateItem").len(), refused.len());
+
+    proxy.clear_rules();
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("after", &origin.url("f"), "after"),
+        )
+        .await;
+    let after = stack.wait_final("after", LIMIT).await;
+    assert_eq!(text(&after, "status"), "succeeded");
+    assert_eq!(stack.object("after").await.as_deref(), Some(&data[..]));
+    wait_for_answer(&format!("{base}/readyz"), 200, "ready").await;
+    worker.terminate();
+    let (status, log) = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+/// Polls `url` (bounded) until it answers `want` with `text` in the body.
+async fn wait_for_answer(url: &str, want: u16, text: &str) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some((status, body)) = get(url).await
+            && status == want
+            && body.contains(text)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never answered {want} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
