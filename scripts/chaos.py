@@ -3,18 +3,22 @@
   chaos.py origin DIR --seed N
       An HTTP origin for the soak's sources, on loopback until stdin closes;
       prints `port N`. URLs are /MODE/JOB_ID/FILE: MODE `range` (ranges,
-      ETag, Content-Length), `norange` (ignores Range, no Accept-Ranges) or
-      `nolength` (chunked, no Content-Length, no ranges). On top: an
-      occasional 503 and a connection reset mid-body, at most ORIGIN_FAULT_CAP
-      per job so that every job can succeed. GET /__origin/stats,
-      POST /__origin/faults?on=0|1.
+      ETag, Content-Length), `norange` (ignores Range, no Accept-Ranges),
+      `nolength` (chunked, no Content-Length, no ranges), and the lying
+      origin's: `weak` (a weak ETag only), `lastmod` (Last-Modified and
+      Date, no ETag), `novalidator`, `close` (the body ends with its
+      connection), `ifrange-ignored`, `changing` (replaced once, after the
+      job's first requests, by FILE.v2; see MODES). On top: an occasional
+      503 and a connection reset mid-body (never in `close`), at most
+      ORIGIN_FAULT_CAP per job so that every job can succeed.
+      GET /__origin/stats, POST /__origin/faults?on=0|1.
 
   chaos.py run --mode short|long --minutes N --seed N --proxy URL --origin URL ...
       Generates the sources (seeded) into DIR, creates the bucket, queue, DLQ
       and table on the emulator (AWS_ENDPOINT_URL: moto, which the driver and
       checker use directly), starts the workers against the fault proxy,
-      installs the fault rules, submits the jobs, kills and restarts workers,
-      then stops the faults, drains, runs `ferry gc`, checks the invariants
+      installs the fault rules, submits the jobs and the bad messages (which
+      must be rejected), kills and restarts workers, then stops the faults, drains, runs `ferry gc`, checks the invariants
       and prints the report (also written as JSON). Exit 1 if any invariant
       fails.
 """
@@ -22,6 +26,7 @@
 import argparse
 import base64
 import ctypes
+import datetime
 import email.utils
 import hashlib
 import http.server
@@ -69,16 +74,90 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- the origin
 
+PART = 5 * MiB  # the workers' FERRY_PART_SIZE_MIB: what a ranged part asks for
+# Source modes: how the origin frames, validates and ranges each source.
+#   range           ranges, strong ETag, Last-Modified, Content-Length
+#   norange         no ranges (Range ignored, no Accept-Ranges), strong ETag
+#   nolength        chunked, no Content-Length, no ranges, strong ETag
+#   weak            ranges, a weak ETag W/"..." only (no Last-Modified)
+#   lastmod         ranges, no ETag: Last-Modified (an hour old) and Date; If-Range by date
+#   novalidator     ranges, Content-Length, neither ETag nor Last-Modified
+#   close           no Content-Length, no chunking, `Connection: close`: the body
+#                   ends with its connection (never reset: a cut there looks
+#                   exactly like the end, docs/reliability.md)
+#   ifrange-ignored ranges and a strong ETag, but If-Range is not looked at
+#   changing        ranges and a strong validator; the content is replaced once,
+#                   after the job's first few requests (`change_plan`)
+MODES = ("range", "norange", "nolength", "weak", "lastmod", "novalidator", "close", "ifrange-ignored", "changing")
+RANGED = {"range", "weak", "lastmod", "novalidator", "ifrange-ignored", "changing"}
+# Modes whose sources carry a strong validator and ranges: read in parts.
+PINNED_MODES = {"range", "lastmod", "ifrange-ignored", "changing"}
+# The `source_integrity` each mode's record must show (a job resumed by range
+# from a checkpoint is `pinned` too). An empty source's only answer is a 416
+# without a validator, so its record says `one_answer` in every framed mode.
+INTEGRITY = {
+    "range": {"pinned"}, "lastmod": {"pinned"}, "ifrange-ignored": {"pinned"},
+    "weak": {"one_answer"}, "novalidator": {"one_answer"},
+    "close": {"unframed"},
+    # Streams without ranges: one answer, unless a resume by range pinned them.
+    "norange": {"one_answer", "pinned"}, "nolength": {"one_answer", "pinned"},
+    # The version stored may have been read under a date that was still too
+    # fresh to be strong (a replacement within the second): one answer.
+    "changing": {"pinned", "one_answer"},
+}
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    """How a `changing` source is replaced: its first `after` GETs (every
+    attempt's, faulted ones too) are served version 1, the rest version 2
+    (FILE.v2, the driver's). The validator is a strong ETag or a
+    Last-Modified (version 2's is the moment of the change), and If-Range
+    is honoured or ignored."""
+
+    after: int
+    validator: str  # "etag" or "lastmod"
+    honours_if_range: bool
+
+
+def change_plan(seed: int, job_id: str, size: int) -> ChangePlan:
+    """The change of one `changing` job, the same in the origin and the
+    driver: after the probe and before the last part when the source has
+    several parts, so that the first attempt sees it mid-copy."""
+    rng = random.Random(f"change-{seed}-{job_id}")
+    parts = max(1, -(-size // PART))
+    return ChangePlan(
+        after=rng.randint(1, max(1, parts - 1)),
+        validator="etag" if rng.random() < 0.6 else "lastmod",
+        honours_if_range=rng.random() < 0.6,
+    )
+
+
+@dataclass
+class Representation:
+    """What the origin serves for one request: the file and its headers."""
+
+    path: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+    ranges: bool
+    honours_if_range: bool
+    framing: str  # "length", "chunked" or "close"
+
 
 class OriginState:
     def __init__(self, root: str, seed: int, p503: float, preset: float):
         self.root = root
+        self.seed = seed
         self.rng = random.Random(f"origin-{seed}")
         self.p503 = p503
         self.preset = preset
         self.on = True
         self.lock = threading.Lock()
         self.faults_by_job: Counter = Counter()
+        self.requests_by_job: Counter = Counter()
+        self.changed_at: dict[str, float] = {}  # changing job -> when version 2 was first served
         self.stats: Counter = Counter()
 
     def fault(self, job: str, can_reset: bool):
@@ -96,6 +175,62 @@ class OriginState:
                 self.stats["fault_reset"] += 1
                 return ("reset", self.rng.random())
             return None
+
+    def version(self, job: str, plan: ChangePlan, counted: bool) -> tuple[int, float]:
+        """Which version a `changing` job's request gets (1 or 2), and when
+        version 2 appeared; a GET is counted, a HEAD is not."""
+        with self.lock:
+            served = self.requests_by_job[job]
+            if counted:
+                self.requests_by_job[job] += 1
+            if served < plan.after:
+                return 1, 0.0
+            if job not in self.changed_at:
+                self.changed_at[job] = time.time()
+                self.stats["changed"] += 1
+            return 2, self.changed_at[job]
+
+    def representation(self, mode: str, job: str, name: str, head: bool) -> Representation | None:
+        """The file and headers `mode` serves for `name`; None if there is none."""
+        path = os.path.join(self.root, name)
+        if not os.path.isfile(path):
+            return None
+        stat = os.stat(path)
+        size = stat.st_size
+        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
+        rep = Representation(path, size, etag, modified, mode in RANGED, mode != "ifrange-ignored",
+                             {"nolength": "chunked", "close": "close"}.get(mode, "length"))
+        if mode == "weak":
+            rep.etag, rep.last_modified = f"W/{etag}", None
+        elif mode == "lastmod":
+            rep.etag = None
+        elif mode == "novalidator":
+            rep.etag = rep.last_modified = None
+        elif mode == "changing":
+            plan = change_plan(self.seed, job, size)
+            version, since = self.version(job, plan, counted=not head)
+            if version == 2:
+                rep.path = path + ".v2"
+                rep.size = os.path.getsize(rep.path)
+                rep.etag = f'"{os.stat(rep.path).st_mtime_ns:x}-{rep.size:x}-v2"'
+                rep.last_modified = email.utils.formatdate(since, usegmt=True)
+            if plan.validator == "lastmod":
+                rep.etag = None
+            rep.honours_if_range = plan.honours_if_range
+        return rep
+
+
+def if_range_holds(rep: Representation, if_range: str | None) -> bool:
+    """Whether a Range may be honoured under `if_range` (RFC 9110 §13.1.5):
+    no If-Range, or one that names this representation's strong ETag or
+    (exactly) its Last-Modified. An origin that ignores If-Range honours
+    every Range."""
+    if if_range is None or not rep.honours_if_range:
+        return True
+    if if_range.startswith('"'):
+        return rep.etag is not None and not rep.etag.startswith("W/") and if_range == rep.etag
+    return rep.last_modified is not None and if_range == rep.last_modified
 
 
 class OriginHandler(http.server.BaseHTTPRequestHandler):
@@ -147,62 +282,69 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/__origin/stats":
             with state.lock:
-                self.reply_text(200, json.dumps(dict(state.stats)))
+                self.reply_text(200, json.dumps({**state.stats, "changed_at": state.changed_at}))
             return
         parts = url.path.strip("/").split("/")
-        if len(parts) != 3 or parts[0] not in ("range", "norange", "nolength") or parts[2] in ("", ".", ".."):
+        if len(parts) != 3 or parts[0] not in MODES or parts[2] in ("", ".", "..") or "/" in parts[2]:
             self.reply_text(404, "no such source\n")
             return
         mode, job, name = parts
-        path = os.path.join(state.root, name)
-        if not os.path.isfile(path):
+        rep = state.representation(mode, job, name, head)
+        if rep is None:
             self.reply_text(404, "no such source\n")
             return
         with state.lock:
             state.stats[f"requests_{mode}"] += 1
-        stat = os.stat(path)
-        size = stat.st_size
-        etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
+        size = rep.size
         start, end, status = 0, size, 200
-        if mode == "range":
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-            if match and (match.group(1) or match.group(2)) and self.headers.get("If-Range", etag) == etag:
-                if match.group(1):
-                    start = int(match.group(1))
-                    end = min(size, int(match.group(2)) + 1) if match.group(2) else size
-                else:
-                    start = max(0, size - int(match.group(2)))
-                if start >= size or start >= end:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                status = 206
-        fault = None if head else state.fault(job, can_reset=end - start > 0)
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if rep.ranges and match and (match.group(1) or match.group(2)) and if_range_holds(rep, self.headers.get("If-Range")):
+            if match.group(1):
+                start = int(match.group(1))
+                end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+            else:
+                start = max(0, size - int(match.group(2)))
+            if start >= size or start >= end:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        # A cut of an unframed body would look like its end: never injected.
+        fault = None if head else state.fault(job, can_reset=end - start > 0 and rep.framing != "close")
         if fault == "503":
             self.reply_text(503, "injected by the chaos origin\n")
             return
         self.send_response(status)
-        if mode == "range":
+        self.send_headers(rep, start, end, status)
+        if not head:
+            self.send_body(rep, start, end, fault)
+
+    def send_headers(self, rep: Representation, start: int, end: int, status: int) -> None:
+        if rep.ranges:
             self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", etag)
-        self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
+        if rep.etag:
+            self.send_header("ETag", rep.etag)
+        if rep.last_modified:
+            self.send_header("Last-Modified", rep.last_modified)
         self.send_header("Content-Type", "application/octet-stream")
-        chunked = mode == "nolength"
-        if chunked:
+        if rep.framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
+        elif rep.framing == "close":
+            self.send_header("Connection", "close")  # also makes the handler close it after the body
         else:
             self.send_header("Content-Length", str(end - start))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{rep.size}")
         self.end_headers()
-        if head:
-            return
+
+    def send_body(self, rep: Representation, start: int, end: int, fault) -> None:
+        chunked = rep.framing == "chunked"
         cut_at = end + 1
         if fault is not None:
             cut_at = start + int((end - start) * fault[1])
-        with open(path, "rb") as f:
+        with open(rep.path, "rb") as f:
             f.seek(start)
             position = start
             while position < end:
@@ -219,8 +361,8 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
                     return
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
-        with state.lock:
-            state.stats["bytes_served"] += end - start
+        with self.state.lock:
+            self.state.stats["bytes_served"] += end - start
 
 
 class OriginServer(http.server.ThreadingHTTPServer):
@@ -260,6 +402,9 @@ class Job:
     sha256: str = ""
     md5: str = ""
     crc64nvme: str = ""
+    # A `changing` job's second version (FILE.v2): its size, then its digests.
+    v2_size: int | None = None
+    v2: dict = field(default_factory=dict)
 
     def url(self, origin: str) -> str:
         return f"{origin}/{self.mode}/{self.job_id}/{self.file}"
@@ -270,38 +415,82 @@ class Job:
             body["expected"] = self.expected
         return json.dumps(body)
 
+    def versions(self) -> dict[str, dict]:
+        """The versions the origin may serve: "v1" always, "v2" for a
+        `changing` job; each with its size and digests."""
+        found = {"v1": {"size": self.size, "sha256": self.sha256, "crc64nvme": self.crc64nvme}}
+        if self.v2_size is not None:
+            found["v2"] = {"size": self.v2_size, **self.v2}
+        return found
+
+
+# How often each source mode is drawn for tiny and small jobs (`changing`
+# jobs are added on their own, below); the larger classes cycle through all
+# of them but `changing`.
+MODE_WEIGHTS = [("range", 0.45), ("norange", 0.1), ("nolength", 0.1), ("weak", 0.07), ("lastmod", 0.07),
+                ("novalidator", 0.07), ("close", 0.07), ("ifrange-ignored", 0.07)]
+CYCLE = ["range", "norange", "nolength", "weak", "lastmod", "novalidator", "close", "ifrange-ignored", "range"]
+
+
+def draw_mode(rng: random.Random) -> str:
+    roll = rng.random()
+    for mode, weight in MODE_WEIGHTS:
+        if roll < weight:
+            return mode
+        roll -= weight
+    return "range"
+
+
+def second_size(rng: random.Random, size: int) -> int:
+    """Version 2's length: the same half of the time, else shorter or longer."""
+    roll = rng.random()
+    if roll < 0.5:
+        return size
+    if roll < 0.75:
+        return max(1, int(size * rng.uniform(0.5, 0.95)))
+    return int(size * rng.uniform(1.05, 1.5))
+
 
 def plan_jobs(mode: str, minutes: int, seed: int, submit_window: float) -> list[Job]:
-    """The job mix: sizes 0 B to 200 MiB, source modes, expected digests."""
+    """The job mix: sizes 0 B to 200 MiB, source modes, expected digests, and
+    `changing` sources (never with an expected digest: either version is right)."""
     rng = random.Random(f"plan-{seed}")
     if mode == "short":
-        count, medium, large, medium_range = 300, 14, 0, (6 * MiB, 24 * MiB)
+        count, medium, large, medium_range = 300, 10, 0, (6 * MiB, 24 * MiB)
+        changing, changing_range = 12, (6 * MiB, 12 * MiB)
     else:
         count, medium, large, medium_range = max(300, 20 * minutes), 2 * minutes, 1 + minutes // 10, (6 * MiB, 40 * MiB)
+        changing, changing_range = max(12, count // 25), (6 * MiB, 24 * MiB)
     drawn: list[tuple[str, int]] = []
     drawn += [("empty", 0)] * max(3, count * 3 // 100)
     drawn += [("boundary", 5 * MiB - 1), ("boundary", 5 * MiB), ("boundary", 5 * MiB + 1)]
     drawn += [("multipart", rng.randint(*medium_range)) for _ in range(medium)]
     if large:
         drawn += [("large", 200 * MiB)] + [("large", rng.randint(40 * MiB, 160 * MiB)) for _ in range(large - 1)]
-    while len(drawn) < count:
+    # Two thirds of the changing sources have several parts (the change comes
+    # mid-copy); the others are small (only a retry sees it).
+    changes = [("multipart", rng.randint(*changing_range)) if i % 3 else ("small", rng.randint(64 * 1024, 4 * MiB))
+               for i in range(changing)]
+    while len(drawn) + len(changes) < count:
         if rng.random() < 0.6:
             drawn.append(("tiny", int(math.exp(rng.uniform(0, math.log(64 * 1024))))))
         else:
             drawn.append(("small", int(math.exp(rng.uniform(math.log(64 * 1024), math.log(4.9 * MiB))))))
-    rng.shuffle(drawn)
-    # Every size class sees every source mode; small ones mostly ranged.
-    cycle = ["range", "norange", "nolength", "range"]
+    mixed = [(cls, size, None) for cls, size in drawn] + [(cls, size, "changing") for cls, size in changes]
+    rng.shuffle(mixed)
+    # Every size class sees every source mode (from a seeded place in the cycle).
     per_class: Counter = Counter()
-    times = sorted(rng.uniform(0, submit_window) for _ in drawn)
+    offsets = {cls: rng.randrange(len(CYCLE)) for cls in ("multipart", "large", "boundary", "empty")}
+    times = sorted(rng.uniform(0, submit_window) for _ in mixed)
     jobs = []
-    for index, (cls, size) in enumerate(drawn):
-        if cls in ("multipart", "large", "boundary", "empty"):
-            mode_ = cycle[per_class[cls] % len(cycle)]
+    for index, (cls, size, forced) in enumerate(mixed):
+        if forced:
+            mode_ = forced
+        elif cls in offsets:
+            mode_ = CYCLE[(offsets[cls] + per_class[cls]) % len(CYCLE)]
             per_class[cls] += 1
         else:
-            roll = rng.random()
-            mode_ = "range" if roll < 0.7 else "norange" if roll < 0.85 else "nolength"
+            mode_ = draw_mode(rng)
         job_id = f"chaos-{seed}-{index:05d}"
         job = Job(
             index=index,
@@ -314,7 +503,9 @@ def plan_jobs(mode: str, minutes: int, seed: int, submit_window: float) -> list[
             submit_at=times[index],
         )
         roll = rng.random()
-        if roll < 0.3:
+        if mode_ == "changing":
+            job.v2_size = second_size(rng, size)
+        elif roll < 0.3:
             job.expected["sha256"] = "?"
             if rng.random() < 0.5:
                 job.expected["size"] = size
@@ -330,11 +521,31 @@ def crc64nvme_b64(value: int) -> str:
     return base64.b64encode(value.to_bytes(8, "big")).decode()
 
 
-def generate_sources(jobs: list[Job], www: str, seed: int) -> int:
-    """Writes each job's source (seeded bytes) unless already there; fills in
-    the digests. Returns the bytes generated."""
+def write_source(path: str, size: int, rng: random.Random) -> dict:
+    """Writes `size` seeded bytes to `path`, dated an hour back (so that
+    its Last-Modified is a strong validator from the start); returns its
+    size and digests."""
     from awscrt import checksums
 
+    sha, md5, crc = hashlib.sha256(), hashlib.md5(), 0
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = rng.randbytes(min(left, 8 * MiB))
+            f.write(chunk)
+            sha.update(chunk)
+            md5.update(chunk)
+            crc = checksums.crc64nvme(chunk, crc)
+            left -= len(chunk)
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+    return {"size": size, "sha256": sha.hexdigest(), "md5": md5.hexdigest(), "crc64nvme": crc64nvme_b64(crc)}
+
+
+def generate_sources(jobs: list[Job], www: str, seed: int) -> int:
+    """Writes each job's source (seeded bytes) unless already there, and a
+    `changing` job's second version; fills in the digests. Returns the bytes
+    generated."""
     os.makedirs(www, exist_ok=True)
     manifest_path = os.path.join(www, "manifest.json")
     try:
@@ -344,30 +555,27 @@ def generate_sources(jobs: list[Job], www: str, seed: int) -> int:
             manifest = {"seed": seed, "files": {}}
     except (OSError, ValueError):
         manifest = {"seed": seed, "files": {}}
-    wanted = {job.file for job in jobs}
+    wanted: dict[str, tuple[int, str]] = {}  # file -> (size, generator name)
+    for job in jobs:
+        wanted[job.file] = (job.size, f"data-{seed}-{job.index}")
+        if job.v2_size is not None:
+            wanted[job.file + ".v2"] = (job.v2_size, f"data-v2-{seed}-{job.index}")
     for name in os.listdir(www):
         if name.startswith("src-") and (name not in wanted or name not in manifest["files"]):
             os.remove(os.path.join(www, name))
     generated = 0
+    for name, (size, generator) in wanted.items():
+        path = os.path.join(www, name)
+        known = manifest["files"].get(name)
+        if not (known and known["size"] == size and os.path.isfile(path) and os.path.getsize(path) == size):
+            known = manifest["files"][name] = write_source(path, size, random.Random(generator))
+            generated += size
     for job in jobs:
-        path = os.path.join(www, job.file)
-        known = manifest["files"].get(job.file)
-        if not (known and known["size"] == job.size and os.path.isfile(path) and os.path.getsize(path) == job.size):
-            rng = random.Random(f"data-{seed}-{job.index}")
-            sha, md5, crc = hashlib.sha256(), hashlib.md5(), 0
-            with open(path, "wb") as f:
-                left = job.size
-                while left:
-                    chunk = rng.randbytes(min(left, 8 * MiB))
-                    f.write(chunk)
-                    sha.update(chunk)
-                    md5.update(chunk)
-                    crc = checksums.crc64nvme(chunk, crc)
-                    left -= len(chunk)
-            generated += job.size
-            known = {"size": job.size, "sha256": sha.hexdigest(), "md5": md5.hexdigest(), "crc64nvme": crc64nvme_b64(crc)}
-            manifest["files"][job.file] = known
+        known = manifest["files"][job.file]
         job.sha256, job.md5, job.crc64nvme = known["sha256"], known["md5"], known["crc64nvme"]
+        if job.v2_size is not None:
+            v2 = manifest["files"][job.file + ".v2"]
+            job.v2 = {"sha256": v2["sha256"], "crc64nvme": v2["crc64nvme"]}
         if "sha256" in job.expected:
             job.expected["sha256"] = job.sha256
         if "md5" in job.expected:
@@ -378,15 +586,57 @@ def generate_sources(jobs: list[Job], www: str, seed: int) -> int:
     return generated
 
 
-def poison_messages(seed: int) -> list[tuple[str, str]]:
-    """(label, body): messages a worker must reject to the DLQ."""
-    return [
-        ("not_json", "this is not JSON {"),
-        ("missing_key", json.dumps({"job_id": f"poison-{seed}-missing", "url": "http://127.0.0.1:1/x", "bucket": "ferry-chaos"})),
-        ("unknown_field", json.dumps({"job_id": f"poison-{seed}-unknown", "url": "http://127.0.0.1:1/x", "bucket": "ferry-chaos", "key": "p/u", "expect": {}})),
-        ("bad_version", json.dumps({"job_id": f"poison-{seed}-version", "url": "http://127.0.0.1:1/x", "bucket": "ferry-chaos", "key": "p/v", "version": 2})),
-        ("bad_url", json.dumps({"job_id": f"poison-{seed}-url", "url": "ftp://127.0.0.1/x", "bucket": "ferry-chaos", "key": "p/f"})),
+@dataclass
+class BadMessage:
+    """A message a worker must reject: its record `rejected` with `kind` (under
+    its job_id, or its MessageId when it names none), the message in the DLQ."""
+
+    label: str
+    body: str
+    kind: str
+    job_id: str | None
+
+
+def bad_messages(mode: str, minutes: int, seed: int, origin: str) -> list[BadMessage]:
+    """The poison messages: five of the shape (not JSON, a missing key, an
+    unknown field, version 2, an `ftp:` URL) and, seeded, messages past the
+    limits of docs/jobs.md: a URL over 8 KiB, a ~200 KB URL (the message past
+    64 KiB), a `Host` header, too many headers. The long soak sends the limit
+    ones once per ten minutes. Their URLs name real sources: one wrongly
+    accepted would store an object (a stray)."""
+    rng = random.Random(f"bad-{seed}")
+    bucket = "ferry-chaos"
+    found = [
+        BadMessage("not_json", "this is not JSON {", "malformed_json", None),
+        BadMessage("missing_key", json.dumps({"job_id": f"poison-{seed}-missing", "url": "http://127.0.0.1:1/x", "bucket": bucket}),
+                   "invalid_job", f"poison-{seed}-missing"),
+        BadMessage("unknown_field", json.dumps({"job_id": f"poison-{seed}-unknown", "url": "http://127.0.0.1:1/x", "bucket": bucket,
+                                                "key": "p/u", "expect": {}}), "invalid_job", f"poison-{seed}-unknown"),
+        BadMessage("bad_version", json.dumps({"job_id": f"poison-{seed}-version", "url": "http://127.0.0.1:1/x", "bucket": bucket,
+                                              "key": "p/v", "version": 2}), "unsupported_version", f"poison-{seed}-version"),
+        BadMessage("bad_url", json.dumps({"job_id": f"poison-{seed}-url", "url": "ftp://127.0.0.1/x", "bucket": bucket, "key": "p/f"}),
+                   "invalid_url", f"poison-{seed}-url"),
     ]
+    rounds = 1 if mode == "short" else max(1, minutes // 10)
+    for n in range(rounds):
+        def job(kind: str, **extra) -> tuple[str, dict]:
+            job_id = f"poison-{seed}-{kind}-{n}"
+            return job_id, {"job_id": job_id, "url": f"{origin}/range/{job_id}/src-00000.bin", "bucket": bucket,
+                            "key": f"p/{kind}-{n}", **extra}
+
+        job_id, body = job("url-long")
+        body["url"] += "?pad=" + "u" * rng.randint(8 * 1024, 12 * 1024)
+        found.append(BadMessage(f"url_too_long#{n}", json.dumps(body), "url_too_long", job_id))
+        job_id, body = job("huge")
+        body["url"] += "?pad=" + "h" * rng.randint(195_000, 205_000)
+        found.append(BadMessage(f"message_too_large#{n}", json.dumps(body), "message_too_large", job_id))
+        host = rng.choice(["Host", "host", "HOST"])
+        job_id, body = job("host", headers={host: "other.internal", "X-Api-Key": "k"})
+        found.append(BadMessage(f"host_header#{n}", json.dumps(body), "header_not_allowed", job_id))
+        many = rng.randint(33, 64)
+        job_id, body = job("headers", headers={f"X-Chaos-{i}": str(i) for i in range(many)})
+        found.append(BadMessage(f"too_many_headers#{n}", json.dumps(body), "too_many_headers", job_id))
+    return found
 
 
 # --------------------------------------------------------------- the workers
@@ -669,7 +919,7 @@ def run(args) -> int:
         s3_storm = (0.25 * chaos_secs, 0.25 * chaos_secs + storm_secs)
         ddb_storm = (0.55 * chaos_secs, 0.55 * chaos_secs + storm_secs)
     jobs = plan_jobs(args.mode, args.minutes, args.seed, submit_window)
-    poison = poison_messages(args.seed)
+    poison = bad_messages(args.mode, args.minutes, args.seed, args.origin)
     generated = generate_sources(jobs, args.www, args.seed)
     total_bytes = sum(j.size for j in jobs)
     log(f"{len(jobs)} jobs, {total_bytes / MiB:.0f} MiB of sources ({generated / MiB:.0f} MiB generated now)")
@@ -722,10 +972,11 @@ def run(args) -> int:
             sends.append((job.submit_at, job.job_id, job.message(args.origin, bucket)))
             if job.duplicate_at is not None:
                 sends.append((job.duplicate_at, job.job_id + " (duplicate)", job.message(args.origin, bucket)))
-        for label, body in poison:
-            sends.append((rng.uniform(0, submit_window / 2), "poison:" + label, body))
+        for bad in poison:
+            sends.append((rng.uniform(0, submit_window / 2), "poison:" + bad.label, bad.body))
         sends.sort(key=lambda s: s[0])
         poison_ids: dict[str, str] = {}  # label -> SQS MessageId
+        poison_sent: dict[str, float] = {}  # label -> when sent (unix seconds)
         sent = 0
         next_kill = rng.uniform(10, 20)
         kill_kinds = [signal.SIGKILL, signal.SIGTERM]
@@ -741,8 +992,7 @@ def run(args) -> int:
             while sent < len(sends) and sends[sent][0] <= now:
                 due.append(sends[sent])
                 sent += 1
-            for start in range(0, len(due), 10):
-                batch = due[start : start + 10]
+            for batch in batches(due):
                 answer = sqs.send_message_batch(
                     QueueUrl=queue_url,
                     Entries=[{"Id": str(i), "MessageBody": body} for i, (_, _, body) in enumerate(batch)],
@@ -753,6 +1003,7 @@ def run(args) -> int:
                     label = batch[int(ok["Id"])][1]
                     if label.startswith("poison:"):
                         poison_ids[label[len("poison:"):]] = ok["MessageId"]
+                        poison_sent[label[len("poison:"):]] = time.time()
             if now >= next_kill and now < chaos_secs - 10:
                 live = fleet.live()
                 if live:
@@ -794,7 +1045,7 @@ def run(args) -> int:
     gc_summary = (gc.stdout.strip().splitlines() or [""])[-1]
     log(f"ferry gc: exit {gc.returncode}: {gc_summary}")
     report.update(check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, poison_ids, fleet, gc,
-                        uploads_before_gc, report))
+                        uploads_before_gc, report, poison_sent))
     timings["check_secs"] = round(time.monotonic() - check_start, 1)
     timings["total_secs"] = round(time.monotonic() - began, 1)
     report["timings"] = timings
@@ -803,6 +1054,22 @@ def run(args) -> int:
         json.dump(report, f, indent=2)
     print_report(report, args.report)
     return 0 if report["passed"] else 1
+
+
+def batches(sends: list[tuple[float, str, str]]) -> list[list[tuple[float, str, str]]]:
+    """`sends` in SendMessageBatch-sized groups: at most 10 messages and
+    250,000 bytes of bodies (SQS takes 256 KiB a batch; a bad message alone
+    is ~200 KB)."""
+    groups: list[list[tuple[float, str, str]]] = []
+    size = 0
+    for send in sends:
+        length = len(send[2].encode())
+        if not groups or len(groups[-1]) == 10 or size + length > 250_000:
+            groups.append([])
+            size = 0
+        groups[-1].append(send)
+        size += length
+    return groups
 
 
 def job_statuses(ddb, table: str, ids: list[str]) -> Counter:
@@ -885,7 +1152,7 @@ def worker_warnings(logdir: str, wanted: set[str], per_job: int = 8) -> dict[str
 
 
 def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, poison_ids, fleet, gc,
-          uploads_before_gc: Counter, report_so_far: dict) -> dict:
+          uploads_before_gc: Counter, report_so_far: dict, poison_sent: dict[str, float]) -> dict:
     records = scan_table(ddb, table)
     proxy_log = read_proxy_log(args.proxy)
     stats = json.loads(http_call("GET", f"{args.proxy}/__proxy/stats"))
@@ -972,12 +1239,16 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
             main_by_job[json.loads(m["Body"]).get("job_id")] += 1
         except (ValueError, AttributeError):
             pass
-    poison_bodies = {body: label for label, body in poison}
+    poison_bodies = {bad.body: bad.label for bad in poison}
 
     lost, stuck, corrupt, wrongly_failed, doubled, unlogged, over_bound = [], [], [], [], [], [], []
     deferred = []  # short soak only: see below
     proxy_gaps = []  # objects whose writes the proxy's log does not account for (not a ferry invariant)
     checksum_reported = checksum_missing = 0
+    integrity_by_mode: dict[str, Counter] = defaultdict(Counter)
+    integrity_wrong: list[dict] = []
+    changing_rows: list[dict] = []
+    source_changed = error_kinds_logged(args.logdir, "source_changed")
     refetch_total = 0
     refetch_max = (0, None)
     attempts_hist: Counter = Counter()
@@ -1025,34 +1296,27 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
                                    "size": job.size, "mode": job.mode, "expected": list(job.expected)})
             continue
         succeeded_keys.add(job.key)
-        problems = []
-        size, checksum = attr(record, "size"), attr(record, "checksum")
-        if size != job.size:
-            problems.append(f"record size {size} != source {job.size}")
-        if checksum != job.crc64nvme:
-            problems.append(f"record checksum {checksum} != source CRC64NVME {job.crc64nvme}")
-        try:
-            head = s3.head_object(Bucket=bucket, Key=job.key, ChecksumMode="ENABLED")
-            if head["ContentLength"] != job.size:
-                problems.append(f"S3 size {head['ContentLength']} != source {job.size}")
-            s3_crc = head.get("ChecksumCRC64NVME")
-            if s3_crc is None:
-                checksum_missing += 1
-            else:
-                checksum_reported += 1
-                if s3_crc != checksum:
-                    problems.append(f"S3 CRC64NVME {s3_crc} != record {checksum}")
-            body = s3.get_object(Bucket=bucket, Key=job.key)["Body"]
-            sha = hashlib.sha256()
-            for chunk in iter(lambda: body.read(8 * MiB), b""):
-                sha.update(chunk)
-            if sha.hexdigest() != job.sha256:
-                problems.append(f"object sha256 {sha.hexdigest()} != source {job.sha256}")
-        except s3.exceptions.ClientError as err:
-            problems.append(f"object unreadable: {err}")
+        problems, version, reported = verify_object(s3, bucket, job, record)
+        if reported is not None:
+            checksum_reported += reported
+            checksum_missing += not reported
         if problems:
             corrupt.append({"job": job.job_id, "key": job.key, "mode": job.mode, "problems": problems,
                             "attempts": attempts, "s3_trail": s3_trail(job.key)})
+        integrity = attr(record, "source_integrity")
+        integrity_by_mode[job.mode][str(integrity)] += 1
+        allowed = INTEGRITY[job.mode] | ({"one_answer"} if job.size == 0 and job.mode != "close" else set())
+        if integrity not in allowed:
+            integrity_wrong.append({"job": job.job_id, "mode": job.mode, "size": job.size, "source_integrity": integrity,
+                                    "allowed": sorted(allowed), "attempts": attempts, "resumes": attr(record, "resumes")})
+        if job.mode == "changing":
+            plan = change_plan(args.seed, job.job_id, job.size)
+            changing_rows.append({"job": job.job_id, "stored": version, "attempts": attempts,
+                                  "size": job.size, "v2_size": job.v2_size, "validator": plan.validator,
+                                  "if_range": "honoured" if plan.honours_if_range else "ignored",
+                                  "changed": job.job_id in origin_stats.get("changed_at", {}),
+                                  "source_changed_attempts": source_changed.get(job.job_id, 0),
+                                  "source_integrity": integrity})
         written = writes(f"{bucket}/{job.key}")
         if written["writes"] > 1:
             doubled.append({"job": job.job_id, "key": job.key, "size": job.size, "mode": job.mode, **written,
@@ -1067,11 +1331,14 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
         refetch_total += refetched
         if refetched > refetch_max[0]:
             refetch_max = (refetched, job.job_id)
-        part = job.size if job.mode != "range" else max(attr(record, "part_size") or 0, 5 * MiB)
-        part = min(part, job.size)
+        # A part is the whole object for a source read in one answer; a
+        # changing source's bytes are bounded by its longer version.
+        size = max(v["size"] for v in job.versions().values())
+        part = size if job.mode not in PINNED_MODES else max(attr(record, "part_size") or 0, PART)
+        part = min(part, size)
         retries = attr(record, "retries") or 0
         digest = 2 if ("sha256" in job.expected or "md5" in job.expected) else 1
-        bound = max(0, attempts - 1) * (job.size + 2 * part) * digest + (retries + ORIGIN_FAULT_CAP) * part
+        bound = max(0, attempts - 1) * (size + 2 * part) * digest + (retries + ORIGIN_FAULT_CAP) * part
         if refetched > bound:
             over_bound.append({"job": job.job_id, "size": job.size, "mode": job.mode, "bytes_refetched": refetched,
                                "bound": bound, "attempts": attempts, "retries": retries,
@@ -1115,15 +1382,7 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
             dlq_non_poison.append({"job": _job_id_of(m["Body"]), "body": m["Body"][:200],
                                    "receives": m.get("Attributes", {}).get("ApproximateReceiveCount"),
                                    "rejection": (m.get("MessageAttributes", {}).get("ferry_rejection") or {}).get("StringValue")})
-    poison_unhandled = []
-    for label, body in poison:
-        try:
-            record_id = json.loads(body)["job_id"]
-        except (ValueError, KeyError):
-            record_id = poison_ids.get(label)
-        status = attr(records.get(record_id or "", {}), "status")
-        if not poison_seen[label] or status != "rejected":
-            poison_unhandled.append({"poison": label, "in_dlq": poison_seen[label], "record": record_id, "status": status})
+    poison_unhandled, rejections = check_bad_messages(poison, poison_ids, poison_sent, records, poison_seen, main_left)
 
     failures_by_kind = Counter(f["error_kind"] for f in wrongly_failed)
     evidence_jobs = {e["job"] for group in (lost, stuck, wrongly_failed, doubled, corrupt) for e in group[:15] if e.get("job")}
@@ -1145,6 +1404,7 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
         "open_uploads": len(open_uploads),
         "stray_objects": len(stray),
         "refetch_over_bound": len(over_bound),
+        "integrity_wrong": len(integrity_wrong),
         "worker_crashes": len(fleet.crashes),
         "unclean_shutdowns": len(fleet.unclean),
         "gc_failed": int(gc.returncode != 0),
@@ -1183,14 +1443,104 @@ def check(args, s3, sqs, ddb, bucket, table, queue_url, dlq_url, jobs, poison, p
         "gc": {"exit": gc.returncode, "stdout": gc.stdout.strip().splitlines()[-200:], "stderr": gc.stderr[-2000:],
                "open_uploads_before": sum(uploads_before_gc.values())},
         "failures_by_kind": dict(failures_by_kind),
+        "source_integrity": {mode: dict(c) for mode, c in sorted(integrity_by_mode.items())},
+        "changing": summarize_changing(changing_rows),
+        "bad_messages": rejections,
         "details": {
             "lost": lost, "stuck": stuck, "deferred_after_kill": deferred, "corrupt": corrupt,
             "wrongly_failed": wrongly_failed,
             "doubled": doubled, "no_write_seen": unlogged, "proxy_log_gaps": proxy_gaps, "dlq_non_poison": dlq_non_poison,
             "poison_unhandled": poison_unhandled, "open_uploads": open_uploads, "stray_objects": stray,
             "refetch_over_bound": over_bound, "worker_crashes": fleet.crashes, "unclean_shutdowns": fleet.unclean,
+            "integrity_wrong": integrity_wrong, "changing": changing_rows,
         },
     }
+
+
+def summarize_changing(rows: list[dict]) -> dict:
+    """The changing sources that succeeded: which version was stored, how many
+    the origin changed, after how many `source_changed` attempts, by kind."""
+    stored = Counter(str(r["stored"]) for r in rows)
+    kinds = Counter(f"{r['validator']}/{r['if_range']}/{'same' if r['size'] == r['v2_size'] else 'new'} length"
+                    for r in rows)
+    return {"jobs": len(rows), "stored": dict(stored), "changed_by_origin": sum(r["changed"] for r in rows),
+            "with_source_changed": sum(1 for r in rows if r["source_changed_attempts"]),
+            "source_changed_attempts": sum(r["source_changed_attempts"] for r in rows), "kinds": dict(kinds)}
+
+
+def check_bad_messages(poison: list[BadMessage], poison_ids: dict[str, str], poison_sent: dict[str, float],
+                       records: dict[str, dict], in_dlq: Counter, main_left: list[dict]) -> tuple[list[dict], dict]:
+    """Each bad message must end `rejected` with its kind (under its job_id,
+    or its MessageId), be in the DLQ and not on the main queue (nothing
+    retried for ever). Returns the ones that did not, and a summary: the
+    rejections by kind and how long after its sending each was recorded."""
+    on_main = Counter(m["Body"] for m in main_left)
+    unhandled, kinds, latency = [], Counter(), {}
+    for bad in poison:
+        record_id = bad.job_id or poison_ids.get(bad.label)
+        record = records.get(record_id or "", {})
+        status, kind = attr(record, "status"), attr(record, "error_kind")
+        finished = attr(record, "finished_at")
+        if finished and bad.label in poison_sent:
+            at = datetime.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
+            latency[bad.label] = round(max(0.0, at - poison_sent[bad.label]), 1)
+        if in_dlq[bad.label] and status == "rejected" and kind == bad.kind and not on_main[bad.body]:
+            kinds[kind] += 1
+            continue
+        unhandled.append({"poison": bad.label, "in_dlq": in_dlq[bad.label], "on_main_queue": on_main[bad.body],
+                          "record": record_id, "status": status, "error_kind": kind, "wanted": bad.kind,
+                          "error": attr(record, "error")})
+    slowest = max(latency.items(), key=lambda item: item[1], default=(None, None))
+    return unhandled, {"by_kind": dict(kinds), "seconds_after_sending": latency,
+                       "slowest": {"label": slowest[0], "secs": slowest[1]}}
+
+
+def verify_object(s3, bucket: str, job: Job, record: dict) -> tuple[list[str], str | None, bool | None]:
+    """Checks a succeeded job's object against the one version of its source
+    whose bytes it holds (sha256 of a GetObject): the record's size and
+    checksum and S3's length and CRC64NVME must be that version's too.
+    Returns the problems, the version ("v1", "v2"; None if it is none of
+    them: a mix) and whether S3 reported a CRC64NVME (None: unreadable)."""
+    problems: list[str] = []
+    try:
+        head = s3.head_object(Bucket=bucket, Key=job.key, ChecksumMode="ENABLED")
+        body = s3.get_object(Bucket=bucket, Key=job.key)["Body"]
+        sha = hashlib.sha256()
+        for chunk in iter(lambda: body.read(8 * MiB), b""):
+            sha.update(chunk)
+    except s3.exceptions.ClientError as err:
+        return [f"object unreadable: {err}"], None, None
+    versions = job.versions()
+    version = next((name for name, v in versions.items() if v["sha256"] == sha.hexdigest()), None)
+    if version is None:
+        shown = ", ".join(f"{name} {v['sha256']}" for name, v in versions.items())
+        problems.append(f"object sha256 {sha.hexdigest()} is no version the origin served ({shown})")
+    source = versions[version or "v1"]
+    size, checksum = attr(record, "size"), attr(record, "checksum")
+    if size != source["size"]:
+        problems.append(f"record size {size} != source {source['size']}")
+    if checksum != source["crc64nvme"]:
+        problems.append(f"record checksum {checksum} != source CRC64NVME {source['crc64nvme']}")
+    if head["ContentLength"] != source["size"]:
+        problems.append(f"S3 size {head['ContentLength']} != source {source['size']}")
+    s3_crc = head.get("ChecksumCRC64NVME")
+    if s3_crc is not None and s3_crc != checksum:
+        problems.append(f"S3 CRC64NVME {s3_crc} != record {checksum}")
+    return problems, version, s3_crc is not None
+
+
+def error_kinds_logged(logdir: str, kind: str) -> Counter:
+    """Per job: how many attempts its workers logged as failed with `kind`."""
+    found: Counter = Counter()
+    needle = f'"error_kind":"{kind}"'
+    for name in sorted(os.listdir(logdir)):
+        with open(os.path.join(logdir, name), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if needle in line and "will retry" in line:
+                    match = re.search(r'"job_id":"([^"]+)"', line)
+                    if match:
+                        found[match.group(1)] += 1
+    return found
 
 
 def _job_id_of(body: str):
@@ -1224,6 +1574,7 @@ def print_report(report: dict, path: str) -> None:
     print(f"kills: {k.get('SIGKILL', 0)} SIGKILL, {k.get('SIGTERM', 0)} SIGTERM ({k['worker_starts']} worker starts)", file=out)
     print(f"re-fetched: {r['total_bytes'] / MiB:.1f} MiB total, max {r['max_bytes'] / MiB:.1f} MiB ({r['max_job']}), "
           f"{r['per_kill_bytes'] / MiB:.1f} MiB per kill", file=out)
+    print_origin_rows(report, out)
     print(f"{c['lost']} lost, {c['stuck']} stuck, {c['corrupt']} corrupt, {c['wrongly_failed']} wrongly failed, "
           f"{c['doubled']} doubled", file=out)
     deferred = report["details"].get("deferred_after_kill") or []
@@ -1231,10 +1582,11 @@ def print_report(report: dict, path: str) -> None:
         print(f"{len(deferred)} deferred after their owner was SIGKILLed (the documented 5-minute "
               "recheck, past the short soak's drain; not a failure): "
               + ", ".join(e["job"] for e in deferred), file=out)
-    print(f"{c['dlq_non_poison']} non-poison in the DLQ, {c['poison_unhandled']} poison not dead-lettered, "
+    print(f"{c['dlq_non_poison']} non-poison in the DLQ, {c['poison_unhandled']} poison not rejected as expected, "
           f"{c['open_uploads']} open uploads after gc, {c['stray_objects']} stray objects, "
           f"{c['no_write_seen']} succeeded without a write, {c['refetch_over_bound']} over the re-fetch bound, "
-          f"{c['worker_crashes']} worker crashes, {c['unclean_shutdowns']} unclean shutdowns, gc failed {c['gc_failed']}", file=out)
+          f"{c['worker_crashes']} worker crashes, {c['unclean_shutdowns']} unclean shutdowns, gc failed {c['gc_failed']}, "
+          f"{c['integrity_wrong']} with the wrong source_integrity", file=out)
     gaps = len(report["details"]["proxy_log_gaps"])
     if gaps:
         print(f"note: the proxy's log misses S3 writes moto saw for {gaps} object(s) (requests in flight when "
@@ -1243,13 +1595,32 @@ def print_report(report: dict, path: str) -> None:
         print("wrongly failed by error_kind: " + ", ".join(f"{k_} {v}" for k_, v in report["failures_by_kind"].items()), file=out)
     details = report["details"]
     for name in ("lost", "stuck", "corrupt", "wrongly_failed", "doubled", "no_write_seen", "dlq_non_poison",
-                 "poison_unhandled", "open_uploads", "stray_objects", "refetch_over_bound", "worker_crashes", "unclean_shutdowns"):
+                 "poison_unhandled", "open_uploads", "stray_objects", "refetch_over_bound", "worker_crashes", "unclean_shutdowns",
+                 "integrity_wrong"):
         for entry in details[name][:5]:
             brief = {k_: v for k_, v in entry.items() if k_ not in ("s3_trail", "worker_warnings")}
             print(f"  {name}: {json.dumps(brief)}", file=out)
         if len(details[name]) > 5:
             print(f"  {name}: ... {len(details[name]) - 5} more in {path}", file=out)
     print(("PASS" if report["passed"] else "FAIL") + f" (report: {path})", file=out, flush=True)
+
+
+def print_origin_rows(report: dict, out) -> None:
+    """The report's rows for the lying origin and the bad messages."""
+    ch, bad = report["changing"], report["bad_messages"]
+    kinds = ", ".join(f"{k_} {v}" for k_, v in sorted(ch["kinds"].items()))
+    stored = ", ".join(f"{k_} {v}" for k_, v in sorted(ch["stored"].items()))
+    print(f"changing sources: {ch['jobs']} succeeded ({kinds}); stored {stored}; the origin replaced "
+          f"{ch['changed_by_origin']}; {ch['with_source_changed']} saw source_changed "
+          f"({ch['source_changed_attempts']} attempts)", file=out)
+    integrity = "; ".join(f"{mode} " + ", ".join(f"{v} {k_}" for k_, v in sorted(c.items()))
+                          for mode, c in report["source_integrity"].items())
+    print(f"source_integrity: {integrity}", file=out)
+    by_kind = ", ".join(f"{k_} {v}" for k_, v in sorted(bad["by_kind"].items()))
+    slowest = bad["slowest"]
+    print(f"bad messages: {sum(bad['by_kind'].values())} of {report['jobs']['poison']} rejected as expected "
+          f"({by_kind}), each in the DLQ, none left on the queue; recorded at most {slowest['secs']} s after "
+          f"sending ({slowest['label']})", file=out)
 
 
 def main() -> None:
