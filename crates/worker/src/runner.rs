@@ -191,8 +191,11 @@ async fn run(
     conclude(ctx, &message, &attempt, result).await;
 }
 
-/// Ends a job a user cancelled: its upload aborted (so no object appears
-/// and none is left open), the record `cancelled`, the message deleted.
+/// Ends a job a user cancelled: the record `cancelled`, then its upload
+/// aborted (so no object appears and none is left open), the message
+/// deleted. The record comes first: written (it is fenced), it proves the
+/// lease was still this worker's; a worker that lost the lease without
+/// knowing must not abort an upload its successor may be resuming.
 async fn finish_cancelled(
     ctx: &Context,
     message: &Received,
@@ -201,18 +204,6 @@ async fn finish_cancelled(
     upload_id: Option<String>,
     by: &str,
 ) {
-    let mut upload_aborted = None;
-    if let Some(upload_id) = upload_id {
-        // `ferry gc` aborts it later if this does not make it: the job is final.
-        let aborted = ctx
-            .engine
-            .abort_upload(&job.spec.destination, &upload_id)
-            .await;
-        if let Err(err) = &aborted {
-            warn!(error = %err, "could not abort the cancelled job's multipart upload");
-        }
-        upload_aborted = Some(aborted.is_ok());
-    }
     let recorded = invisible_while(
         ctx,
         message,
@@ -224,6 +215,18 @@ async fn finish_cancelled(
     if let Err(err) = &recorded {
         warn!(error = %err, "job cancelled but the record could not be written");
         return;
+    }
+    let mut upload_aborted = None;
+    if let Some(upload_id) = upload_id {
+        // `ferry gc` aborts it later if this does not make it: the job is final.
+        let aborted = ctx
+            .engine
+            .abort_upload(&job.spec.destination, &upload_id)
+            .await;
+        if let Err(err) = &aborted {
+            warn!(error = %err, "could not abort the cancelled job's multipart upload");
+        }
+        upload_aborted = Some(aborted.is_ok());
     }
     let deleted = delete(ctx, message).await;
     metrics::counter!("ferry_jobs_total", "outcome" => "cancelled").increment(1);
@@ -414,15 +417,6 @@ async fn conclude(
             // policy stays the backstop for an outage without end).
             let gave_up =
                 permanent || (lease.attempts >= config.max_attempts && !err.is_aws_side());
-            if gave_up {
-                // An upload kept for resuming has no later attempt to use it.
-                if let Some(upload_id) = attempt.journal.upload_id() {
-                    let dest = &attempt.job.spec.destination;
-                    if let Err(abort) = ctx.engine.abort_upload(dest, &upload_id).await {
-                        warn!(error = %abort, "could not abort the job's multipart upload");
-                    }
-                }
-            }
             let (status, error) = match (gave_up, permanent) {
                 (false, _) => (Status::Retrying, err.to_string()),
                 (true, true) => (Status::Failed, err.to_string()),
@@ -440,8 +434,31 @@ async fn conclude(
                 }),
             )
             .await;
+            if matches!(recorded, Err(StoreError::LeaseLost)) {
+                // Another worker took the job over while this attempt ran
+                // (no renewal had come round to tell this one). The record,
+                // the message and the upload it may be resuming are its own
+                // now: aborting that upload here would fail its run.
+                metrics::counter!("ferry_lease_losses_total").increment(1);
+                warn!(
+                    error_kind = err.kind(), error = %err,
+                    "lease lost to another worker before this attempt's end was recorded; the job is left to it"
+                );
+                return;
+            }
             if gave_up {
                 if recorded.is_ok() {
+                    // Only now, the fenced record written (so the lease was
+                    // still ours), may the upload kept for resuming go: no
+                    // later attempt will use it. A record not written leaves
+                    // it to the next attempt (the message comes back, the
+                    // checkpoint is still there) or to `ferry gc`.
+                    if let Some(upload_id) = attempt.journal.upload_id() {
+                        let dest = &attempt.job.spec.destination;
+                        if let Err(abort) = ctx.engine.abort_upload(dest, &upload_id).await {
+                            warn!(error = %abort, "could not abort the job's multipart upload");
+                        }
+                    }
                     let _ = delete(ctx, message).await;
                 }
                 metrics::counter!("ferry_jobs_total", "outcome" => "failed").increment(1);

@@ -19,3 +19,4 @@ mod observability;
 mod resume;
 mod security;
 mod slots;
+mod zombie;
