@@ -61,25 +61,37 @@ async fn an_oversized_url_is_rejected_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(stack.queue_depth(&stack.queue).await, (0, 0));
 }
 
-/// DynamoDB answering the claim with a `ValidationException` for good (the
-/// item-size answer, which a message can no longer provoke): the claim loop
-/// retried it without end, holding the worker's only job slot, while
-/// `/readyz` stayed green. Each such message must be tried once, recorded
-/// `rejected` and dead-lettered; three in a row make `/readyz` say so until
-/// a claim succeeds again, and the next job runs.
+/// DynamoDB answering claims with a permanent error (the
+/// `ValidationException` of an item too large, which a message can no
+/// longer provoke, and the other permanent classes): the claim loop retried
+/// it without end, holding the worker's only job slot, while `/readyz`
+/// stayed green. Each such message must be tried once, recorded `rejected`
+/// and dead-lettered; three in a row make `/readyz` say so until a claim
+/// succeeds again, and the next job runs.
 #[tokio::test]
 async fn a_claim_dynamodb_refuses_for_good_is_dead_lettered_and_frees_the_slot() {
     let stack = Stack::new().await;
     let proxy = AwsProxy::start(stack.moto.endpoint()).await;
-    let refusal = Fault::Error {
-        status: Some(400),
-        code: Some("ValidationException".into()),
-    };
-    proxy.add_rule(
-        Rule::new("dynamodb:UpdateItem", refusal)
-            .matching("claim_token")
-            .id("refuse-claims"),
-    );
+    // One claim each, in order (a one-slot worker claims one at a time).
+    let classes = [
+        ("ValidationException", "validation"),
+        ("ResourceNotFoundException", "resource_not_found"),
+        ("AccessDeniedException", "access_denied"),
+        ("UnrecognizedClientException", "unrecognized_client"),
+        ("SerializationException", "serialization"),
+    ];
+    for (code, _) in classes {
+        let refusal = Fault::Error {
+            status: Some(400),
+            code: Some(code.into()),
+        };
+        proxy.add_rule(
+            Rule::new("dynamodb:UpdateItem", refusal)
+                .matching("claim_token")
+                .times(1)
+                .id(code),
+        );
+    }
     let data = test_bytes(1000, 61);
     let origin = Origin::start(data.clone(), Behavior::default()).await;
     let port = free_port();
@@ -89,13 +101,15 @@ async fn a_claim_dynamodb_refuses_for_good_is_dead_lettered_and_frees_the_slot()
         ("FERRY_MAX_CONCURRENT_JOBS", "1"),
         ("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}")),
     ]);
-    let refused = ["refused-1", "refused-2", "refused-3"];
-    for id in refused {
+    let refused: Vec<String> = (1..=classes.len())
+        .map(|n| format!("refused-{n}"))
+        .collect();
+    for id in &refused {
         stack
             .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
             .await;
     }
-    for id in refused {
+    for id in &refused {
         let record = stack.wait_final(id, LIMIT).await;
         assert_eq!(
             (text(&record, "status"), text(&record, "error_kind")),
@@ -111,14 +125,17 @@ async fn a_claim_dynamodb_refuses_for_good_is_dead_lettered_and_frees_the_slot()
     assert_eq!(dead.len(), refused.len(), "{dead:?}");
     wait_for_answer(&format!("{base}/readyz"), 503, "refused the latest claims").await;
     let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
-    let series = "ferry_messages_unprocessable_total{reason=\"validation\"}";
-    assert_eq!(sample(&metrics, series), 3.0, "{metrics}");
-    // One try per message, and no more later.
-    assert_eq!(proxy.faults("dynamodb:UpdateItem").len(), refused.len());
+    for (_, reason) in classes {
+        let series = format!("ferry_messages_unprocessable_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&metrics, &series), 1.0, "{series}: {metrics}");
+    }
+    // One try per message, and no more later: every claim since went
+    // through (the rules are used up) and none was refused again.
+    let claims = || proxy.faults("dynamodb:UpdateItem").len();
+    assert_eq!(claims(), refused.len());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(proxy.faults("dynamodb:UpdateItem").len(), refused.len());
+    assert_eq!(claims(), refused.len());
 
-    proxy.clear_rules();
     stack
         .send(
             &stack.queue,
