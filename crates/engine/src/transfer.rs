@@ -1046,7 +1046,14 @@ impl Run {
 
     /// Best effort, and deliberately not cancellable: an upload left open costs
     /// money until a lifecycle rule or `ferry gc` finds it.
+    /// Aborts an upload of this transfer's — only while the journal lets it
+    /// write: a worker whose lease lapsed may no longer know whose upload it
+    /// is, and leaves it to the job's owner or `ferry gc` (its `dest#` item).
     pub(crate) async fn abort(&self, upload_id: &str) {
+        if self.journal.may_write().is_err() {
+            tracing::warn!("not aborting the multipart upload: the lease is not held");
+            return;
+        }
         let retry = &self.engine.config.retry;
         let never = CancellationToken::new();
         let result = retry

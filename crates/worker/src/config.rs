@@ -287,7 +287,7 @@ pub struct WorkerConfig {
     /// Visibility given to a received message (extended while it runs).
     pub visibility: Duration,
     /// SQS's limit on one receive's total invisibility (12 h); a job nearing
-    /// it is released so another receive can resume it.
+    /// it goes on under a successor message (`queue::Queue::hand_off`).
     pub visibility_cap: Duration,
     /// Longest long-poll wait.
     pub poll_wait: Duration,
@@ -297,6 +297,9 @@ pub struct WorkerConfig {
     pub busy_recheck: Duration,
     /// Time running jobs get to finish after SIGTERM before they are released.
     pub shutdown_grace: Duration,
+    /// How far this worker's lease clock is off the host's: always 0 but in
+    /// tests of clock skew (`JobStore::with_clock_skew`). No flag sets it.
+    pub clock_skew_secs: i64,
     /// Where the metrics and health endpoints listen, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where jobs may write; empty means anywhere the IAM role allows.
@@ -520,6 +523,7 @@ impl WorkerArgs {
             retry_base_delay: Duration::from_secs(self.retry_base_delay_secs),
             busy_recheck: Duration::from_secs(self.lease_secs.max(300)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            clock_skew_secs: 0,
             metrics_addr,
             destinations,
             gc: (self.gc_interval_secs > 0).then(|| GcSchedule {

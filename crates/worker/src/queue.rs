@@ -1,6 +1,20 @@
-//! SQS: receive (long poll, batch), extend visibility, delete, release, and
-//! dead-letter. Nothing here decides what a message means.
+//! SQS: receive (long poll, batch), extend visibility, delete, release,
+//! hand off, and dead-letter. Nothing here decides what a message means.
+//!
+//! # Handing a message off
+//!
+//! SQS bounds one message's life three ways: one receive stays invisible for
+//! at most 12 hours, every receive counts towards the queue's
+//! `maxReceiveCount` (then the message is dead-lettered), and a message older
+//! than the queue's retention is deleted. A job may outlive all three — a
+//! transfer of days, released at every deploy. [`Queue::hand_off`] puts an
+//! identical job message on the queue (its `job_id` written into the body, so
+//! it names the same job) and deletes the old one: the job goes on under a
+//! message with a fresh receive count and retention. A copy left behind when
+//! the delete fails is harmless — the claim lets one run and finds the job
+//! final for the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +41,9 @@ pub struct Received {
     /// visibility change this process makes, whichever phase of the job
     /// (claim, transfer, final record) makes it.
     visible_until: Arc<Mutex<Instant>>,
+    /// Set once a successor carries the job: this message is gone (or about
+    /// to be), and nothing more is done to it.
+    handed_off: Arc<AtomicBool>,
 }
 
 impl Received {
@@ -38,7 +55,15 @@ impl Received {
     fn set_visible_until(&self, deadline: Instant) {
         *self.visible_until.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
     }
+
+    /// Whether a successor message carries the job now.
+    pub fn handed_off(&self) -> bool {
+        self.handed_off.load(Ordering::SeqCst)
+    }
 }
+
+/// SendMessage's longest delay.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
 #[derive(Clone)]
 pub struct Queue {
@@ -94,6 +119,7 @@ impl Queue {
                     receive_count,
                     received_at,
                     visible_until: Arc::new(Mutex::new(received_at + visibility)),
+                    handed_off: Arc::new(AtomicBool::new(false)),
                 })
             })
             .collect();
@@ -104,6 +130,9 @@ impl Queue {
     }
 
     pub async fn delete(&self, message: &Received) -> Result<(), QueueError> {
+        if message.handed_off() {
+            return Ok(());
+        }
         self.client
             .delete_message()
             .queue_url(&message.queue_url)
@@ -121,6 +150,9 @@ impl Queue {
         message: &Received,
         timeout: Duration,
     ) -> Result<(), QueueError> {
+        if message.handed_off() {
+            return Ok(());
+        }
         // From before the request: SQS counts from when it applies it.
         let sent = Instant::now();
         self.client
@@ -166,6 +198,46 @@ impl Queue {
         Ok(())
     }
 
+    /// Puts a successor for job `job_id`'s message on its queue, visible after
+    /// `delay` (at most 15 minutes), then deletes the message (see the module
+    /// docs). On a failed send nothing changed and the caller still holds the
+    /// message; a failed delete leaves a harmless copy and is only counted.
+    pub async fn hand_off(
+        &self,
+        message: &Received,
+        job_id: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        if message.handed_off() {
+            return Ok(());
+        }
+        self.client
+            .send_message()
+            .queue_url(&message.queue_url)
+            .message_body(body_naming(&message.body, job_id))
+            .delay_seconds(secs_i32(delay.min(MAX_DELAY)))
+            .send()
+            .await
+            .map_err(|err| queue_error("SendMessage", err))?;
+        message.handed_off.store(true, Ordering::SeqCst);
+        metrics::counter!("ferry_sqs_handoffs_total").increment(1);
+        let deleted = self
+            .client
+            .delete_message()
+            .queue_url(&message.queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .send()
+            .await;
+        if let Err(err) = deleted {
+            metrics::counter!("ferry_sqs_handoff_copies_total").increment(1);
+            tracing::warn!(
+                error = %queue_error("DeleteMessage", err),
+                "handed-off message not deleted; its copy will be found a duplicate"
+            );
+        }
+        Ok(())
+    }
+
     pub async fn send(&self, queue_url: &str, body: &str) -> Result<String, QueueError> {
         let output = self
             .client
@@ -176,6 +248,19 @@ impl Queue {
             .await
             .map_err(|err| queue_error("SendMessage", err))?;
         Ok(output.message_id.unwrap_or_default())
+    }
+}
+
+/// The message body with `job_id` written in, so that a successor names the
+/// same job as a message whose id was its SQS MessageId. A body that is not
+/// a JSON object (never a claimed job's) is kept as it is.
+fn body_naming(body: &str, job_id: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key("job_id") => {
+            fields.insert("job_id".into(), job_id.into());
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => body.to_owned(),
     }
 }
 
@@ -190,5 +275,22 @@ fn queue_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
     QueueError {
         operation,
         message: crate::store::describe(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_successor_names_the_job_its_message_named() {
+        let named = r#"{"url":"https://a/b","bucket":"b","key":"k","job_id":"given"}"#;
+        assert_eq!(body_naming(named, "message-id"), named);
+        let unnamed = r#"{"url":"https://a/b","bucket":"b","key":"k"}"#;
+        let successor: serde_json::Value =
+            serde_json::from_str(&body_naming(unnamed, "message-id")).unwrap();
+        assert_eq!(successor["job_id"], "message-id");
+        assert_eq!(successor["url"], "https://a/b");
+        assert_eq!(body_naming("not json", "id"), "not json");
     }
 }

@@ -19,12 +19,16 @@ use crate::disposal;
 use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
 use crate::patience::{self, patiently};
-use crate::queue::{Queue, QueueError, Received};
+use crate::queue::{self, Queue, QueueError, Received};
 use crate::store::{Claim, JobStore, Lease, Status, StoreError};
 
 /// How long each of a release's two writes may take: the shutdown grace
 /// (at most 110 s) plus this stays within ECS's 120 s stopTimeout.
 const RELEASE_TIME: Duration = Duration::from_secs(4);
+
+/// Receives of a message whose job runs elsewhere before it is handed off to
+/// a successor: well under any sane `maxReceiveCount` (the stack's is 10).
+const HANDOFF_AFTER_RECEIVES: u32 = 3;
 
 /// What every job of one worker shares.
 pub struct Context {
@@ -109,16 +113,29 @@ async fn run(
             // lease period. A freshly renewed lease means a live owner and
             // this message a duplicate: look rarely, so it does not use up the
             // queue's maxReceiveCount and land in the DLQ early.
-            let recheck = match expires_in {
-                Some(left) if left + config.heartbeat * 2 <= config.lease => {
-                    (left + Duration::from_secs(1)).min(config.busy_recheck)
-                }
-                _ => config.busy_recheck,
+            let (recheck, owner_alive) = match expires_in {
+                Some(left) if left + config.heartbeat * 2 <= config.lease => (
+                    (left + Duration::from_secs(1)).min(config.busy_recheck),
+                    false,
+                ),
+                _ => (config.busy_recheck, true),
             };
-            let _ = ctx.queue.set_visibility(&message, recheck).await;
+            // A job that runs for days sees its message come back again and
+            // again: past a few receives it moves to a successor, whose
+            // receive count starts again (see `queue`'s module docs).
+            let handed_off = owner_alive
+                && message.receive_count >= HANDOFF_AFTER_RECEIVES
+                && ctx
+                    .queue
+                    .hand_off(&message, &job.id, recheck.min(queue::MAX_DELAY))
+                    .await
+                    .is_ok();
+            if !handed_off {
+                let _ = ctx.queue.set_visibility(&message, recheck).await;
+            }
             info!(
                 recheck_secs = recheck.as_secs(),
-                "job is running on another worker; message deferred"
+                handed_off, "job is running on another worker; message deferred"
             );
             return;
         }
@@ -375,8 +392,10 @@ async fn conclude(
             );
         }
         Err(err) if err.class() == ErrorClass::Cancelled => {
-            // Shutdown grace ran out (or the 12-hour visibility cap neared):
-            // hand the job back so another worker can take it at once.
+            // Shutdown grace ran out (or no successor could be sent at the
+            // 12-hour visibility cap): hand the job back so another worker
+            // can take it at once, under a successor message so that
+            // releases never use up the queue's maxReceiveCount.
             // Bounded: after the grace period ECS kills the task soon. A
             // release that does not make it only delays the job until its
             // lease and the message's visibility run out.
@@ -390,10 +409,16 @@ async fn conclude(
                             permanent: None,
                         })
                     });
-            let visible = tokio::time::timeout(
-                RELEASE_TIME,
-                ctx.queue.set_visibility(message, Duration::ZERO),
-            )
+            let visible = tokio::time::timeout(RELEASE_TIME, async {
+                match ctx
+                    .queue
+                    .hand_off(message, &lease.job_id, Duration::ZERO)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(_) => ctx.queue.set_visibility(message, Duration::ZERO).await,
+                }
+            })
             .await
             .unwrap_or_else(|_| {
                 Err(QueueError {
@@ -415,14 +440,16 @@ async fn conclude(
             // AWS being throttled or down is not the job's fault: such an
             // attempt never makes the job `failed` (the queue's redrive
             // policy stays the backstop for an outage without end).
-            let gave_up =
-                permanent || (lease.attempts >= config.max_attempts && !err.is_aws_side());
+            // Failed attempts count, this one included; starts do not (a
+            // release at a deploy is no failure).
+            let failures = lease.failures_before.saturating_add(1);
+            let gave_up = permanent || (failures >= config.max_attempts && !err.is_aws_side());
             let (status, error) = match (gave_up, permanent) {
                 (false, _) => (Status::Retrying, err.to_string()),
                 (true, true) => (Status::Failed, err.to_string()),
                 (true, false) => (
                     Status::Failed,
-                    format!("{err} (gave up after {} attempts)", lease.attempts),
+                    format!("{err} (gave up after {failures} failed attempts)"),
                 ),
             };
             let recorded = invisible_while(
@@ -464,7 +491,7 @@ async fn conclude(
                 metrics::counter!("ferry_jobs_total", "outcome" => "failed").increment(1);
                 warn!(error_kind = err.kind(), error = %error, recorded = recorded.is_ok(), "failed");
             } else {
-                let delay = backoff(config.retry_base_delay, lease.attempts);
+                let delay = backoff(config.retry_base_delay, failures);
                 let _ = ctx.queue.set_visibility(message, delay).await;
                 metrics::counter!("ferry_jobs_total", "outcome" => "retrying").increment(1);
                 warn!(
@@ -489,7 +516,7 @@ async fn heartbeat(
 ) {
     tokio::join!(
         renew_lease(ctx, beat, job_cancel, stop),
-        keep_invisible(ctx, message, job_cancel, stop),
+        keep_invisible(ctx, message, Some(&beat.lease.job_id), job_cancel, stop),
     );
 }
 
@@ -554,13 +581,16 @@ async fn renew_lease(
 }
 
 /// Extends the message's visibility when its deadline comes near, never
-/// past SQS's cap (then the job is released to resume with a new receive).
-/// Looks at once, then every heartbeat: a phase that starts late in the
-/// message's visibility (a final record after a long transfer) is covered
-/// from its first moment.
+/// past SQS's cap: there a running job (`job_id`) goes on under a successor
+/// message, handed off to be looked at after the busy recheck (it finds the
+/// job running, or final); only if no successor can be sent is the job
+/// released to resume with a new receive. Looks at once, then every
+/// heartbeat: a phase that starts late in the message's visibility (a final
+/// record after a long transfer) is covered from its first moment.
 async fn keep_invisible(
     ctx: &Context,
     message: &Received,
+    job_id: Option<&str>,
     job_cancel: &CancellationToken,
     stop: &CancellationToken,
 ) {
@@ -579,8 +609,25 @@ async fn keep_invisible(
         }
         let elapsed = message.received_at.elapsed();
         if elapsed + config.visibility + config.heartbeat * 3 >= config.visibility_cap {
-            info!("visibility cap near; releasing the job to resume with a new receive");
-            job_cancel.cancel();
+            let Some(job_id) = job_id else {
+                job_cancel.cancel();
+                return;
+            };
+            let delay = config.busy_recheck.min(queue::MAX_DELAY);
+            let handed = tokio::select! {
+                () = stop.cancelled() => return,
+                handed = ctx.queue.hand_off(message, job_id, delay) => handed,
+            };
+            match handed {
+                Ok(()) => info!(
+                    recheck_secs = delay.as_secs(),
+                    "visibility cap near; the job goes on, handed off to a successor message"
+                ),
+                Err(err) => {
+                    warn!(error = %err, "visibility cap near and no successor sent; releasing the job");
+                    job_cancel.cancel();
+                }
+            }
             return;
         }
         let extended = tokio::select! {
@@ -614,7 +661,7 @@ pub(crate) async fn invisible_while<T>(
     // next receive finds the job final (deleted as a duplicate) or its lease
     // held (deferred). Nothing is lost either way.
     let unused = CancellationToken::new();
-    let (result, ()) = tokio::join!(working, keep_invisible(ctx, message, &unused, &done));
+    let (result, ()) = tokio::join!(working, keep_invisible(ctx, message, None, &unused, &done));
     result
 }
 

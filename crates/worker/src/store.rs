@@ -130,6 +130,9 @@ pub struct Lease {
     pub fence: u64,
     /// Starts of this job so far, this one included.
     pub attempts: u32,
+    /// Attempts before this one that ended in an error. `FERRY_MAX_ATTEMPTS`
+    /// counts these, not starts: a release (a deploy's drain) is no failure.
+    pub failures_before: u32,
     /// The upload an earlier attempt left to resume, if any.
     pub checkpoint: Option<Checkpoint>,
     /// Bytes earlier attempts fetched from the source, as they recorded it.
@@ -300,6 +303,9 @@ pub type Record = HashMap<String, AttributeValue>;
 pub struct JobStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// Added to this host's clock wherever a lease is stamped or compared
+    /// (tests only: a worker whose clock is off, see `lease_clock`).
+    clock_skew_secs: i64,
 }
 
 impl JobStore {
@@ -307,7 +313,23 @@ impl JobStore {
         Self {
             client,
             table: table.into(),
+            clock_skew_secs: 0,
         }
+    }
+
+    /// This store's leases read a clock `secs` ahead (behind, if negative)
+    /// of the host's: how tests show the skew that leases tolerate
+    /// (docs/reliability.md, "Clocks").
+    pub fn with_clock_skew(mut self, secs: i64) -> Self {
+        self.clock_skew_secs = secs;
+        self
+    }
+
+    /// Epoch seconds as leases see them. Leases are wall-clock times written
+    /// by one host and compared by another: the only cross-host clock ferry
+    /// relies on.
+    fn lease_clock(&self) -> u64 {
+        now_secs().saturating_add_signed(self.clock_skew_secs)
     }
 
     /// Writes a `queued` record for a job about to be submitted. Returns the
@@ -357,7 +379,7 @@ impl JobStore {
         lease: Duration,
         token: &str,
     ) -> Result<Claim, StoreError> {
-        let now = now_secs();
+        let now = self.lease_clock();
         let now_text = now_text();
         let result = self
             .client
@@ -413,6 +435,8 @@ impl JobStore {
                 owner: owner.to_owned(),
                 fence: number(item, "fence").unwrap_or(0),
                 attempts: u32::try_from(number(item, "attempts").unwrap_or(1)).unwrap_or(u32::MAX),
+                failures_before: u32::try_from(number(item, "failures").unwrap_or(0))
+                    .unwrap_or(u32::MAX),
                 checkpoint: checkpoint_of(item),
                 fetched_before: number(item, "bytes_fetched").unwrap_or(0),
                 resumes_before: number(item, "resumes").unwrap_or(0),
@@ -464,7 +488,7 @@ impl JobStore {
         let mut update = self
             .leased_update(lease)
             .update_expression(RENEW_UPDATE)
-            .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()))
+            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":done", n(bytes_done))
             .expression_attribute_values(":fetched", n(fetched))
@@ -538,6 +562,8 @@ impl JobStore {
     }
 
     /// Records an error: `failed` for good, or `retrying` for a later attempt.
+    /// Either counts one more failure (a value computed from the claim, so a
+    /// retried write counts once).
     pub async fn record_error(
         &self,
         lease: &Lease,
@@ -549,12 +575,12 @@ impl JobStore {
         let expression = if finished {
             &format!(
                 "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
-                 #bytes_fetched = :fetched, #finished_at = :now_text, #expires_at = :ttl \
-                 REMOVE #lease_owner, #lease_expires, {CHECKPOINT_ATTRIBUTES}"
+                 #bytes_fetched = :fetched, #failures = :failures, #finished_at = :now_text, \
+                 #expires_at = :ttl REMOVE #lease_owner, #lease_expires, {CHECKPOINT_ATTRIBUTES}"
             )
         } else {
             "SET #status = :status, #error_kind = :kind, #error = :error, #updated_at = :now_text, \
-             #bytes_fetched = :fetched REMOVE #lease_owner, #lease_expires"
+             #bytes_fetched = :fetched, #failures = :failures REMOVE #lease_owner, #lease_expires"
         };
         let mut update = self
             .leased_update(lease)
@@ -563,6 +589,7 @@ impl JobStore {
             .expression_attribute_values(":kind", s(kind))
             .expression_attribute_values(":error", s(error))
             .expression_attribute_values(":fetched", n(total_fetched))
+            .expression_attribute_values(":failures", n(u64::from(lease.failures_before) + 1))
             .expression_attribute_values(":now_text", s(&now_text()));
         if finished {
             update =
@@ -597,7 +624,7 @@ impl JobStore {
         let update = self
             .leased_update(lease)
             .update_expression("SET #lease_expires = :expires")
-            .expression_attribute_values(":expires", n(now_secs() + duration.as_secs()));
+            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()));
         self.send_leased(update).await
     }
 
@@ -844,7 +871,7 @@ impl JobStore {
     /// asking its worker (which sees the request at its next renewal).
     /// Safe to retry: `token` recognises a write applied with its reply lost.
     pub async fn cancel(&self, job_id: &str, by: &str, token: &str) -> Result<Cancel, StoreError> {
-        let now = now_secs();
+        let now = self.lease_clock();
         let result = self
             .client
             .update_item()
@@ -940,7 +967,7 @@ impl JobStore {
                 "{retryable} AND attribute_exists(#message) AND #message <> :empty"
             ))
             .update_expression(
-                "SET #status = :queued, #attempts = :zero, #retried = if_not_exists(#retried, :zero) + :one, \
+                "SET #status = :queued, #attempts = :zero, #failures = :zero, #retried = if_not_exists(#retried, :zero) + :one, \
                  #retried_by = :by, #retried_at = :now_text, #retry_token = :token, #updated_at = :now_text \
                  REMOVE #error, #error_kind, #finished_at, #expires_at, #cancelled_by, #cancelled_at, \
                  #cancel_token, #cancel_requested_by, #cancel_requested_at, #size, #etag, #checksum, \

@@ -65,7 +65,8 @@ pub async fn run(
     }
     let ctx = Arc::new(Context {
         queue: Queue::new(clients.sqs),
-        store: JobStore::new(clients.dynamodb, config.table.clone()),
+        store: JobStore::new(clients.dynamodb, config.table.clone())
+            .with_clock_skew(config.clock_skew_secs),
         engine,
         config,
     });

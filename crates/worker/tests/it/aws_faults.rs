@@ -13,25 +13,13 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::config::retry::RetryPartition;
 use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
 use ferry_testkit::{Behavior, test_bytes};
-use ferry_worker::config::AwsArgs;
 use ferry_worker::gc::{self, Sweep};
 use ferry_worker::worker::Clients;
 use tokio::task::JoinSet;
 
-use crate::harness::{InProcessWorker, Stack, number, spawn_worker_with, text};
-
-/// Short timeouts so that a hung call is given up on quickly.
-fn aws_args() -> AwsArgs {
-    AwsArgs {
-        s3_path_style: None,
-        aws_attempt_timeout_secs: 4,
-        aws_operation_timeout_secs: 30,
-        s3_attempt_timeout_secs: 3,
-    }
-}
+use crate::harness::{InProcessWorker, Stack, number, proxied_clients, spawn_worker_with, text};
 
 /// A stack whose worker reaches AWS only through a fault proxy.
 struct Faulty {
@@ -53,45 +41,9 @@ impl Faulty {
         Self { stack, proxy }
     }
 
-    /// The product's clients, in a retry partition of this cell's own.
-    ///
-    /// The SDK shares the retry token bucket and the adaptive rate limiter
-    /// among all clients of a partition in the process (by default, one per
-    /// service). A worker owns its process; the cells share one, so without
-    /// this one cell's injected throttles slow down every other cell's SQS or
-    /// DynamoDB calls, and its errors drain the others' retry quota (seen on
-    /// CI: a cell's visibility extension never got sent).
+    /// The product's clients, through this cell's proxy.
     async fn clients(&self) -> Clients {
-        let sdk = ferry_testkit::moto::sdk_config_at(&self.proxy.endpoint()).await;
-        let aws = aws_args();
-        // One per service, as in a worker's process.
-        let partition =
-            |service: &str| RetryPartition::new(format!("{service}-cell-{}", self.proxy.port()));
-        let s3 = ferry_worker::config::s3_client(&sdk, &aws);
-        let sqs = ferry_worker::config::sqs_client(&sdk, &aws);
-        let dynamodb = ferry_worker::config::dynamodb_client(&sdk, &aws);
-        Clients {
-            s3: aws_sdk_s3::Client::from_conf(
-                s3.config()
-                    .to_builder()
-                    .retry_partition(partition("s3"))
-                    .build(),
-            ),
-            sqs: aws_sdk_sqs::Client::from_conf(
-                sqs.config()
-                    .to_builder()
-                    .retry_partition(partition("sqs"))
-                    .build(),
-            ),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(
-                dynamodb
-                    .config()
-                    .to_builder()
-                    .retry_partition(partition("dynamodb"))
-                    .build(),
-            ),
-            protection: ferry_worker::protection::TaskProtection::disabled(),
-        }
+        proxied_clients(&self.proxy).await
     }
 
     /// Test-scale leases are short; these are long enough that a loaded

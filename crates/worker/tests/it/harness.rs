@@ -114,6 +114,7 @@ impl Stack {
             retry_base_delay: Duration::from_secs(1),
             busy_recheck: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            clock_skew_secs: 0,
             metrics_addr: None,
             destinations: Vec::new(),
             gc: None,
@@ -565,4 +566,56 @@ pub fn number(record: &Record, name: &str) -> u64 {
 pub fn text<'a>(record: &'a Record, name: &str) -> &'a str {
     store::text(record, name)
         .unwrap_or_else(|| panic!("record has no text {name}: {}", store::to_json(record)))
+}
+
+/// Short timeouts so that a hung call is given up on quickly.
+pub fn aws_args() -> ferry_worker::config::AwsArgs {
+    ferry_worker::config::AwsArgs {
+        s3_path_style: None,
+        aws_attempt_timeout_secs: 4,
+        aws_operation_timeout_secs: 30,
+        s3_attempt_timeout_secs: 3,
+    }
+}
+
+/// The product's clients (adaptive retries, the timeouts above) reaching AWS
+/// only through `proxy`, in retry partitions of that proxy's own.
+///
+/// The SDK shares the retry token bucket and the adaptive rate limiter
+/// among all clients of a partition in the process (by default, one per
+/// service). A worker owns its process; tests share one, so without this
+/// one proxy's injected throttles slow down every other test's SQS or
+/// DynamoDB calls, and its errors drain the others' retry quota (seen on
+/// CI: a cell's visibility extension never got sent).
+pub async fn proxied_clients(proxy: &ferry_testkit::AwsProxy) -> Clients {
+    use aws_sdk_sqs::config::retry::RetryPartition;
+    let sdk = ferry_testkit::moto::sdk_config_at(&proxy.endpoint()).await;
+    let aws = aws_args();
+    let partition =
+        |service: &str| RetryPartition::new(format!("{service}-proxy-{}", proxy.port()));
+    let s3 = ferry_worker::config::s3_client(&sdk, &aws);
+    let sqs = ferry_worker::config::sqs_client(&sdk, &aws);
+    let dynamodb = ferry_worker::config::dynamodb_client(&sdk, &aws);
+    Clients {
+        s3: aws_sdk_s3::Client::from_conf(
+            s3.config()
+                .to_builder()
+                .retry_partition(partition("s3"))
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            sqs.config()
+                .to_builder()
+                .retry_partition(partition("sqs"))
+                .build(),
+        ),
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            dynamodb
+                .config()
+                .to_builder()
+                .retry_partition(partition("dynamodb"))
+                .build(),
+        ),
+        protection: ferry_worker::protection::TaskProtection::disabled(),
+    }
 }

@@ -195,7 +195,7 @@ async fn transient_failures_are_retried_then_fail_after_max_attempts() {
         3,
         "max_attempts in the test config"
     );
-    assert!(text(&record, "error").contains("gave up after 3 attempts"));
+    assert!(text(&record, "error").contains("gave up after 3 failed attempts"));
     // Each attempt retried its probe: 3 attempts x 3 engine tries.
     assert_eq!(requests, 9);
 }
