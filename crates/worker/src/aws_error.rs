@@ -45,30 +45,82 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Why no retry of this request can succeed, as a machine word of bounded
-/// cardinality (a metric label), or `None` when one may.
+/// cardinality (a metric label), or `None` when one may. One table for
+/// DynamoDB and SQS: their codes do not overlap in meaning.
 ///
 /// Permanent: a request the service refuses as such — invalid or too large
 /// (`ValidationException`, which includes "Item size has exceeded the
-/// maximum allowed size"), unreadable, about a table or queue that does not
-/// exist, or not allowed — and a request the SDK could not even build.
-/// Everything else is worth waiting out: throttling, AWS errors (5xx),
-/// timeouts, requests that were not sent or not answered, and any code not
-/// named here (waiting costs time; giving up on an answer that would have
-/// changed could lose a job).
+/// maximum allowed size"; SQS's `InvalidParameterValue`, also its answer to
+/// a message past 256 KiB), unreadable, about a table or queue that does not
+/// exist, with a receipt handle that is no longer valid, not allowed (IAM,
+/// credentials, the queue's KMS key), or not supported — and a request the
+/// SDK could not even build. Everything else is worth waiting out:
+/// throttling (`RequestThrottled`, `KMS.ThrottlingException`, `OverLimit`),
+/// AWS errors (5xx), timeouts, requests that were not sent or not answered,
+/// and any code not named here (waiting costs time; giving up on an answer
+/// that would have changed could lose a job).
+///
+/// SQS speaks JSON but keeps its query-protocol codes: the SDK's `code()`
+/// is the `x-amzn-query-error` header's (`AWS.SimpleQueueService.NonExistentQueue`,
+/// `KMS.DisabledException`, `AccessDenied`); without that header it is the
+/// JSON error shape's name (`QueueDoesNotExist`, `KmsDisabled`). Both are
+/// listed.
 pub fn permanent_reason<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&'static str> {
     match err {
         SdkError::ConstructionFailure(_) => Some("request_not_built"),
-        SdkError::ServiceError(_) => match err.code()? {
-            "ValidationException" => Some("validation"),
-            "SerializationException" => Some("serialization"),
-            "ResourceNotFoundException" => Some("resource_not_found"),
-            "AccessDeniedException" => Some("access_denied"),
-            "UnrecognizedClientException" => Some("unrecognized_client"),
-            "ItemCollectionSizeLimitExceededException" => Some("item_collection_too_large"),
-            _ => None,
-        },
+        SdkError::ServiceError(_) => refusal(err.code()?),
         _ => None,
     }
+}
+
+/// The permanent class of a service error code, if it has one.
+fn refusal(code: &str) -> Option<&'static str> {
+    let reason = match code {
+        // Both services.
+        "AccessDeniedException" | "AccessDenied" => "access_denied",
+        "UnrecognizedClientException" | "InvalidClientTokenId" => "unrecognized_client",
+        // DynamoDB.
+        "ValidationException" => "validation",
+        "SerializationException" => "serialization",
+        "ResourceNotFoundException" => "resource_not_found",
+        "ItemCollectionSizeLimitExceededException" => "item_collection_too_large",
+        // SQS.
+        "AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist" => "queue_not_found",
+        "InvalidParameterValue"
+        | "InvalidParameterCombination"
+        | "MissingParameter"
+        | "InvalidAttributeName"
+        | "InvalidAttributeValue" => "invalid_parameter",
+        "InvalidMessageContents" => "invalid_message_contents",
+        "MessageTooLong" | "AWS.SimpleQueueService.BatchRequestTooLong" | "BatchRequestTooLong" => {
+            "message_too_long"
+        }
+        "AWS.SimpleQueueService.BatchEntryIdsNotDistinct"
+        | "BatchEntryIdsNotDistinct"
+        | "AWS.SimpleQueueService.EmptyBatchRequest"
+        | "EmptyBatchRequest"
+        | "AWS.SimpleQueueService.InvalidBatchEntryId"
+        | "InvalidBatchEntryId"
+        | "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
+        | "TooManyEntriesInBatchRequest" => "invalid_batch",
+        "ReceiptHandleIsInvalid" | "InvalidIdFormat" => "receipt_handle_invalid",
+        "AWS.SimpleQueueService.MessageNotInflight" | "MessageNotInflight" => {
+            "message_not_in_flight"
+        }
+        "AWS.SimpleQueueService.UnsupportedOperation" | "UnsupportedOperation" => {
+            "unsupported_operation"
+        }
+        "InvalidAddress" => "invalid_address",
+        "InvalidSecurity" => "invalid_security",
+        "KMS.AccessDeniedException" | "KmsAccessDenied" => "kms_access_denied",
+        "KMS.DisabledException" | "KmsDisabled" => "kms_disabled",
+        "KMS.NotFoundException" | "KmsNotFound" => "kms_not_found",
+        "KMS.InvalidKeyUsageException" | "KmsInvalidKeyUsage" => "kms_invalid_key_usage",
+        "KMS.InvalidStateException" | "KmsInvalidState" => "kms_invalid_state",
+        "KMS.OptInRequired" | "KmsOptInRequired" => "kms_opt_in_required",
+        _ => return None,
+    };
+    Some(reason)
 }
 
 #[cfg(test)]
@@ -112,6 +164,74 @@ mod tests {
         ];
         for (err, want) in cases {
             assert_eq!(permanent_reason(&err), want, "{:?}", err.code());
+        }
+    }
+
+    /// Every SQS class, under its query-compatible code (what the SDK reads
+    /// from `x-amzn-query-error`) and its JSON shape name.
+    #[test]
+    fn sqs_refusals_are_permanent_under_either_code() {
+        let cases = [
+            ("AWS.SimpleQueueService.NonExistentQueue", "queue_not_found"),
+            ("QueueDoesNotExist", "queue_not_found"),
+            ("AccessDenied", "access_denied"),
+            ("AccessDeniedException", "access_denied"),
+            ("InvalidClientTokenId", "unrecognized_client"),
+            ("InvalidParameterValue", "invalid_parameter"),
+            ("MissingParameter", "invalid_parameter"),
+            ("InvalidAttributeValue", "invalid_parameter"),
+            ("InvalidMessageContents", "invalid_message_contents"),
+            ("MessageTooLong", "message_too_long"),
+            (
+                "AWS.SimpleQueueService.BatchRequestTooLong",
+                "message_too_long",
+            ),
+            (
+                "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+                "invalid_batch",
+            ),
+            ("BatchEntryIdsNotDistinct", "invalid_batch"),
+            ("ReceiptHandleIsInvalid", "receipt_handle_invalid"),
+            ("InvalidIdFormat", "receipt_handle_invalid"),
+            (
+                "AWS.SimpleQueueService.MessageNotInflight",
+                "message_not_in_flight",
+            ),
+            (
+                "AWS.SimpleQueueService.UnsupportedOperation",
+                "unsupported_operation",
+            ),
+            ("UnsupportedOperation", "unsupported_operation"),
+            ("InvalidAddress", "invalid_address"),
+            ("InvalidSecurity", "invalid_security"),
+            ("KMS.AccessDeniedException", "kms_access_denied"),
+            ("KmsAccessDenied", "kms_access_denied"),
+            ("KMS.DisabledException", "kms_disabled"),
+            ("KmsDisabled", "kms_disabled"),
+            ("KMS.NotFoundException", "kms_not_found"),
+            ("KmsNotFound", "kms_not_found"),
+            ("KMS.InvalidKeyUsageException", "kms_invalid_key_usage"),
+            ("KmsInvalidKeyUsage", "kms_invalid_key_usage"),
+            ("KMS.InvalidStateException", "kms_invalid_state"),
+            ("KmsInvalidState", "kms_invalid_state"),
+            ("KMS.OptInRequired", "kms_opt_in_required"),
+        ];
+        for (code, want) in cases {
+            assert_eq!(permanent_reason(&answered(code)), Some(want), "{code}");
+        }
+        for code in [
+            "RequestThrottled",
+            "ThrottlingException",
+            "KMS.ThrottlingException",
+            "KmsThrottled",
+            "OverLimit",
+            "AWS.SimpleQueueService.QueueDeletedRecently",
+            "AWS.SimpleQueueService.PurgeQueueInProgress",
+            "InternalError",
+            "InternalFailure",
+            "ServiceUnavailable",
+        ] {
+            assert_eq!(permanent_reason(&answered(code)), None, "{code}");
         }
     }
 }

@@ -109,20 +109,55 @@ pub async fn unprocessable(ctx: &Context, message: &Received, job_id: &str, refu
 /// attribute) and deletes it here; without a DLQ, makes it visible again
 /// for the queue's redrive policy, which moves it after `maxReceiveCount`
 /// receives. Says which it did.
+///
+/// A DLQ that refuses the send for good (deleted, access denied, its KMS
+/// key unusable) is the worker's problem, not the message's: sending again
+/// at every receive would change nothing. The message is then left for the
+/// redrive policy too, but parked (see [`park`]) so that it comes back
+/// rarely instead of at every visibility timeout; each return tries the
+/// DLQ once more, in case it was mended. Counted in
+/// `ferry_dead_letters_refused_total{reason}`.
 async fn dispose(
     ctx: &Context,
     message: &Received,
     reason: &str,
 ) -> Result<&'static str, QueueError> {
     match &ctx.config.dlq_url {
-        Some(dlq) => {
-            ctx.queue.dead_letter(dlq, message, reason).await?;
-            ctx.queue.delete(message).await?;
-            Ok("moved to the dead-letter queue")
-        }
+        Some(dlq) => match ctx.queue.dead_letter(dlq, message, reason).await {
+            Ok(()) => {
+                ctx.queue.delete(message).await?;
+                Ok("moved to the dead-letter queue")
+            }
+            Err(err) => {
+                let Some(refused) = err.permanent_reason() else {
+                    return Err(err);
+                };
+                metrics::counter!("ferry_dead_letters_refused_total", "reason" => refused)
+                    .increment(1);
+                let back_in = park(ctx, message);
+                warn!(
+                    queue_error = %err, reason = refused, back_in_secs = back_in.as_secs(),
+                    "the dead-letter queue refused the message for good; it is left for the queue's redrive policy"
+                );
+                ctx.queue.set_visibility(message, back_in).await?;
+                Ok("refused by the dead-letter queue; left for the queue's redrive policy")
+            }
+        },
         None => {
             ctx.queue.set_visibility(message, Duration::ZERO).await?;
             Ok("left for the queue's redrive policy")
         }
     }
+}
+
+/// How long a message the DLQ refused stays invisible: the busy recheck
+/// (at least five minutes by default, as for a job running elsewhere), so
+/// that the queue's redrive policy moves it after `maxReceiveCount` such
+/// returns, never past SQS's 12-hour cap on one receive.
+fn park(ctx: &Context, message: &Received) -> Duration {
+    let config = &ctx.config;
+    let left = config
+        .visibility_cap
+        .saturating_sub(message.received_at.elapsed() + config.heartbeat * 3);
+    config.busy_recheck.min(left)
 }

@@ -6,9 +6,10 @@
 //! job id or URL); docs/operations.md lists them. Health is process-wide
 //! state that the poll loop, the queue and the store update.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -35,6 +36,9 @@ pub struct Health {
     dynamodb_ok: AtomicBool,
     /// Claims refused for good since the last claim DynamoDB answered.
     claims_refused: AtomicU32,
+    /// The queues (by URL) whose latest receive SQS refused for good, and
+    /// why: no job can come from them until that changes.
+    receives_refused: Mutex<BTreeMap<String, &'static str>>,
 }
 
 pub fn health() -> &'static Health {
@@ -45,6 +49,7 @@ pub fn health() -> &'static Health {
         sqs_ok: AtomicBool::new(true),
         dynamodb_ok: AtomicBool::new(true),
         claims_refused: AtomicU32::new(0),
+        receives_refused: Mutex::new(BTreeMap::new()),
     })
 }
 
@@ -83,6 +88,28 @@ impl Health {
         }
     }
 
+    /// SQS refused a receive from `queue_url` for good (`reason`, the
+    /// `aws_error::permanent_reason` label).
+    pub fn receive_refused(&self, queue_url: &str, reason: &'static str) {
+        let mut refused = self.receives_refused();
+        refused.insert(queue_url.to_owned(), reason);
+        metrics::gauge!("ferry_sqs_queues_refused").set(refused.len() as f64);
+    }
+
+    /// SQS answered a receive from `queue_url` (messages or none).
+    pub fn receive_answered(&self, queue_url: &str) {
+        let mut refused = self.receives_refused();
+        if refused.remove(queue_url).is_some() {
+            metrics::gauge!("ferry_sqs_queues_refused").set(refused.len() as f64);
+        }
+    }
+
+    fn receives_refused(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, &'static str>> {
+        self.receives_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn is_live(&self) -> bool {
         let idle = now_ms().saturating_sub(self.loop_turn_ms.load(Ordering::Relaxed));
         self.waiting_for_slot.load(Ordering::Relaxed) || idle < STUCK_AFTER.as_millis() as u64
@@ -93,12 +120,28 @@ impl Health {
     }
 
     /// Why the worker cannot make progress now, if it cannot.
-    pub fn not_ready_because(&self) -> Option<&'static str> {
+    pub fn not_ready_because(&self) -> Option<String> {
         if self.claims_refused.load(Ordering::Relaxed) >= REFUSED_CLAIMS_NOT_READY {
-            return Some("DynamoDB refused the latest claims for good");
+            return Some("DynamoDB refused the latest claims for good".to_owned());
+        }
+        {
+            let refused = self.receives_refused();
+            if !refused.is_empty() {
+                let mut reasons: Vec<&str> = refused.values().copied().collect();
+                reasons.sort_unstable();
+                reasons.dedup();
+                let queues = match refused.len() {
+                    1 => "a queue".to_owned(),
+                    n => format!("{n} queues"),
+                };
+                return Some(format!(
+                    "SQS refused the latest receive from {queues} for good: {}",
+                    reasons.join(", ")
+                ));
+            }
         }
         if !(self.sqs_ok.load(Ordering::Relaxed) && self.dynamodb_ok.load(Ordering::Relaxed)) {
-            return Some("SQS or DynamoDB unreachable");
+            return Some("SQS or DynamoDB unreachable".to_owned());
         }
         None
     }

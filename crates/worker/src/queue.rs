@@ -20,12 +20,32 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use ferry_engine::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 #[error("SQS {operation} failed: {message}")]
 pub struct QueueError {
     pub operation: &'static str,
     pub message: String,
+    /// Why no retry can succeed (`aws_error::permanent_reason`: no such
+    /// queue, access denied, an invalid receipt handle …), or `None` when
+    /// waiting may help.
+    pub permanent: Option<&'static str>,
+}
+
+impl QueueError {
+    /// Whether the same request could succeed later.
+    pub fn class(&self) -> ErrorClass {
+        match self.permanent {
+            Some(_) => ErrorClass::Permanent,
+            None => ErrorClass::Transient,
+        }
+    }
+
+    /// SQS's refusal as a metric label, when it refused for good.
+    pub fn permanent_reason(&self) -> Option<&'static str> {
+        self.permanent
+    }
 }
 
 /// One received message and where it came from.
@@ -97,7 +117,13 @@ impl Queue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await;
-        crate::metrics::health().sqs(output.is_ok());
+        // A refusal is an answer: SQS is reachable (the poll loop says
+        // what it refused, `worker::poll`).
+        let answered = match &output {
+            Ok(_) => true,
+            Err(err) => crate::aws_error::permanent_reason(err).is_some(),
+        };
+        crate::metrics::health().sqs(answered);
         let output = output.map_err(|err| queue_error("ReceiveMessage", err))?;
         let received_at = Instant::now();
         metrics::counter!("ferry_sqs_receives_total").increment(1);
@@ -183,6 +209,7 @@ impl Queue {
                 .map_err(|err| QueueError {
                     operation: "SendMessage",
                     message: err.to_string(),
+                    permanent: Some("request_not_built"),
                 })
         };
         self.client
@@ -272,9 +299,15 @@ fn queue_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'stat
     operation: &'static str,
     err: SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError {
+    let permanent = crate::aws_error::permanent_reason(&err);
+    if let Some(reason) = permanent {
+        metrics::counter!("ferry_sqs_refused_total", "operation" => operation, "reason" => reason)
+            .increment(1);
+    }
     QueueError {
         operation,
         message: crate::store::describe(&err),
+        permanent,
     }
 }
 

@@ -424,6 +424,7 @@ async fn conclude(
                 Err(QueueError {
                     operation: "ChangeMessageVisibility",
                     message: "timed out".into(),
+                    permanent: None,
                 })
             });
             metrics::counter!("ferry_jobs_total", "outcome" => "released").increment(1);
@@ -634,8 +635,15 @@ async fn keep_invisible(
             () = stop.cancelled() => return,
             extended = ctx.queue.set_visibility(message, config.visibility) => extended,
         };
-        if let Err(err) = extended {
-            warn!(error = %err, "could not extend message visibility");
+        match extended {
+            Ok(()) => {}
+            // No such receipt handle, message or queue any more, or not
+            // allowed: asking again every heartbeat would change nothing.
+            Err(err) if err.class() == ErrorClass::Permanent => {
+                warn!(error = %err, "SQS refused to extend message visibility for good; no more extensions");
+                return;
+            }
+            Err(err) => warn!(error = %err, "could not extend message visibility"),
         }
     }
 }
@@ -666,13 +674,16 @@ pub(crate) async fn invisible_while<T>(
 }
 
 /// Deletes a finished job's message, riding out SQS trouble for a while: a
-/// message that comes back costs a receive (towards `maxReceiveCount`).
+/// message that comes back costs a receive (towards `maxReceiveCount`). A
+/// delete SQS refuses for good (an invalid receipt handle, no such queue,
+/// access denied) is tried once: the message comes back, finds the job
+/// final and is deleted then, or ends in the queue's redrive policy.
 async fn delete(ctx: &Context, message: &Received) -> Result<(), QueueError> {
     patience::retry_with(
         "message delete",
         5,
         patience::aws_backoff,
-        |_| false,
+        |err: &QueueError| err.class() == ErrorClass::Permanent,
         || ctx.queue.delete(message),
     )
     .await

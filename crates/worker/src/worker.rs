@@ -3,15 +3,16 @@
 //! The loop receives only as many messages as it has free job slots (never a
 //! message it cannot start now) and, while jobs turn out large, hardly more
 //! than it has multipart slots (see [`batch_size`]); it polls queues in
-//! strict priority order (or weighted), and on
+//! strict priority order (or weighted), passing over a queue SQS refuses to
+//! receive from for good (see [`Refusals`]), and on
 //! shutdown stops polling at once, gives running jobs the grace period, then
 //! releases what still runs. Every job task is owned by one `TaskTracker`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::Engine;
 use ferry_engine::admission::MultipartGate;
+use ferry_engine::{Engine, ErrorClass};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -89,6 +90,7 @@ pub async fn run(
     );
     let mut failures = 0u32;
     let mut order = PollOrder::new(&ctx.config.queue_weights, ctx.config.queues.len());
+    let mut refusals = Refusals::new(ctx.config.queues.len());
     loop {
         health.set_waiting_for_slot(true);
         let first_slot = tokio::select! {
@@ -127,14 +129,23 @@ pub async fn run(
             // Dropping an in-flight receive loses nothing: anything SQS sent
             // but we did not read becomes visible again after its timeout.
             () = shutdown.cancelled() => break,
-            received = poll(&ctx, &poll_order, want) => received,
+            received = poll(&ctx, &poll_order, want, &mut refusals) => received,
         };
         let messages = match received {
             Ok(messages) => {
                 failures = 0;
                 messages
             }
-            Err(err) => {
+            Err(PollError::AllRefused { next_try }) => {
+                // Every queue refused for good (/readyz says so): nothing
+                // to ask until the first of them is due again.
+                failures = 0;
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(next_try) => continue,
+                }
+            }
+            Err(PollError::Trouble(err)) => {
                 failures += 1;
                 metrics::counter!("ferry_sqs_errors_total").increment(1);
                 let pause = Duration::from_millis(250 << failures.min(6));
@@ -255,13 +266,36 @@ impl PollOrder {
     }
 }
 
-/// Receives from the queues in `order`, returning the first batch.
-async fn poll(ctx: &Context, order: &[usize], max: usize) -> Result<Vec<Received>, QueueError> {
+/// Why a poll brought nothing.
+enum PollError {
+    /// SQS trouble worth retrying soon (throttled, 5xx, no answer).
+    Trouble(QueueError),
+    /// Every queue refused for good lately; the first is asked again at
+    /// `next_try`.
+    AllRefused { next_try: tokio::time::Instant },
+}
+
+/// Receives from the queues in `order`, returning the first batch. A queue
+/// SQS refuses to receive from for good (deleted, access denied, its KMS
+/// key unusable) is passed over until its pause is over (see [`Refusals`]):
+/// the other queues are still polled, and `/readyz` names the refusal.
+async fn poll(
+    ctx: &Context,
+    order: &[usize],
+    max: usize,
+    refusals: &mut Refusals,
+) -> Result<Vec<Received>, PollError> {
     let queues = &ctx.config.queues;
     let max = i32::try_from(max).unwrap_or(10);
-    for (position, &index) in order.iter().enumerate() {
+    let asked: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&index| !refusals.paused(index))
+        .collect();
+    let mut answered = false;
+    for (position, &index) in asked.iter().enumerate() {
         let queue_url = &queues[index];
-        let last = position + 1 == order.len();
+        let last = position + 1 == asked.len();
         // Higher-priority queues get a short wait so lower ones are reached;
         // the last one long-polls so an idle worker makes few calls.
         let wait = if last {
@@ -269,15 +303,83 @@ async fn poll(ctx: &Context, order: &[usize], max: usize) -> Result<Vec<Received
         } else {
             Duration::from_secs(1).min(ctx.config.poll_wait)
         };
-        let messages = ctx
+        match ctx
             .queue
             .receive(queue_url, max, wait, ctx.config.visibility)
-            .await?;
-        if !messages.is_empty() {
-            return Ok(messages);
+            .await
+        {
+            Ok(messages) => {
+                answered = true;
+                if refusals.answered(index) {
+                    crate::metrics::health().receive_answered(queue_url);
+                    info!(queue = %queue_url, "SQS receives from the queue again");
+                }
+                if !messages.is_empty() {
+                    return Ok(messages);
+                }
+            }
+            Err(err) if err.class() == ErrorClass::Permanent => {
+                let reason = err.permanent_reason().unwrap_or("refused");
+                crate::metrics::health().receive_refused(queue_url, reason);
+                let pause = refusals.refused(index);
+                warn!(
+                    queue = %queue_url, error = %err, reason, retry_in_secs = pause.as_secs(),
+                    "SQS refused to receive from the queue for good; the others are still polled"
+                );
+            }
+            Err(err) => return Err(PollError::Trouble(err)),
         }
     }
-    Ok(Vec::new())
+    match (answered, refusals.next_try()) {
+        (false, Some(next_try)) => Err(PollError::AllRefused { next_try }),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The shortest and longest pause before a queue that refused a receive
+/// for good is asked again: it doubles with each refusal in a row. Short
+/// enough that a mended queue (re-created, permission restored) is polled
+/// again within half a minute; long enough that a deleted one costs two
+/// calls a minute.
+const REFUSED_QUEUE_PAUSE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// Per queue: refusals in a row and when it may be asked again.
+struct Refusals {
+    queues: Vec<Option<(u32, tokio::time::Instant)>>,
+}
+
+impl Refusals {
+    fn new(queues: usize) -> Self {
+        Self {
+            queues: vec![None; queues],
+        }
+    }
+
+    /// Whether queue `index` waits out a refusal now.
+    fn paused(&self, index: usize) -> bool {
+        self.queues[index].is_some_and(|(_, at)| at > tokio::time::Instant::now())
+    }
+
+    /// Counts a refusal; returns the pause before the queue is asked again.
+    fn refused(&mut self, index: usize) -> Duration {
+        let (short, long) = REFUSED_QUEUE_PAUSE;
+        let in_a_row = self.queues[index].map_or(0, |(n, _)| n) + 1;
+        let pause = short
+            .saturating_mul(1 << in_a_row.saturating_sub(1).min(10))
+            .min(long);
+        self.queues[index] = Some((in_a_row, tokio::time::Instant::now() + pause));
+        pause
+    }
+
+    /// Forgets the queue's refusals; says whether there were any.
+    fn answered(&mut self, index: usize) -> bool {
+        self.queues[index].take().is_some()
+    }
+
+    /// When the first refused queue may be asked again, if any is refused.
+    fn next_try(&self) -> Option<tokio::time::Instant> {
+        self.queues.iter().flatten().map(|&(_, at)| at).min()
+    }
 }
 
 async fn drain(config: &WorkerConfig, jobs: &TaskTracker, release_jobs: &CancellationToken) {
@@ -305,7 +407,10 @@ async fn drain(config: &WorkerConfig, jobs: &TaskTracker, release_jobs: &Cancell
 
 #[cfg(test)]
 mod tests {
-    use super::{MultipartGate, PollOrder, SMALL_STREAK_FOR_FULL_BATCHES, batch_size};
+    use super::{
+        Duration, MultipartGate, PollOrder, REFUSED_QUEUE_PAUSE, Refusals,
+        SMALL_STREAK_FOR_FULL_BATCHES, batch_size,
+    };
 
     #[test]
     fn receives_follow_the_free_multipart_slots_until_jobs_prove_small() {
@@ -346,5 +451,25 @@ mod tests {
         let firsts: Vec<usize> = (0..4).map(|_| order.next()[0]).collect();
         assert_eq!(firsts.iter().filter(|&&q| q == 2).count(), 2);
         assert_eq!(order.next().len(), 3, "every queue is still polled");
+    }
+
+    #[test]
+    fn a_refused_queue_waits_a_doubling_pause_and_the_others_do_not() {
+        let mut refusals = Refusals::new(2);
+        assert_eq!(refusals.next_try(), None);
+        let pauses: Vec<u64> = (0..7).map(|_| refusals.refused(0).as_secs()).collect();
+        assert_eq!(pauses, vec![1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(REFUSED_QUEUE_PAUSE.1, Duration::from_secs(30));
+        assert!(refusals.paused(0));
+        assert!(!refusals.paused(1), "the other queue is still polled");
+        assert!(refusals.next_try().is_some());
+        assert!(refusals.answered(0));
+        assert!(!refusals.answered(0), "forgotten once answered");
+        assert!(!refusals.paused(0));
+        assert_eq!(
+            refusals.refused(0).as_secs(),
+            1,
+            "a new streak starts short"
+        );
     }
 }

@@ -151,6 +151,218 @@ async fn a_claim_dynamodb_refuses_for_good_is_dead_lettered_and_frees_the_slot()
     assert!(status.success(), "{log}");
 }
 
+/// An SQS refusal as the fault proxy answers it: JSON with the
+/// query-compatible code in `x-amzn-query-error`, as SQS does.
+fn sqs_refusal(code: &str) -> Fault {
+    Fault::Error {
+        status: Some(400),
+        code: Some(code.into()),
+    }
+}
+
+/// SQS refusing to receive from one of a worker's queues for good (the
+/// queue deleted): the poll loop gave up on the whole poll at the first
+/// queue's error, so a job on the second queue never ran, and `/readyz`
+/// said "SQS or DynamoDB unreachable". The refused queue must be passed
+/// over for a growing pause (not asked at every turn), the other polled,
+/// `/readyz` must name the refusal, and all must mend once SQS answers.
+#[tokio::test]
+async fn a_queue_sqs_refuses_to_receive_from_is_named_in_readyz_and_the_other_queues_run() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    let gone = stack.create_queue("gone").await;
+    let gone_name = gone.rsplit('/').next().unwrap().to_owned();
+    proxy.add_rule(
+        Rule::new(
+            "sqs:ReceiveMessage",
+            sqs_refusal("AWS.SimpleQueueService.NonExistentQueue"),
+        )
+        .matching(&gone_name)
+        .id("gone"),
+    );
+    let data = test_bytes(1000, 62);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // The refused queue first: strict priority asks it at every poll.
+    let queues = format!("{gone},{}", stack.queue);
+    let mut worker = stack.start_worker_process(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint()),
+        ("FERRY_QUEUE_URL", &queues),
+        ("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}")),
+    ]);
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("second", &origin.url("f"), "second"),
+        )
+        .await;
+    let second = stack.wait_final("second", LIMIT).await;
+    assert_eq!(text(&second, "status"), "succeeded");
+    wait_for_answer(
+        &format!("{base}/readyz"),
+        503,
+        "SQS refused the latest receive from a queue for good: queue_not_found",
+    )
+    .await;
+    let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
+    let refused =
+        "ferry_sqs_refused_total{operation=\"ReceiveMessage\",reason=\"queue_not_found\"}";
+    assert!(sample(&metrics, refused) >= 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "ferry_sqs_queues_refused"), 1.0);
+    // Asked again after a pause that doubles, not at every poll (which
+    // comes round every second or so).
+    let receives = || proxy.faults("sqs:ReceiveMessage").len();
+    let before = receives();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        receives() - before <= 3,
+        "{} refusals in 6 s",
+        receives() - before
+    );
+
+    proxy.clear_rules();
+    wait_for_answer(&format!("{base}/readyz"), 200, "ready").await;
+    stack
+        .send(&gone, &stack.message("first", &origin.url("f"), "first"))
+        .await;
+    let first = stack.wait_final("first", LIMIT).await;
+    assert_eq!(text(&first, "status"), "succeeded");
+    let deadline = Instant::now() + LIMIT;
+    while stack.queue_depth(&gone).await != (0, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the job's message was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
+    assert_eq!(sample(&metrics, "ferry_sqs_queues_refused"), 0.0);
+    worker.terminate();
+    let (status, log) = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+/// A dead-letter queue that refuses a rejected message for good (deleted):
+/// the message stayed invisible only until its visibility lapsed (6 s
+/// here), came back, was rejected again and sent again, at every
+/// visibility timeout until the redrive policy moved it. It must be sent
+/// once, counted, and parked for the busy recheck (5 minutes), left to the
+/// redrive policy; the rejection record is kept and the worker goes on.
+#[tokio::test]
+async fn a_dead_letter_queue_that_refuses_for_good_is_not_sent_to_at_every_receive() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    // Only the dead-letter sends carry the rejection attribute.
+    proxy.add_rule(
+        Rule::new(
+            "sqs:SendMessage",
+            sqs_refusal("AWS.SimpleQueueService.NonExistentQueue"),
+        )
+        .matching("ferry_rejection")
+        .id("dlq-gone"),
+    );
+    let data = test_bytes(1000, 63);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut worker = stack.start_worker_process(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint()),
+        ("FERRY_METRICS_ADDR", &format!("127.0.0.1:{port}")),
+    ]);
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("not-a-job", "ftp://example.com/f", "k"),
+        )
+        .await;
+    let record = stack.wait_final("not-a-job", LIMIT).await;
+    assert_eq!(text(&record, "status"), "rejected");
+    let sends = || proxy.faults("sqs:SendMessage").len();
+    let deadline = Instant::now() + LIMIT;
+    while sends() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Two visibility timeouts and more: the message would have come back.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(sends(), 1, "dead-letter sends refused");
+    let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
+    let series = "ferry_dead_letters_refused_total{reason=\"queue_not_found\"}";
+    assert_eq!(sample(&metrics, series), 1.0, "{metrics}");
+    // Kept on the queue (in flight, parked) for its redrive policy.
+    assert_eq!(stack.queue_depth(&stack.queue).await, (0, 1));
+    assert!(stack.drain(&stack.dlq).await.is_empty());
+
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("after", &origin.url("f"), "after"),
+        )
+        .await;
+    let after = stack.wait_final("after", LIMIT).await;
+    assert_eq!(text(&after, "status"), "succeeded");
+    // Its message deleted (on a loaded machine that may take a while),
+    // the parked one still there.
+    let deadline = Instant::now() + LIMIT;
+    while stack.queue_depth(&stack.queue).await != (0, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the job's message was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.terminate();
+    let (status, log) = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
+/// A finished job's delete that SQS refuses for good (the receipt handle
+/// no longer valid) was retried 5 times over up to 15 s. It must be tried
+/// once; the message comes back, finds the job final and is deleted as a
+/// duplicate once SQS accepts the delete.
+#[tokio::test]
+async fn a_delete_sqs_refuses_for_good_is_tried_once_and_the_duplicate_deleted_later() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    proxy.add_rule(
+        Rule::new("sqs:DeleteMessage", sqs_refusal("ReceiptHandleIsInvalid")).id("handle"),
+    );
+    let data = test_bytes(1000, 64);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    // A 20-second visibility: the message does not come back while the
+    // deletes are counted.
+    let mut worker = stack.start_worker_process(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint()),
+        ("FERRY_LEASE_SECS", "20"),
+    ]);
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("done", &origin.url("f"), "done"),
+        )
+        .await;
+    let record = stack.wait_final("done", LIMIT).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    let deletes = || proxy.faults("sqs:DeleteMessage").len();
+    let deadline = Instant::now() + LIMIT;
+    while deletes() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(deletes(), 1, "refused deletes");
+
+    proxy.clear_rules();
+    let deadline = Instant::now() + LIMIT;
+    while stack.queue_depth(&stack.queue).await != (0, 0) {
+        assert!(Instant::now() < deadline, "the duplicate was never deleted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(proxy.forwarded("sqs:DeleteMessage").len(), 1);
+    worker.terminate();
+    let (status, log) = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}
+
 /// Polls `url` (bounded) until it answers `want` with `text` in the body.
 async fn wait_for_answer(url: &str, want: u16, text: &str) {
     let deadline = Instant::now() + LIMIT;
