@@ -48,18 +48,7 @@ fn setup() -> &'static Setup {
 impl Setup {
     async fn create() -> Self {
         let stack = Stack::new().await;
-        let dlq_arn = stack
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&stack.dlq)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap()
-            .remove(&QueueAttributeName::QueueArn)
-            .unwrap();
+        let dlq_arn = stack.queue_arn(&stack.dlq).await;
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "10"});
         let queue = stack
             .sqs

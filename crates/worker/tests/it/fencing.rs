@@ -1,8 +1,9 @@
 //! Fencing to the end: a worker cut off from DynamoDB and SQS — it can no
 //! longer renew its lease, and never learns that it lost it — writes nothing
 //! to S3 once another worker may hold the job: no part, no Complete, no
-//! PutObject, no abort. The other worker's clock runs ahead by a quarter of
-//! the lease, the skew leases tolerate (docs/reliability.md, "Clocks").
+//! PutObject, no abort. The two workers' clocks differ by a quarter of the
+//! lease, the skew leases tolerate (docs/reliability.md, "Clocks"): the
+//! other's runs ahead, or the cut-off one's behind.
 
 use std::time::{Duration, Instant};
 
@@ -52,11 +53,16 @@ impl Cut {
     }
 
     /// Runs job `id` on worker A, cuts A off once `started` says so, lets B
-    /// (clock `SKEW_SECS` ahead) take it over, and checks that A sent no S3
-    /// request from the moment B's claim reached DynamoDB on.
-    async fn run(&self, id: &str, data: &[u8], behavior: Behavior, started: Started) {
+    /// take it over (their clocks `SKEW_SECS` apart, as `skew` says), and
+    /// checks that A sent no S3 request once its lease lapsed or B's claim
+    /// reached DynamoDB.
+    async fn run(&self, id: &str, data: &[u8], behavior: Behavior, started: Started, skew: Skew) {
+        let (a_skew, b_skew) = match skew {
+            Skew::OtherAhead => (0, SKEW_SECS),
+            Skew::CutOffBehind => (-SKEW_SECS, 0),
+        };
         let origin = ferry_testkit::Origin::start(data.to_vec(), behavior).await;
-        let a = spawn_worker_with(self.config(0), proxied_clients(&self.cut_off).await);
+        let a = spawn_worker_with(self.config(a_skew), proxied_clients(&self.cut_off).await);
         self.stack
             .send(
                 &self.stack.queue,
@@ -72,7 +78,7 @@ impl Cut {
             Rule::new("dynamodb:*", Fault::Hang { ms: None }),
             Rule::new("sqs:*", Fault::Hang { ms: None }),
         ]);
-        let b_config = self.config(SKEW_SECS);
+        let b_config = self.config(b_skew);
         let b_id = b_config.worker_id.clone();
         let b = spawn_worker_with(b_config, proxied_clients(&self.other).await);
         // The source stays slow until B holds the job, so A is still at work
@@ -150,6 +156,12 @@ impl Cut {
     }
 }
 
+/// Which worker's clock is off.
+enum Skew {
+    OtherAhead,
+    CutOffBehind,
+}
+
 /// When worker A is far enough into the job to be cut off.
 enum Started {
     /// Parts acknowledged by S3, in `bytes_done`.
@@ -188,8 +200,14 @@ async fn a_worker_cut_off_mid_upload_writes_no_part_once_another_claims() {
         chunk_delay: Some(Duration::from_millis(40)),
         ..Behavior::default()
     };
-    cut.run("parts", &data, behavior, Started::BytesDone(PART as u64))
-        .await;
+    cut.run(
+        "parts",
+        &data,
+        behavior,
+        Started::BytesDone(PART as u64),
+        Skew::OtherAhead,
+    )
+    .await;
 }
 
 /// A single PutObject: A is still reading when its lease lapses and must not
@@ -207,6 +225,7 @@ async fn a_worker_cut_off_mid_read_stores_no_object_once_another_claims() {
         &data,
         behavior,
         Started::Running(Duration::from_secs(1)),
+        Skew::CutOffBehind,
     )
     .await;
 }
@@ -222,6 +241,12 @@ async fn a_worker_cut_off_mid_stream_aborts_nothing_once_another_claims() {
         chunk_delay: Some(Duration::from_millis(40)),
         ..Behavior::default()
     };
-    cut.run("stream", &data, behavior, Started::BytesDone(PART as u64))
-        .await;
+    cut.run(
+        "stream",
+        &data,
+        behavior,
+        Started::BytesDone(PART as u64),
+        Skew::CutOffBehind,
+    )
+    .await;
 }

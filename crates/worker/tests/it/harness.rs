@@ -86,6 +86,20 @@ impl Stack {
             .expect("run ferry")
     }
 
+    pub async fn queue_arn(&self, queue: &str) -> String {
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(queue)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()
+            .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .unwrap()
+    }
+
     pub async fn create_queue(&self, prefix: &str) -> String {
         self.sqs
             .create_queue()

@@ -15,18 +15,7 @@ use crate::harness::{PART, Stack, number, slow, text};
 /// Gives the stack's queue a redrive policy to its DLQ after `max` receives,
 /// as every deployed queue has (the stack's is 10).
 async fn dead_letter_after(stack: &Stack, max: u32) {
-    let arn = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&stack.dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&QueueAttributeName::QueueArn)
-        .unwrap();
+    let arn = stack.queue_arn(&stack.dlq).await;
     let policy = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": max});
     stack
         .sqs
@@ -110,9 +99,18 @@ async fn a_job_released_by_ten_drains_resumes_and_succeeds_without_using_up_atte
         b.status = Some(503);
     });
     let mut worker = stack.start_worker_process(&settings);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while stack.status("drained").await.as_deref() != Some("retrying") {
-        assert!(std::time::Instant::now() < deadline, "never retrying");
+    // `retrying` lasts only until the next claim; `failures` stays.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let record = stack.record("drained").await.expect("record");
+        if ferry_worker::store::number(&record, "failures").is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt failed: {}",
+            ferry_worker::store::to_json(&record)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     origin.set(|b| b.status = None);
