@@ -83,5 +83,12 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
             " (S3 reported none)"
         },
     );
+    if outcome.integrity == ferry_engine::Integrity::Unframed {
+        eprintln!(
+            "warning: the source marked the body's end only by closing the connection, so a cut \
+             connection would have looked the same: the length ({} bytes) is unverified",
+            outcome.size
+        );
+    }
     Ok(())
 }
