@@ -1642,7 +1642,7 @@ def main() -> None:
     driver.add_argument("--www", required=True)
     driver.add_argument("--logdir", required=True)
     driver.add_argument("--report", required=True)
-    driver.add_argument("--moto-log", required=True, help="moto's request log (lib.sh: .ferry/moto.log)")
+    driver.add_argument("--moto-log", required=True, help="moto's request log (scripts/chaos: .ferry/chaos-moto.log)")
     driver.add_argument("--workers", type=int, default=3)
     driver.add_argument("--storm-probability", type=float, default=1.0)
     driver.add_argument("--max-receive-count", type=int, default=10)
