@@ -438,11 +438,11 @@ async fn conclude(
         }
         Err(err) => {
             let permanent = err.class() == ErrorClass::Permanent;
-            // AWS being throttled or down is not the job's fault: such an
-            // attempt never makes the job `failed` (the queue's redrive
-            // policy stays the backstop for an outage without end).
-            // Failed attempts count, this one included; starts do not (a
-            // release at a deploy is no failure).
+            // Failed attempts count towards giving up, this one included;
+            // starts do not (a release at a deploy is no failure). AWS being
+            // throttled or down is not the job's fault: such an attempt never
+            // makes the job `failed` (the queue's redrive policy stays the
+            // backstop for an outage without end).
             let failures = lease.failures_before.saturating_add(1);
             let gave_up = permanent || (failures >= config.max_attempts && !err.is_aws_side());
             let (status, error) = match (gave_up, permanent) {
