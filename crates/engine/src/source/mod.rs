@@ -395,7 +395,7 @@ impl HttpSource {
         request: &SourceRequest,
         slot: HostSlot,
     ) -> Result<Probe, TransferError> {
-        let response = self.send_checked(request, &[]).await?;
+        let response = self.sent(request, &[]).await?;
         if response.status() != StatusCode::OK {
             return Err(TransferError::SourceStatus {
                 status: response.status().as_u16(),
@@ -435,11 +435,15 @@ impl HttpSource {
         if let Some(validator) = validator {
             extra.push((header::IF_RANGE, validator.as_header_value().to_owned()));
         }
-        let response = self.send_checked(request, &extra).await?;
+        let response = self.sent(request, &extra).await?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
-            // If-Range answered with the whole (new) representation.
-            StatusCode::OK | StatusCode::PRECONDITION_FAILED => {
+            // If-Range answered with the whole (new) representation; or a
+            // range inside the length the transfer planned with is no longer
+            // satisfiable: the resource is shorter now.
+            StatusCode::OK
+            | StatusCode::PRECONDITION_FAILED
+            | StatusCode::RANGE_NOT_SATISFIABLE => {
                 return Err(TransferError::SourceChanged);
             }
             status => {
@@ -565,22 +569,6 @@ impl HttpSource {
         Err(TransferError::SourceRedirect {
             reason: format!("more than {} redirects", self.max_redirects),
         })
-    }
-
-    async fn send_checked(
-        &self,
-        request: &SourceRequest,
-        extra: &[(HeaderName, String)],
-    ) -> Result<Response, TransferError> {
-        let response = self.sent(request, extra).await?;
-        let status = response.status();
-        if status.is_success() || status == StatusCode::PRECONDITION_FAILED {
-            Ok(response)
-        } else {
-            Err(TransferError::SourceStatus {
-                status: status.as_u16(),
-            })
-        }
     }
 }
 

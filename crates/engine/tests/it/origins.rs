@@ -13,6 +13,8 @@ use crate::harness::{Harness, PART};
 /// Four parts: enough for ranged reads to span several requests.
 const SIZE: usize = PART * 3 + 1234;
 const LONGER: usize = SIZE + 777;
+/// Ends before the last two parts start: their ranges are unsatisfiable.
+const SHORTER: usize = PART + 100;
 
 const MODIFIED_1: &str = "Sat, 05 Dec 2026 10:00:00 GMT";
 const MODIFIED_2: &str = "Sat, 05 Dec 2026 10:00:07 GMT";
@@ -134,6 +136,7 @@ async fn a_source_changed_under_a_strong_validator_fails_as_source_changed() {
         ("etag-honoured", Validators::StrongETag, true, SIZE),
         ("etag-ignored", Validators::StrongETag, false, SIZE),
         ("etag-longer", Validators::StrongETag, false, LONGER),
+        ("etag-shorter", Validators::StrongETag, false, SHORTER),
         ("lm-honoured", Validators::LastModified, true, SIZE),
         ("lm-ignored", Validators::LastModified, false, SIZE),
     ];
