@@ -33,6 +33,9 @@ pub enum ExitCode {
     Failed = 1,
     Usage = 2,
     Config = 64,
+    /// SIGINT or SIGTERM stopped a command that does not drain (128 + SIGINT,
+    /// as shells report it).
+    Interrupted = 130,
 }
 
 /// Why a command did not succeed.
@@ -44,6 +47,8 @@ pub enum CliError {
     Failed { kind: &'static str, message: String },
     #[error("{0}")]
     Usage(String),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
@@ -52,22 +57,40 @@ impl CliError {
             Self::Config(_) => ExitCode::Config,
             Self::Failed { .. } => ExitCode::Failed,
             Self::Usage(_) => ExitCode::Usage,
+            Self::Interrupted => ExitCode::Interrupted,
         }
     }
 }
 
 /// Runs one parsed command until it ends or `cancel` fires.
+///
+/// `copy`, `worker` and `submit` take the token and wind down their own way
+/// (a transfer cancelled cleanly, jobs drained and released, a bulk run's
+/// progress kept). The others are one request or a sweep of idempotent ones:
+/// they stop at once, wherever they are (a re-run finishes what was left),
+/// and say `interrupted` (exit 130).
 pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliError> {
     match cli.command {
         cli::Command::Copy(args) => cli::copy::run(args, cancel).await,
         cli::Command::Worker(args) => cli::worker::run(args, cancel).await,
         cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
-        cli::Command::Status(args) => cli::status::run(args).await,
-        cli::Command::Jobs(args) => cli::jobs::run(args).await,
-        cli::Command::Cancel(args) => cli::cancel::run(args).await,
-        cli::Command::Retry(args) => cli::retry::run(args).await,
-        cli::Command::Healthcheck(args) => cli::healthcheck::run(args).await,
-        cli::Command::Gc(args) => cli::gc::run(args).await,
-        cli::Command::Doctor(args) => cli::doctor::run(args).await,
+        cli::Command::Status(args) => until(&cancel, cli::status::run(args)).await,
+        cli::Command::Jobs(args) => until(&cancel, cli::jobs::run(args)).await,
+        cli::Command::Cancel(args) => until(&cancel, cli::cancel::run(args)).await,
+        cli::Command::Retry(args) => until(&cancel, cli::retry::run(args)).await,
+        cli::Command::Healthcheck(args) => until(&cancel, cli::healthcheck::run(args)).await,
+        cli::Command::Gc(args) => until(&cancel, cli::gc::run(args)).await,
+        cli::Command::Doctor(args) => until(&cancel, cli::doctor::run(args)).await,
+    }
+}
+
+/// `command`, or [`CliError::Interrupted`] as soon as `cancel` fires.
+async fn until(
+    cancel: &CancellationToken,
+    command: impl Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::select! {
+        result = command => result,
+        () = cancel.cancelled() => Err(CliError::Interrupted),
     }
 }

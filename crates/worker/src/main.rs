@@ -33,7 +33,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// SIGTERM or SIGINT starts the one shutdown path: the root token.
+/// SIGTERM or SIGINT starts the one shutdown path: the root token. A second
+/// signal exits at once (130), for a person who will not wait for a drain.
 async fn cancel_on_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -48,6 +49,12 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     tracing::info!("shutdown requested");
     cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("ferry: a second signal: exiting now");
+    std::process::exit(ferry_worker::ExitCode::Interrupted as i32);
 }
 
 fn init_tracing(format: Option<LogFormat>) {

@@ -20,5 +20,6 @@ mod messages;
 mod observability;
 mod resume;
 mod security;
+mod signals;
 mod slots;
 mod zombie;
