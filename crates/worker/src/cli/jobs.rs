@@ -153,7 +153,7 @@ fn table_row(record: &Record, now: SystemTime) -> String {
 }
 
 /// `42s`, `7m`, `3h`, `12d` since an RFC 3339 time.
-fn age(at: Option<&str>, now: SystemTime) -> String {
+pub(crate) fn age(at: Option<&str>, now: SystemTime) -> String {
     let Some(at) = at.and_then(|at| humantime::parse_rfc3339_weak(at).ok()) else {
         return "-".to_owned();
     };

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod progress;
 pub mod retry;
 pub mod status;
+pub mod status_view;
 pub mod submit;
 pub mod submit_bulk;
 pub mod worker;

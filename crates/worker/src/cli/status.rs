@@ -1,4 +1,5 @@
-//! `ferry status JOB_ID [--json]`: print a job record.
+//! `ferry status JOB_ID [--json]`: print a job record — for people by
+//! default (`status_view`), every attribute with `--json`.
 
 use clap::Args;
 
@@ -8,7 +9,7 @@ use crate::store::{self, JobStore};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     pub job_id: String,
-    /// Print the record as JSON.
+    /// Print the whole record as JSON (every attribute, internals included).
     #[arg(long)]
     pub json: bool,
     #[arg(long, env = "FERRY_TABLE")]
@@ -36,17 +37,11 @@ pub async fn run(args: StatusArgs) -> Result<(), CliError> {
 }
 
 pub fn print_record(record: &store::Record, json: bool) {
-    let value = store::to_json(record);
     if json {
-        println!("{value}");
+        println!("{}", store::to_json(record));
         return;
     }
-    if let serde_json::Value::Object(fields) = value {
-        for (name, value) in fields {
-            match value {
-                serde_json::Value::String(text) => println!("{name:>18}: {text}"),
-                other => println!("{name:>18}: {other}"),
-            }
-        }
+    for line in crate::cli::status_view::lines(record, std::time::SystemTime::now()) {
+        println!("{line}");
     }
 }

@@ -29,6 +29,13 @@ pub fn number(item: &Record, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A number with a fraction (`duration_secs`, `throughput_mbps`).
+pub fn number_f64(item: &Record, name: &str) -> Option<f64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A record as JSON, for `ferry status --json`.
 pub fn to_json(item: &Record) -> serde_json::Value {
     fn value(v: &AttributeValue) -> serde_json::Value {

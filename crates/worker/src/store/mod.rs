@@ -37,7 +37,7 @@ mod markers;
 mod record;
 
 pub use checkpoint::DIGEST_STATE_UPDATE;
-pub use codec::{now_secs, number, text, to_json};
+pub use codec::{now_secs, number, number_f64, text, to_json};
 pub use index::{
     INDEX_SHARDS, STATUS_INDEX, STATUS_INDEX_PARTITION_KEY, STATUS_INDEX_SORT_KEY, index_shard,
     status_shard,
