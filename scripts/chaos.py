@@ -1482,7 +1482,8 @@ def check_bad_messages(poison: list[BadMessage], poison_ids: dict[str, str], poi
         status, kind = attr(record, "status"), attr(record, "error_kind")
         finished = attr(record, "finished_at")
         if finished and bad.label in poison_sent:
-            at = datetime.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
+            # The record's time has whole seconds: its end bounds the wait.
+            at = datetime.datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() + 1
             latency[bad.label] = round(max(0.0, at - poison_sent[bad.label]), 1)
         if in_dlq[bad.label] and status == "rejected" and kind == bad.kind and not on_main[bad.body]:
             kinds[kind] += 1
