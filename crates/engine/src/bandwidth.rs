@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::TransferError;
 use crate::plan::MIB;
-use crate::transfer::lock;
+use crate::sync::lock;
 
 /// How far ahead of its schedule a cap lets bytes through: what an idle cap
 /// passes at once. Also what absorbs a reader's scheduling hiccups.

@@ -2,15 +2,13 @@
 //!
 //! S3's full-object CRC64NVME is composed from the part CRCs (CRC combination needs
 //! only each part's length), so parts may be checksummed in any order. Expected
-//! sha256/md5 digests need the bytes in order: they are computed by
-//! [`OrderedDigest`](crate::digest::OrderedDigest) and checked here.
+//! sha256/md5 digests need the bytes in order: [`Expected`] says what they
+//! must be; [`OrderedDigest`](crate::digest::OrderedDigest) computes them and
+//! checks them against it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use crc_fast::{CrcAlgorithm, Digest};
-
-use crate::digest::OrderedDigest;
-use crate::error::TransferError;
 
 /// Streaming CRC64NVME of one part.
 pub struct PartCrc(Digest);
@@ -71,42 +69,6 @@ pub struct Expected {
 impl Expected {
     pub fn needs_digest(&self) -> bool {
         self.sha256.is_some() || self.md5.is_some()
-    }
-
-    /// Checks a finished digest and size; the first mismatch is the error.
-    pub fn verify(&self, size: u64, digest: Option<&OrderedDigest>) -> Result<(), TransferError> {
-        if let Some(expected) = self.size
-            && expected != size
-        {
-            return Err(TransferError::SizeMismatch {
-                expected,
-                actual: size,
-            });
-        }
-        let Some(digest) = digest else {
-            return Ok(());
-        };
-        if let Some(expected) = &self.sha256 {
-            let actual = digest.sha256_hex().unwrap_or_default();
-            if !expected.eq_ignore_ascii_case(&actual) {
-                return Err(TransferError::ChecksumMismatch {
-                    algorithm: "sha256",
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-        }
-        if let Some(expected) = &self.md5 {
-            let actual = digest.md5_hex().unwrap_or_default();
-            if !expected.eq_ignore_ascii_case(&actual) {
-                return Err(TransferError::ChecksumMismatch {
-                    algorithm: "md5",
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(())
     }
 }
 

@@ -9,15 +9,20 @@
 //! - [`plan`]: pure arithmetic cutting an object into at most 10,000 S3 parts.
 //! - [`pool`]: the memory budget; every part buffer is paid for before it is filled.
 //! - `reach`: more parts downloading at once from a far source (measured request waits).
-//! - [`checksum`]: per-part CRC64NVME, its full-object composition, expected-digest checks.
-//! - [`digest`]: sha256/md5 hashed in part order, and the state a resume continues from.
+//! - [`checksum`]: per-part CRC64NVME, its full-object composition, the expected digests.
+//! - [`digest`]: sha256/md5 hashed in part order and checked against the expected ones,
+//!   and the state a resume continues from.
 //! - [`sink`]: S3 multipart create / upload / complete / abort, or one PutObject.
 //! - [`throttle`]: per-bucket adaptive rate limiting when S3 says "slow down".
-//! - [`transfer`]: orchestration; owns every task it spawns (through `parts`).
-//! - [`resume`]: checkpoints, the [`Journal`] that keeps them, reopening an upload.
+//! - [`transfer`]: orchestration, a table of contents over one module per step:
+//!   `reopen` (a checkpoint handed in) → probe → `ranged` | `streamed` (→ `single`
+//!   PutObject when one part) → `upload` + `parts` → `complete` → `outcome`; owns
+//!   every task it spawns (through `parts`).
+//! - [`resume`]: checkpoints and the [`Journal`] that keeps them.
 //! - [`events`]: the [`Observer`] through which progress leaves the engine.
 //! - [`retry`]: backoff; throttles wait without using up attempts.
 //! - [`error`]: typed errors with a retry class and a stable kind.
+//! - `sync`: the poison-tolerant `lock` every module may use (a leaf).
 //!
 //! # Invariants
 //! 1. Bytes in flight never exceed the memory budget; no body is ever read whole.
@@ -35,7 +40,6 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod events;
-mod parts;
 pub mod plan;
 pub mod pool;
 mod reach;
@@ -43,6 +47,7 @@ pub mod resume;
 pub mod retry;
 pub mod sink;
 pub mod source;
+mod sync;
 pub mod throttle;
 pub mod transfer;
 

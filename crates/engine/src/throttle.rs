@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng as _;
 
-use crate::transfer::lock;
+use crate::sync::lock;
 
 /// The drop factor on a throttle (the SDKs' β).
 const BETA: f64 = 0.7;

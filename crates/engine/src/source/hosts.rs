@@ -51,7 +51,7 @@ impl HostSlots {
             url.port_or_known_default().unwrap_or_default()
         );
         let semaphore = {
-            let mut hosts = crate::transfer::lock(&self.hosts);
+            let mut hosts = crate::sync::lock(&self.hosts);
             if hosts.len() >= REMEMBERED_HOSTS && !hosts.contains_key(&key) {
                 // A host nobody holds or waits for has all its slots free:
                 // forgetting it loses nothing.
@@ -106,7 +106,7 @@ mod tests {
         for n in 0..REMEMBERED_HOSTS + 10 {
             let _slot = slots.take(&url(&format!("http://h{n}.example/"))).await;
         }
-        assert!(crate::transfer::lock(&slots.hosts).len() <= REMEMBERED_HOSTS);
+        assert!(crate::sync::lock(&slots.hosts).len() <= REMEMBERED_HOSTS);
         let again = tokio::time::timeout(
             Duration::from_millis(50),
             slots.take(&url("http://busy.example/")),

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::run::Run;
 use crate::error::{ErrorClass, TransferError};
 use crate::pool::PartBuffer;
 use crate::sink::UploadedPart;
 use crate::source::HostSlot;
-use crate::transfer::Run;
 
 /// The part tasks of one transfer, with their concurrency limit. Dropping it
 /// aborts any task still running.
-pub(crate) struct PartSet<'a> {
+pub(super) struct PartSet<'a> {
     run: &'a Arc<Run>,
     tasks: JoinSet<Result<UploadedPart, TransferError>>,
     slots: Arc<Semaphore>,
@@ -26,7 +26,7 @@ pub(crate) struct PartSet<'a> {
 }
 
 impl<'a> PartSet<'a> {
-    pub(crate) fn new(run: &'a Arc<Run>) -> Self {
+    pub(super) fn new(run: &'a Arc<Run>) -> Self {
         Self {
             run,
             tasks: JoinSet::new(),
@@ -37,7 +37,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Waits for a free slot, noticing failed parts while it waits.
-    pub(crate) async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
+    pub(super) async fn slot(&mut self) -> Result<OwnedSemaphorePermit, TransferError> {
         loop {
             tokio::select! {
                 biased;
@@ -53,7 +53,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Grants part slots up to `slots` in all.
-    pub(crate) fn widen(&mut self, slots: usize) {
+    pub(super) fn widen(&mut self, slots: usize) {
         if slots > self.granted {
             tracing::debug!(
                 from = self.granted,
@@ -66,7 +66,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Waits for a slot for the source's host, noticing failures.
-    pub(crate) async fn host_slot(&mut self) -> Result<HostSlot, TransferError> {
+    pub(super) async fn host_slot(&mut self) -> Result<HostSlot, TransferError> {
         loop {
             tokio::select! {
                 biased;
@@ -79,7 +79,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Reserves memory for the next part (in part order), noticing failures.
-    pub(crate) async fn reserve(&mut self, len: u64) -> Result<PartBuffer, TransferError> {
+    pub(super) async fn reserve(&mut self, len: u64) -> Result<PartBuffer, TransferError> {
         loop {
             tokio::select! {
                 biased;
@@ -92,7 +92,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Resolves with the first part failure; pends forever while all is well.
-    pub(crate) async fn first_failure(&mut self) -> TransferError {
+    pub(super) async fn first_failure(&mut self) -> TransferError {
         loop {
             match self.tasks.join_next().await {
                 Some(joined) => {
@@ -106,11 +106,11 @@ impl<'a> PartSet<'a> {
     }
 
     /// Counts a part an earlier run uploaded as done.
-    pub(crate) fn push_done(&mut self, part: UploadedPart) {
+    pub(super) fn push_done(&mut self, part: UploadedPart) {
         self.done.push(part);
     }
 
-    pub(crate) fn spawn(
+    pub(super) fn spawn(
         &mut self,
         task: impl Future<Output = Result<UploadedPart, TransferError>> + Send + 'static,
     ) {
@@ -140,7 +140,7 @@ impl<'a> PartSet<'a> {
     }
 
     /// Waits for every part; the first real failure stops the others.
-    pub(crate) async fn finish(mut self) -> Result<Vec<UploadedPart>, TransferError> {
+    pub(super) async fn finish(mut self) -> Result<Vec<UploadedPart>, TransferError> {
         let mut failure = None;
         while let Some(joined) = self.tasks.join_next().await {
             if let Err(err) = self.collect(joined) {

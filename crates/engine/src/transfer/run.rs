@@ -1,0 +1,240 @@
+//! The shared state of one transfer ([`Run`]) and the small steps every path
+//! takes through it: the multipart slot, host slots and part memory (each
+//! cancellable), size and digest checks, the identical-object check, abort,
+//! counters, retries and progress events. It calls none of the paths; they
+//! call it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::engine::Engine;
+use super::spec::{TransferOutcome, TransferSpec};
+use crate::admission::{Deciding, MultipartSlot};
+use crate::bandwidth::Pacer;
+use crate::checksum;
+use crate::digest::{Binding, OrderedDigest};
+use crate::error::TransferError;
+use crate::events::{Observer, Progress, RetrySide};
+use crate::pool::PartBuffer;
+use crate::reach::RequestWait;
+use crate::resume::Journal;
+use crate::sink::StoredObject;
+use crate::source::{HostSlot, Integrity};
+use crate::sync::lock;
+
+/// The shared state of one transfer, handed to its part tasks.
+pub(super) struct Run {
+    pub(super) engine: Engine,
+    pub(super) spec: TransferSpec,
+    pub(super) cancel: CancellationToken,
+    /// This transfer's bandwidth caps, paid after every chunk read.
+    pub(super) pacer: Arc<Pacer>,
+    pub(super) acknowledged: AtomicU64,
+    pub(super) fetched: AtomicU64,
+    pub(super) retries: AtomicU32,
+    pub(super) last_progress: Mutex<Option<Instant>>,
+    pub(super) digest: Option<Mutex<OrderedDigest>>,
+    /// Source length, `u64::MAX` while unknown.
+    pub(super) total: AtomicU64,
+    pub(super) observer: Arc<dyn Observer>,
+    pub(super) journal: Arc<dyn Journal>,
+    /// The upload a persisted checkpoint describes, once there is one: only
+    /// such an upload can be resumed, so only its part CRCs and digest states
+    /// are kept.
+    pub(super) checkpointed: OnceLock<Binding>,
+    pub(super) reused_parts: AtomicU32,
+    /// How this try read the source, once it has.
+    pub(super) integrity: OnceLock<Integrity>,
+    /// Held from the moment the transfer turns out to be multipart.
+    pub(super) multipart_slot: Mutex<Option<MultipartSlot>>,
+    /// Counted as "may turn out large" until it knows.
+    pub(super) deciding: Mutex<Option<Deciding>>,
+    /// How long ranged GETs wait for their answers: how far the source is.
+    pub(super) request_wait: RequestWait,
+}
+
+/// How a try at the transfer ended.
+pub(super) enum Ran {
+    Stored(TransferOutcome),
+    /// It needs a multipart upload and no slot was free: it let go of what it
+    /// held, for the caller to wait for a slot and try again.
+    NeedsMultipartSlot,
+}
+
+impl Run {
+    /// The state of a transfer about to start; `cancel` is its own token
+    /// (a child of the caller's).
+    pub(super) fn new(
+        engine: &Engine,
+        spec: &TransferSpec,
+        journal: Arc<dyn Journal>,
+        observer: Arc<dyn Observer>,
+        cancel: CancellationToken,
+        deciding: Option<Deciding>,
+    ) -> Arc<Self> {
+        Arc::new(Run {
+            engine: engine.clone(),
+            spec: spec.clone(),
+            pacer: Arc::new(Pacer::new(
+                engine.source.shared_bandwidth(),
+                spec.max_bytes_per_sec,
+                cancel.clone(),
+            )),
+            cancel,
+            acknowledged: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            retries: AtomicU32::new(0),
+            last_progress: Mutex::new(None),
+            digest: spec
+                .expected
+                .needs_digest()
+                .then(|| Mutex::new(OrderedDigest::new(&spec.expected))),
+            total: AtomicU64::new(u64::MAX),
+            observer,
+            journal,
+            checkpointed: OnceLock::new(),
+            reused_parts: AtomicU32::new(0),
+            integrity: OnceLock::new(),
+            multipart_slot: Mutex::new(None),
+            deciding: Mutex::new(Some(
+                deciding.unwrap_or_else(|| engine.multipart.deciding_one()),
+            )),
+            request_wait: RequestWait::new(engine.config.max_concurrent_parts),
+        })
+    }
+
+    /// Takes a multipart slot if one is free (or already held); without
+    /// one the transfer will wait, counted as waiting from then on.
+    pub(super) fn enter_multipart(&self) -> bool {
+        let mut held = lock(&self.multipart_slot);
+        if held.is_none() {
+            *held = self.engine.multipart.try_enter();
+        }
+        if held.is_some() {
+            lock(&self.deciding).take();
+        }
+        held.is_some()
+    }
+
+    pub(super) async fn wait_for_multipart_slot(&self) -> Result<(), TransferError> {
+        if lock(&self.multipart_slot).is_some() {
+            return Ok(());
+        }
+        let deciding = lock(&self.deciding).take();
+        let slot = self.engine.multipart.enter(&self.cancel, deciding).await?;
+        *lock(&self.multipart_slot) = Some(slot);
+        Ok(())
+    }
+
+    pub(super) fn check_size_limit(&self, size: u64) -> Result<(), TransferError> {
+        match self.engine.config.max_object_size {
+            Some(max) if size > max => Err(TransferError::TooLarge {
+                size,
+                reason: format!("the configured maximum object size is {max} bytes"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn verify_expected(&self, size: u64) -> Result<(), TransferError> {
+        let digest = self.digest.as_ref().map(lock);
+        self.spec.expected.verify(size, digest.as_deref())
+    }
+
+    /// The object at the destination, when it is the one this transfer
+    /// would store (same size and full-object CRC64NVME).
+    pub(super) async fn identical_object(
+        &self,
+        crc: u64,
+        size: u64,
+    ) -> Result<Option<StoredObject>, TransferError> {
+        let stored = self.engine.sink.head(&self.spec.destination).await?;
+        Ok(stored.filter(|stored| {
+            stored.size == Some(size)
+                && stored.crc64nvme.as_deref() == Some(checksum::to_base64(crc).as_str())
+        }))
+    }
+
+    /// Best effort, and deliberately not cancellable: an upload left open costs
+    /// money until a lifecycle rule or `ferry gc` finds it.
+    /// Aborts an upload of this transfer's — only while the journal lets it
+    /// write: a worker whose lease lapsed may no longer know whose upload it
+    /// is, and leaves it to the job's owner or `ferry gc` (its `dest#` item).
+    pub(super) async fn abort(&self, upload_id: &str) {
+        if self.journal.may_write().is_err() {
+            tracing::warn!("not aborting the multipart upload: the lease is not held");
+            return;
+        }
+        let retry = &self.engine.config.retry;
+        let never = CancellationToken::new();
+        let result = retry
+            .run(
+                &never,
+                |_, _| {},
+                |_| self.engine.sink.abort(&self.spec.destination, upload_id),
+            )
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "could not abort multipart upload");
+        }
+    }
+
+    /// Parts this transfer may have in flight.
+    pub(super) fn concurrency(&self) -> usize {
+        self.engine.config.max_concurrent_parts
+    }
+
+    /// Waits for a free slot for the source's host.
+    pub(super) async fn host_slot(&self) -> Result<HostSlot, TransferError> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(TransferError::Cancelled),
+            slot = self.engine.source.host_slot(&self.spec.source.url) => Ok(slot),
+        }
+    }
+
+    pub(super) async fn reserve(&self, len: u64) -> Result<PartBuffer, TransferError> {
+        let started = Instant::now();
+        let len = usize::try_from(len).map_err(|_| TransferError::TooLarge {
+            size: len,
+            reason: "part larger than this machine can address".into(),
+        })?;
+        let buffer = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Err(TransferError::Cancelled),
+            buffer = self.engine.pool.reserve(len) => buffer?,
+        };
+        self.observer.on_memory_wait(started.elapsed());
+        Ok(buffer)
+    }
+
+    pub(super) fn downloaded(&self, bytes: u64) {
+        self.fetched.fetch_add(bytes, Ordering::Relaxed);
+        self.observer.on_downloaded(bytes);
+    }
+
+    pub(super) fn retried(&self, side: RetrySide, err: &TransferError, attempt: u32) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(side = side.as_str(), attempt, error = %err, "retrying");
+        self.observer.on_retry(side, err, attempt);
+    }
+
+    pub(super) fn emit_progress(&self, force: bool) {
+        let interval = self.engine.config.progress_interval;
+        {
+            let mut last = lock(&self.last_progress);
+            if !force && last.is_some_and(|at| at.elapsed() < interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let total = self.total.load(Ordering::Relaxed);
+        self.observer.on_progress(Progress {
+            bytes_done: self.acknowledged.load(Ordering::Relaxed),
+            bytes_total: (total != u64::MAX).then_some(total),
+        });
+    }
+}

@@ -1,0 +1,70 @@
+//! The small path: the whole object in one buffer, stored with one PutObject
+//! (after checking for an identical object a lost reply or an earlier run
+//! left), counted as a small transfer for the poll loop.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::run::Run;
+use super::spec::TransferOutcome;
+use crate::checksum::PartCrc;
+use crate::error::TransferError;
+use crate::events::{PartDone, RetrySide};
+use crate::pool::PartBuffer;
+use crate::sync::lock;
+
+impl Run {
+    pub(super) async fn single_put(
+        &self,
+        buffer: PartBuffer,
+        crc: PartCrc,
+        part_size: u64,
+    ) -> Result<TransferOutcome, TransferError> {
+        // Known small now: a poll loop need not wait for this one.
+        lock(&self.deciding).take();
+        let size = buffer.len() as u64;
+        let crc = crc.value();
+        let (bytes, frozen) = buffer.freeze();
+        if let Some(digest) = &self.digest {
+            lock(digest).add(1, bytes.clone(), crc, None);
+        }
+        self.verify_expected(size)?;
+        let uploaded = Instant::now();
+        let sink = &self.engine.sink;
+        let dest = &self.spec.destination;
+        let stored = self
+            .engine
+            .config
+            .retry
+            .run(
+                &self.cancel,
+                |err, attempt| self.retried(RetrySide::Upload, err, attempt),
+                |tries| {
+                    let bytes = bytes.clone();
+                    async move {
+                        // A run that may have lost its job must not write again.
+                        self.journal.may_write()?;
+                        // A PutObject that was applied but whose reply was lost
+                        // (or an earlier run's) already stored these bytes.
+                        if (tries > 0 || self.journal.may_be_stored_already())
+                            && let Some(stored) = self.identical_object(crc, size).await?
+                        {
+                            return Ok(stored);
+                        }
+                        sink.put(dest, bytes, crc).await
+                    }
+                },
+            )
+            .await?;
+        self.engine.pool.recycle(bytes, frozen);
+        self.engine.multipart.small_stored();
+        self.acknowledged.fetch_add(size, Ordering::Relaxed);
+        self.observer.on_part_done(PartDone {
+            number: 1,
+            len: size,
+            download: Duration::ZERO,
+            upload: uploaded.elapsed(),
+        });
+        self.outcome(stored, crc, 1, part_size, size).await
+    }
+}
