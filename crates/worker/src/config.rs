@@ -1,5 +1,9 @@
 //! Configuration: raw flag/env values (units in their names) turned into
 //! validated typed settings at start-up. Every problem is reported at once.
+//!
+//! Over 500 lines: one documented flag per setting (its env name, default
+//! and help text are the user's reference) and the validation of all of
+//! them together; about 120 lines are tests.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! valid job becomes a [`Rejection`] carrying the job id when one can be known
 //! (the message's own `job_id`, else the SQS MessageId) and a reason. The
 //! limits of the free-form fields live in [`limits`].
+//!
+//! About half of its length is the table-driven tests of what is accepted
+//! and rejected, beside the parser they pin down.
 
 pub mod limits;
 
