@@ -3,7 +3,7 @@
 //! number, a run whose messages could not be sent finished by a re-run, and
 //! `--wait` over a whole file.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -20,17 +20,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// with `stdin` on its standard input. Any exit status.
 fn ferry(stack: &Stack, endpoint: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("FERRY_TABLE", &stack.table)
-        .env("FERRY_QUEUE_URL", &stack.queue)
+    let mut child = stack
+        .ferry_at(endpoint, args)
         .env("FERRY_AWS_ATTEMPT_TIMEOUT_SECS", "4")
-        .env("FERRY_LOG_FORMAT", "json")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -72,18 +72,26 @@ impl Stack {
 
     /// A ferry command against this stack, whatever its exit status.
     pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
+        self.ferry_at(self.moto.endpoint(), args)
+            .output()
+            .expect("run ferry")
+    }
+
+    /// `ferry ARGS` against `endpoint` (moto, or a fault proxy in front of
+    /// it) and this stack's table and queue, in a clean environment.
+    pub fn ferry_at(&self, endpoint: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
             .args(args)
             .env_clear()
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
+            .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("FERRY_TABLE", &self.table)
             .env("FERRY_QUEUE_URL", &self.queue)
-            .env("FERRY_LOG_FORMAT", "json")
-            .output()
-            .expect("run ferry")
+            .env("FERRY_LOG_FORMAT", "json");
+        command
     }
 
     pub async fn queue_arn(&self, queue: &str) -> String {

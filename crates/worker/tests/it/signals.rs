@@ -14,16 +14,8 @@ use crate::harness::Stack;
 const PROMPT: Duration = Duration::from_secs(5);
 
 fn ferry(endpoint: &str, stack: &Stack, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env_clear()
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("FERRY_TABLE", &stack.table)
-        .env("FERRY_QUEUE_URL", &stack.queue)
-        .env("FERRY_LOG_FORMAT", "json")
+    stack
+        .ferry_at(endpoint, args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
