@@ -377,6 +377,22 @@ impl Stack {
     /// empty answer is read twice: moto counts the two at different
     /// instants, so a message whose visibility lapses between them is in
     /// neither, and a queue that is not empty would read as drained.
+    /// Waits until `queue` holds `depth` (visible, in flight), at most
+    /// `limit`; fails saying `what` did not happen.
+    pub async fn wait_for_queue_depth(
+        &self,
+        queue: &str,
+        depth: (u64, u64),
+        limit: Duration,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + limit;
+        while self.queue_depth(queue).await != depth {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn queue_depth(&self, queue: &str) -> (u64, u64) {
         let depth = self.queue_depth_once(queue).await;
         if depth != (0, 0) {

@@ -228,14 +228,9 @@ async fn a_queue_sqs_refuses_to_receive_from_is_named_in_readyz_and_the_other_qu
         .await;
     let first = stack.wait_final("first", LIMIT).await;
     assert_eq!(text(&first, "status"), "succeeded");
-    let deadline = Instant::now() + LIMIT;
-    while stack.queue_depth(&gone).await != (0, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the job's message was not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .wait_for_queue_depth(&gone, (0, 0), LIMIT, "the job's message was not deleted")
+        .await;
     let metrics = get(&format!("{base}/metrics")).await.unwrap().1;
     assert_eq!(sample(&metrics, "ferry_sqs_queues_refused"), 0.0);
     worker.terminate();
@@ -303,14 +298,14 @@ async fn a_dead_letter_queue_that_refuses_for_good_is_not_sent_to_at_every_recei
     assert_eq!(text(&after, "status"), "succeeded");
     // Its message deleted (on a loaded machine that may take a while),
     // the parked one still there.
-    let deadline = Instant::now() + LIMIT;
-    while stack.queue_depth(&stack.queue).await != (0, 1) {
-        assert!(
-            Instant::now() < deadline,
-            "the job's message was not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .wait_for_queue_depth(
+            &stack.queue,
+            (0, 1),
+            LIMIT,
+            "the job's message was not deleted",
+        )
+        .await;
     worker.terminate();
     let (status, log) = worker.wait(Duration::from_secs(30));
     assert!(status.success(), "{log}");
@@ -352,11 +347,14 @@ async fn a_delete_sqs_refuses_for_good_is_tried_once_and_the_duplicate_deleted_l
     assert_eq!(deletes(), 1, "refused deletes");
 
     proxy.clear_rules();
-    let deadline = Instant::now() + LIMIT;
-    while stack.queue_depth(&stack.queue).await != (0, 0) {
-        assert!(Instant::now() < deadline, "the duplicate was never deleted");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    stack
+        .wait_for_queue_depth(
+            &stack.queue,
+            (0, 0),
+            LIMIT,
+            "the duplicate was never deleted",
+        )
+        .await;
     assert_eq!(proxy.forwarded("sqs:DeleteMessage").len(), 1);
     worker.terminate();
     let (status, log) = worker.wait(Duration::from_secs(30));
