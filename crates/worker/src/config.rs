@@ -257,9 +257,7 @@ pub async fn load_aws() -> aws_config::SdkConfig {
 
 /// An S3 client set up the way the engine expects.
 pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Client {
-    let path_style = args
-        .s3_path_style
-        .unwrap_or_else(|| sdk.endpoint_url().is_some());
+    let path_style = crate::endpoints::s3_path_style(sdk, args.s3_path_style);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(AWS_CONNECT_TIMEOUT)
         .operation_attempt_timeout(Duration::from_secs(args.s3_attempt_timeout_secs))

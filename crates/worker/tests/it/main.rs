@@ -8,6 +8,7 @@ mod aws_faults;
 mod bandwidth;
 mod bulk;
 mod doctor;
+mod endpoints;
 mod fencing;
 mod first_contact;
 mod fleet_ops;

@@ -160,7 +160,7 @@ async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
     };
     checks.push(region);
     checks.push(credentials);
-    checks.extend(identity::endpoint(&sdk));
+    checks.extend(identity::endpoints(&sdk));
     match missing {
         None => checks.extend(aws_checks(&plan, &Clients::new(&sdk, &args.worker.aws)).await),
         Some(why) => checks.extend(
@@ -229,7 +229,7 @@ impl Clients {
         // The engine's S3 settings (checksums), so the probe upload is made
         // the way a job's is.
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(aws.s3_path_style.unwrap_or(sdk.endpoint_url().is_some()));
+            .force_path_style(crate::endpoints::s3_path_style(sdk, aws.s3_path_style));
         let s3 = ferry_engine::s3_config(&s3)
             .retry_config(retry)
             .timeout_config(timeouts)
