@@ -39,7 +39,8 @@ pub struct EngineConfig {
     /// What S3 is asked to check per bucket: CRC64NVME full-object by
     /// default (see [`crate::upload_checksum`]).
     pub upload_checksum: ChecksumPolicy,
-    /// A test hook, never a user setting: checksums sent wrong on purpose.
+    /// A test hook, never a user setting (no flag or variable sets it):
+    /// checksums sent wrong on purpose.
     #[doc(hidden)]
     pub checksum_fault: Option<ChecksumFault>,
 }

@@ -229,8 +229,9 @@ impl ChecksumPolicy {
     }
 }
 
-/// A test hook, never a user setting: what [`crate::sink::S3Sink`] gets
-/// wrong on purpose, to show that a store which checks rejects it.
+/// What [`crate::sink::S3Sink`] gets wrong on purpose, to learn whether a
+/// store checks: the tests' hook and `ferry doctor`'s probe, never a user
+/// setting (no flag or variable reaches it).
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumFault {
