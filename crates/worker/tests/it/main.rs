@@ -7,6 +7,7 @@
 mod aws_faults;
 mod bandwidth;
 mod bulk;
+mod checksums;
 mod doctor;
 mod endpoints;
 mod fencing;
