@@ -155,10 +155,20 @@ pub enum Whole {
 impl Whole {
     /// Whether `stored` reports exactly this value in `mode`.
     pub fn confirmed_by(&self, mode: UploadChecksum, stored: &StoredObject) -> bool {
-        let value = match self {
-            Whole::Composite(value) | Whole::Etag(value) => value,
+        let Some(reported) = mode.reported(stored) else {
+            return false;
         };
-        mode.reported(stored) == Some(value.as_str())
+        match self {
+            Whole::Etag(value) => reported == value,
+            // moto and Garage 1.x report a composite value without S3's
+            // `-N` part count; the checksum of checksums is the same.
+            Whole::Composite(value) => {
+                reported == value
+                    || value
+                        .rsplit_once('-')
+                        .is_some_and(|(checksum, _count)| reported == checksum)
+            }
+        }
     }
 }
 
@@ -286,6 +296,24 @@ mod tests {
         let mut unknown = parts;
         unknown[1].sent = None;
         assert_eq!(UploadChecksum::Md5.whole_multipart(&unknown), None);
+    }
+
+    #[test]
+    fn a_composite_value_is_confirmed_with_or_without_the_part_count() {
+        let stored = |crc32c: &str| StoredObject {
+            etag: String::new(),
+            crc64nvme: None,
+            crc32c: Some(crc32c.to_owned()),
+            crc32: None,
+            size: None,
+        };
+        let whole = Whole::Composite("ZAOE/g==-3".to_owned());
+        let mode = UploadChecksum::Crc32c;
+        assert!(whole.confirmed_by(mode, &stored("ZAOE/g==-3")));
+        assert!(whole.confirmed_by(mode, &stored("ZAOE/g==")));
+        assert!(!whole.confirmed_by(mode, &stored("AAAAAA==-3")));
+        assert!(!whole.confirmed_by(mode, &stored("ZAOE/g==-2")));
+        assert!(!whole.confirmed_by(UploadChecksum::Crc32, &stored("ZAOE/g==-3")));
     }
 
     #[test]
