@@ -1,4 +1,6 @@
-//! Shared set-up: an engine wired to moto, and checks on what S3 holds.
+//! Shared set-up: an engine wired to the tests' S3 (moto's, or the strict
+//! S3 when `FERRY_TEST_S3_ENDPOINT` names one; docs/testing.md), and checks
+//! on what S3 holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +93,7 @@ impl Harness {
         ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
-    /// The full-object CRC64NVME moto computed for the stored object.
+    /// The full-object CRC64NVME S3 computed for the stored object.
     pub async fn reported_crc(&self, key: &str) -> Option<String> {
         self.s3
             .head_object()
@@ -136,7 +138,7 @@ impl Harness {
         assert_eq!(
             self.reported_crc(key).await.as_deref(),
             Some(crc.as_str()),
-            "moto's full-object checksum"
+            "S3's full-object checksum"
         );
         assert_eq!(self.open_uploads().await, 0);
     }
