@@ -140,6 +140,14 @@ impl Harness {
             Some(crc.as_str()),
             "S3's full-object checksum"
         );
+        // S3 answers Complete and PutObject with the full-object CRC64NVME it
+        // computed, which the engine checks; moto's answers carry none.
+        if ferry_testkit::moto::strict_s3_endpoint().is_some() {
+            assert!(
+                outcome.checksum_confirmed_by_s3,
+                "S3 confirmed the checksum in its answer: {outcome:?}"
+            );
+        }
         assert_eq!(self.open_uploads().await, 0);
     }
 }

@@ -343,7 +343,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
     }
     let answer = match &fault {
         // `decide` never returns a delay as the terminal fault.
-        None | Some(Fault::Delay { .. }) => forward(state, op.service, parts, body, &mut pending.entry).await,
+        None | Some(Fault::Delay { .. }) => {
+            forward(state, op.service, parts, body, &mut pending.entry).await
+        }
         Some(Fault::Error { status, code }) => Ok(error_response(
             op.service,
             status.unwrap_or(500),
@@ -391,9 +393,7 @@ async fn forward(
         _ => &state.upstream,
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: hyper::Uri = format!("{upstream}{path}")
-        .parse()
-        .map_err(|_| Cut)?;
+    let uri: hyper::Uri = format!("{upstream}{path}").parse().map_err(|_| Cut)?;
     let mut upstream = Request::builder().method(parts.method.clone()).uri(uri);
     for (name, value) in &parts.headers {
         if name != hyper::header::CONNECTION {

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use ferry_testkit::aws_proxy::{AwsProxy, ProxyOptions, Rule};
 use tokio::io::AsyncReadExt as _;
 
-const USAGE: &str =
-    "usage: ferry-aws-proxy --upstream URL [--s3-upstream URL] [--port N] [--seed N] [--rules FILE] [--log FILE]";
+const USAGE: &str = "usage: ferry-aws-proxy --upstream URL [--s3-upstream URL] [--port N] [--seed N] [--rules FILE] [--log FILE]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
