@@ -9,6 +9,7 @@ use crate::error::TransferError;
 use crate::plan::{MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use crate::retry::RetryPolicy;
 use crate::source::guard::AddressPolicy;
+use crate::upload_checksum::{ChecksumFault, ChecksumPolicy};
 
 /// Bounds for parts in flight per transfer; more than this only adds contention.
 pub const MAX_CONCURRENT_PARTS: usize = 64;
@@ -35,6 +36,13 @@ pub struct EngineConfig {
     /// How often `Observer::on_progress` is called at most.
     pub progress_interval: Duration,
     pub source: SourceConfig,
+    /// What S3 is asked to check per bucket: CRC64NVME full-object by
+    /// default (see [`crate::upload_checksum`]).
+    pub upload_checksum: ChecksumPolicy,
+    /// A test hook, never a user setting (no flag or variable sets it):
+    /// checksums sent wrong on purpose.
+    #[doc(hidden)]
+    pub checksum_fault: Option<ChecksumFault>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +81,8 @@ impl Default for EngineConfig {
             max_object_size: None,
             progress_interval: Duration::from_secs(1),
             source: SourceConfig::default(),
+            upload_checksum: ChecksumPolicy::default(),
+            checksum_fault: None,
         }
     }
 }

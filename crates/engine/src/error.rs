@@ -209,6 +209,13 @@ impl TransferError {
             Self::S3 { code, .. } if code.as_deref() == Some("AccessDenied") => "s3_access_denied",
             Self::S3 { code, .. } if code.as_deref() == Some("NoSuchBucket") => "s3_no_such_bucket",
             Self::S3 { code, .. } if code.as_deref() == Some("NoSuchUpload") => "s3_upload_gone",
+            // The store computed another checksum than the one sent: the
+            // bytes it received are not the bytes ferry read.
+            Self::S3 { code, .. }
+                if matches!(code.as_deref(), Some("BadDigest" | "InvalidDigest")) =>
+            {
+                "checksum_mismatch"
+            }
             Self::S3 { .. } => "s3_error",
             Self::ChecksumMismatch { .. } => "checksum_mismatch",
             Self::SizeMismatch { .. } => "size_mismatch",

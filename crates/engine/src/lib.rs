@@ -50,6 +50,7 @@ pub mod source;
 mod sync;
 pub mod throttle;
 pub mod transfer;
+pub mod upload_checksum;
 
 pub use checksum::Expected;
 pub use config::{EngineConfig, SourceConfig};
@@ -60,6 +61,7 @@ pub use retry::RetryPolicy;
 pub use sink::Destination;
 pub use source::{Integrity, SourceRequest};
 pub use transfer::{Engine, TransferOutcome, TransferSpec};
+pub use upload_checksum::{ChecksumPolicy, UploadChecksum};
 
 /// S3 client settings the engine relies on: it computes and sends its own
 /// checksums, and retries itself (one retry policy, observable per part).

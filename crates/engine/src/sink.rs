@@ -1,8 +1,11 @@
 //! The S3 side: create / upload part / complete (sorted) / abort, and a single
 //! PutObject for objects smaller than one part.
 //!
-//! Every upload carries CRC64NVME: per part, and the full-object value at
-//! Complete (`ChecksumType::FullObject`), so S3 checks the bytes it stored.
+//! By default every upload carries CRC64NVME: per part, and the full-object
+//! value at Complete (`ChecksumType::FullObject`), so S3 checks the bytes it
+//! stored. A bucket's [`UploadChecksum`] mode may ask for CRC32C/CRC32
+//! (composite), Content-MD5 or nothing instead, for stores without
+//! CRC64NVME; the table is in [`crate::upload_checksum`].
 //! Payload signing is off: the CRC already covers the body, and hashing every
 //! byte with SHA-256 for SigV4 would cost a CPU-second or more per GiB.
 //!
@@ -18,11 +21,14 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
     StorageClass,
 };
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use crate::checksum;
 use crate::error::{S3Operation, TransferError, is_throttle_code};
 use crate::throttle::Limiters;
+use crate::upload_checksum::{ChecksumFault, ChecksumPolicy, UploadChecksum};
 
 /// Where and how the object is stored.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +47,9 @@ pub struct UploadedPart {
     pub etag: String,
     pub crc: u64,
     pub len: u64,
+    /// The value sent besides the CRC64NVME in the bucket's checksum mode
+    /// (base64 CRC32C, CRC32 or MD5), when known.
+    pub sent: Option<String>,
 }
 
 /// A part S3 holds for an open upload, as ListParts reports it.
@@ -51,6 +60,8 @@ pub struct ListedPart {
     pub len: u64,
     /// The part's CRC64NVME, when the server lists it (S3 does; moto does not).
     pub crc: Option<u64>,
+    /// The part's value in the bucket's CRC32C/CRC32 mode, when listed.
+    pub sent: Option<String>,
 }
 
 /// What S3 reports about a stored object.
@@ -59,6 +70,9 @@ pub struct StoredObject {
     pub etag: String,
     /// Base64 CRC64NVME as S3 reported it; `None` when the server reports none.
     pub crc64nvme: Option<String>,
+    /// CRC32C and CRC32 as reported (composite ones end in `-N`).
+    pub crc32c: Option<String>,
+    pub crc32: Option<String>,
     pub size: Option<u64>,
 }
 
@@ -66,14 +80,53 @@ pub struct StoredObject {
 pub struct S3Sink {
     client: aws_sdk_s3::Client,
     limiters: Limiters,
+    checksums: ChecksumPolicy,
+    fault: Option<ChecksumFault>,
 }
 
 impl S3Sink {
+    /// A sink that uploads with CRC64NVME, S3's default mode.
     pub fn new(client: aws_sdk_s3::Client) -> Self {
+        Self::with_checksums(client, ChecksumPolicy::default(), None)
+    }
+
+    pub fn with_checksums(
+        client: aws_sdk_s3::Client,
+        checksums: ChecksumPolicy,
+        fault: Option<ChecksumFault>,
+    ) -> Self {
         Self {
             client,
             limiters: Limiters::default(),
+            checksums,
+            fault,
         }
+    }
+
+    /// The checksum mode of `bucket`'s uploads.
+    pub fn mode(&self, bucket: &str) -> UploadChecksum {
+        self.checksums.for_bucket(bucket)
+    }
+
+    /// `crc` as sent: off by one bit under the test hook.
+    fn part_crc(&self, crc: u64) -> u64 {
+        match self.fault {
+            Some(ChecksumFault::Part) => crc ^ 1,
+            _ => crc,
+        }
+    }
+
+    /// A mode's base64 value as sent: off by one bit under the test hook.
+    fn part_value(&self, value: Option<&str>) -> Option<String> {
+        let value = value?;
+        if self.fault != Some(ChecksumFault::Part) {
+            return Some(value.to_owned());
+        }
+        let mut raw = BASE64.decode(value).ok()?;
+        if let Some(last) = raw.last_mut() {
+            *last ^= 1;
+        }
+        Some(BASE64.encode(raw))
     }
 
     /// The per-bucket rate limiters every request of this sink goes through.
@@ -109,8 +162,11 @@ impl S3Sink {
             .create_multipart_upload()
             .bucket(&dest.bucket)
             .key(&dest.key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-            .checksum_type(ChecksumType::FullObject)
+            .set_checksum_algorithm(algorithm(self.mode(&dest.bucket)))
+            .set_checksum_type(
+                (self.mode(&dest.bucket) == UploadChecksum::Crc64Nvme)
+                    .then_some(ChecksumType::FullObject),
+            )
             .set_content_type(dest.content_type.clone())
             .set_metadata(metadata(dest))
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
@@ -129,8 +185,11 @@ impl S3Sink {
         number: u32,
         body: Bytes,
         crc: u64,
+        sent: Option<&str>,
     ) -> Result<String, TransferError> {
         let op = S3Operation::UploadPart;
+        let mode = self.mode(&dest.bucket);
+        let sent = self.part_value(sent);
         let request = self
             .client
             .upload_part()
@@ -139,7 +198,13 @@ impl S3Sink {
             .upload_id(upload_id)
             .part_number(part_number(number))
             .content_length(body.len() as i64)
-            .checksum_crc64_nvme(checksum::to_base64(crc))
+            .set_checksum_crc64_nvme(
+                (mode == UploadChecksum::Crc64Nvme)
+                    .then(|| checksum::to_base64(self.part_crc(crc))),
+            )
+            .set_checksum_crc32_c(sent.clone().filter(|_| mode == UploadChecksum::Crc32c))
+            .set_checksum_crc32(sent.clone().filter(|_| mode == UploadChecksum::Crc32))
+            .set_content_md5(sent.filter(|_| mode == UploadChecksum::Md5))
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()
@@ -161,6 +226,7 @@ impl S3Sink {
         size: u64,
     ) -> Result<StoredObject, TransferError> {
         let op = S3Operation::CompleteMultipartUpload;
+        let mode = self.mode(&dest.bucket);
         let mut sorted: Vec<&UploadedPart> = parts.iter().collect();
         sorted.sort_by_key(|p| p.number);
         let completed = sorted
@@ -169,7 +235,11 @@ impl S3Sink {
                 CompletedPart::builder()
                     .part_number(part_number(p.number))
                     .e_tag(&p.etag)
-                    .checksum_crc64_nvme(checksum::to_base64(p.crc))
+                    .set_checksum_crc64_nvme(
+                        (mode == UploadChecksum::Crc64Nvme).then(|| checksum::to_base64(p.crc)),
+                    )
+                    .set_checksum_crc32_c(p.sent.clone().filter(|_| mode == UploadChecksum::Crc32c))
+                    .set_checksum_crc32(p.sent.clone().filter(|_| mode == UploadChecksum::Crc32))
                     .build()
             })
             .collect();
@@ -184,8 +254,13 @@ impl S3Sink {
                     .set_parts(Some(completed))
                     .build(),
             )
-            .checksum_crc64_nvme(checksum::to_base64(full_crc))
-            .checksum_type(ChecksumType::FullObject)
+            .set_checksum_crc64_nvme(
+                (mode == UploadChecksum::Crc64Nvme)
+                    .then(|| checksum::to_base64(self.whole_crc(full_crc))),
+            )
+            .set_checksum_type(
+                (mode == UploadChecksum::Crc64Nvme).then_some(ChecksumType::FullObject),
+            )
             .mpu_object_size(size as i64)
             .send();
         let output = self
@@ -203,8 +278,18 @@ impl S3Sink {
                 throttled: false,
             })?,
             crc64nvme: output.checksum_crc64_nvme,
+            crc32c: output.checksum_crc32_c,
+            crc32: output.checksum_crc32,
             size: Some(size),
         })
+    }
+
+    /// The full-object CRC as sent: off by one bit under the test hook.
+    fn whole_crc(&self, crc: u64) -> u64 {
+        match self.fault {
+            Some(ChecksumFault::WholeObject) => crc ^ 1,
+            _ => crc,
+        }
     }
 
     pub async fn abort(&self, dest: &Destination, upload_id: &str) -> Result<(), TransferError> {
@@ -242,6 +327,7 @@ impl S3Sink {
         page_size: Option<i32>,
     ) -> Result<Option<Vec<ListedPart>>, TransferError> {
         let op = S3Operation::ListParts;
+        let mode = self.mode(&dest.bucket);
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -271,6 +357,11 @@ impl S3Sink {
                     etag: etag.to_owned(),
                     len: u64::try_from(len).map_err(|_| missing(op, "valid part size"))?,
                     crc: part.checksum_crc64_nvme().and_then(checksum::from_base64),
+                    sent: match mode {
+                        UploadChecksum::Crc32c => part.checksum_crc32_c().map(str::to_owned),
+                        UploadChecksum::Crc32 => part.checksum_crc32().map(str::to_owned),
+                        _ => None,
+                    },
                 });
             }
             match page.next_part_number_marker() {
@@ -285,17 +376,26 @@ impl S3Sink {
         dest: &Destination,
         body: Bytes,
         crc: u64,
+        sent: Option<&str>,
     ) -> Result<StoredObject, TransferError> {
         let op = S3Operation::PutObject;
         let size = body.len() as u64;
+        let mode = self.mode(&dest.bucket);
+        let sent = self.part_value(sent);
         let request = self
             .client
             .put_object()
             .bucket(&dest.bucket)
             .key(&dest.key)
             .content_length(size as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-            .checksum_crc64_nvme(checksum::to_base64(crc))
+            .set_checksum_algorithm(algorithm(mode))
+            .set_checksum_crc64_nvme(
+                (mode == UploadChecksum::Crc64Nvme)
+                    .then(|| checksum::to_base64(self.part_crc(crc))),
+            )
+            .set_checksum_crc32_c(sent.clone().filter(|_| mode == UploadChecksum::Crc32c))
+            .set_checksum_crc32(sent.clone().filter(|_| mode == UploadChecksum::Crc32))
+            .set_content_md5(sent.filter(|_| mode == UploadChecksum::Md5))
             .set_content_type(dest.content_type.clone())
             .set_metadata(metadata(dest))
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
@@ -310,6 +410,8 @@ impl S3Sink {
         Ok(StoredObject {
             etag: output.e_tag.ok_or_else(|| missing(op, "ETag"))?,
             crc64nvme: output.checksum_crc64_nvme,
+            crc32c: output.checksum_crc32_c,
+            crc32: output.checksum_crc32,
             size: Some(size),
         })
     }
@@ -330,6 +432,8 @@ impl S3Sink {
             Ok(output) => Ok(Some(StoredObject {
                 etag: output.e_tag.unwrap_or_default(),
                 crc64nvme: output.checksum_crc64_nvme,
+                crc32c: output.checksum_crc32_c,
+                crc32: output.checksum_crc32,
                 size: output.content_length.and_then(|l| u64::try_from(l).ok()),
             })),
             Err(SdkError::ServiceError(ctx))
@@ -359,6 +463,16 @@ impl S3Sink {
 fn part_number(number: u32) -> i32 {
     // Part numbers are at most 10,000 by construction of every plan.
     i32::try_from(number).unwrap_or(i32::MAX)
+}
+
+/// The algorithm an upload is created (or a PUT sent) with in `mode`.
+fn algorithm(mode: UploadChecksum) -> Option<ChecksumAlgorithm> {
+    match mode {
+        UploadChecksum::Crc64Nvme => Some(ChecksumAlgorithm::Crc64Nvme),
+        UploadChecksum::Crc32c => Some(ChecksumAlgorithm::Crc32C),
+        UploadChecksum::Crc32 => Some(ChecksumAlgorithm::Crc32),
+        UploadChecksum::Md5 | UploadChecksum::None => None,
+    }
 }
 
 fn metadata(dest: &Destination) -> Option<HashMap<String, String>> {

@@ -13,7 +13,7 @@ use aws_config::timeout::TimeoutConfig;
 use clap::Args;
 use ferry_engine::plan::MIB;
 use ferry_engine::source::guard::AddressPolicy;
-use ferry_engine::{EngineConfig, RetryPolicy, SourceConfig};
+use ferry_engine::{ChecksumPolicy, EngineConfig, RetryPolicy, SourceConfig, UploadChecksum};
 
 /// Problems found in the configuration; `main` exits 64 on these.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,14 @@ pub struct EngineArgs {
     /// fail with `too_large`. Default: S3's own limit.
     #[arg(long, env = "FERRY_MAX_OBJECT_SIZE_MIB")]
     pub max_object_size_mib: Option<u64>,
+    /// What S3 is asked to verify as it stores: `crc64nvme` (full-object,
+    /// AWS S3's default), `crc32c` or `crc32` (composite, for stores without
+    /// CRC64NVME), `md5` (Content-MD5 per part) or `none` (docs/compatibility.md).
+    #[arg(long, env = "FERRY_S3_CHECKSUM", default_value = "crc64nvme")]
+    pub s3_checksum: String,
+    /// Per-bucket exceptions to `FERRY_S3_CHECKSUM`: `bucket=mode,…`.
+    #[arg(long, env = "FERRY_S3_CHECKSUM_BUCKETS", default_value = "")]
+    pub s3_checksum_buckets: String,
     /// Only these source ports (comma-separated); default: any.
     #[arg(long, env = "FERRY_SOURCE_ALLOW_PORTS", value_delimiter = ',')]
     pub source_allow_ports: Vec<u16>,
@@ -192,6 +200,17 @@ impl EngineArgs {
         if self.max_connections_per_host == Some(0) {
             problems.push("max connections per host must be at least 1".to_owned());
         }
+        let upload_checksum = self
+            .s3_checksum
+            .parse::<UploadChecksum>()
+            .and_then(|default| {
+                Ok(ChecksumPolicy {
+                    default,
+                    by_bucket: ChecksumPolicy::parse_exceptions(&self.s3_checksum_buckets)?,
+                })
+            })
+            .map_err(|problem| problems.push(problem))
+            .unwrap_or_default();
         let address_policy = AddressPolicy {
             allow,
             ports: (!self.source_allow_ports.is_empty()).then(|| self.source_allow_ports.clone()),
@@ -215,6 +234,7 @@ impl EngineArgs {
                 ..SourceConfig::default()
             },
             max_object_size: self.max_object_size_mib.map(|m| m.saturating_mul(MIB)),
+            upload_checksum,
             ..EngineConfig::default()
         };
         if let Err(err) = config.validate() {
@@ -257,9 +277,7 @@ pub async fn load_aws() -> aws_config::SdkConfig {
 
 /// An S3 client set up the way the engine expects.
 pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Client {
-    let path_style = args
-        .s3_path_style
-        .unwrap_or_else(|| sdk.endpoint_url().is_some());
+    let path_style = crate::endpoints::s3_path_style(sdk, args.s3_path_style);
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(AWS_CONNECT_TIMEOUT)
         .operation_attempt_timeout(Duration::from_secs(args.s3_attempt_timeout_secs))

@@ -9,6 +9,7 @@ pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod disposal;
+pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod journal;

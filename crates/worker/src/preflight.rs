@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::KeyType;
 
 use crate::aws_error::readable;
 use crate::config::ConfigError;
+use crate::endpoints::{self, Service};
 
 /// How long finding credentials may take: the environment and profiles
 /// answer at once, ECS's endpoint in milliseconds; only instance metadata,
@@ -25,7 +26,8 @@ const CREDENTIALS_TIME: Duration = Duration::from_secs(3);
 const IMDS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The AWS SDK configuration from the standard environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, `AWS_PROFILE`, the credentials chain), with instance
+/// `AWS_ENDPOINT_URL` and its per-service forms, `AWS_PROFILE`, the
+/// credentials chain), with instance
 /// metadata asked once and briefly.
 pub async fn load() -> SdkConfig {
     let imds = aws_config::imds::Client::builder()
@@ -92,12 +94,6 @@ fn no_credentials(why: &str) -> ConfigError {
     ))
 }
 
-/// Where the SDK sends requests, for messages: the override, else AWS.
-fn endpoint(sdk: &SdkConfig) -> String {
-    sdk.endpoint_url()
-        .map_or_else(|| "AWS".to_owned(), |url| format!("AWS_ENDPOINT_URL {url}"))
-}
-
 /// The queue exists (and is reachable). A queue without a redrive policy is
 /// allowed, but warned about: a message that keeps failing would come back
 /// for ever.
@@ -122,7 +118,7 @@ pub async fn queue(
             return Err(ConfigError::one(
                 match err.as_service_error().map(|e| e.is_queue_does_not_exist()) {
                     Some(true) => format!("queue {url} does not exist: check FERRY_QUEUE_URL"),
-                    _ => unusable(sdk, "SQS GetQueueAttributes", &readable(&err)),
+                    _ => unusable(sdk, Service::Sqs, "GetQueueAttributes", &readable(&err)),
                 },
             ));
         }
@@ -163,7 +159,7 @@ pub async fn table(
                     .map(|e| e.is_resource_not_found_exception())
                 {
                     Some(true) => format!("table {name} does not exist: check FERRY_TABLE"),
-                    _ => unusable(sdk, "DynamoDB DescribeTable", &readable(&err)),
+                    _ => unusable(sdk, Service::DynamoDb, "DescribeTable", &readable(&err)),
                 },
             ));
         }
@@ -212,7 +208,8 @@ pub async fn bucket(
                 _ if passing_trouble(&err) => unchecked("bucket", name, &readable(&err)),
                 _ => Err(ConfigError::one(unusable(
                     sdk,
-                    "S3 HeadBucket",
+                    Service::S3,
+                    "HeadBucket",
                     &readable(&err),
                 ))),
             }
@@ -273,14 +270,15 @@ fn quick_retry() -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard().with_max_attempts(2)
 }
 
-fn unusable(sdk: &SdkConfig, operation: &str, error: &str) -> String {
-    let check = if sdk.endpoint_url().is_some() {
-        "check AWS_ENDPOINT_URL and the network"
-    } else {
-        "check the network route to AWS (NAT or VPC endpoints) and the task's IAM role"
+fn unusable(sdk: &SdkConfig, service: Service, operation: &str, error: &str) -> String {
+    let check = match endpoints::endpoint(sdk, service) {
+        Some(endpoint) => format!("check {} and the network", endpoint.set_by),
+        None => "check the network route to AWS (NAT or VPC endpoints) and the task's IAM role"
+            .to_owned(),
     };
     format!(
-        "{operation} through {} failed: {error} — {check}",
-        endpoint(sdk)
+        "{} {operation} through {} failed: {error} — {check}",
+        service.name(),
+        endpoints::describe(sdk, service)
     )
 }

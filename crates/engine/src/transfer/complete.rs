@@ -12,6 +12,7 @@ use crate::error::{ErrorClass, TransferError};
 use crate::events::RetrySide;
 use crate::plan::MAX_PARTS;
 use crate::sink::{StoredObject, UploadedPart};
+use crate::upload_checksum::Whole;
 
 impl Run {
     /// Completes after every check passed, or aborts the upload — unless a
@@ -37,15 +38,23 @@ impl Run {
             self.verify_expected(size)?;
             let full_crc = checksum::compose(parts.iter().map(|p| (p.crc, p.len)));
             let count = u32::try_from(parts.len()).unwrap_or(MAX_PARTS);
+            let whole = self.checksum_mode().whole_multipart(&parts);
             if self.journal.may_be_stored_already()
-                && let Some(stored) = self.identical_object(full_crc, size).await?
+                && let Some(stored) = self
+                    .identical_object(full_crc, whole.as_ref(), size)
+                    .await?
             {
                 tracing::info!("an earlier attempt stored this object already; keeping it");
                 self.abort(upload_id).await;
-                return self.outcome(stored, full_crc, count, part_size, size).await;
+                return self
+                    .outcome(stored, full_crc, whole.as_ref(), count, part_size, size)
+                    .await;
             }
-            let stored = self.complete(&parts, upload_id, full_crc, size).await?;
-            self.outcome(stored, full_crc, count, part_size, size).await
+            let stored = self
+                .complete(&parts, upload_id, full_crc, whole.as_ref(), size)
+                .await?;
+            self.outcome(stored, full_crc, whole.as_ref(), count, part_size, size)
+                .await
         }
         .await;
         if let Err(err) = &completed {
@@ -67,6 +76,7 @@ impl Run {
         parts: &[UploadedPart],
         upload_id: &str,
         full_crc: u64,
+        whole: Option<&Whole>,
         size: u64,
     ) -> Result<StoredObject, TransferError> {
         let sink = &self.engine.sink;
@@ -96,7 +106,7 @@ impl Run {
             // A retried Complete may find its upload gone because an earlier
             // try succeeded after all: the object there is ours if its checksum is.
             Err(err) if attempts > 1 && err.kind() == "s3_upload_gone" => {
-                match self.identical_object(full_crc, size).await? {
+                match self.identical_object(full_crc, whole, size).await? {
                     Some(stored) => Ok(stored),
                     None => Err(err),
                 }

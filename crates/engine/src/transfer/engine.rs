@@ -26,7 +26,7 @@ impl Engine {
         config.validate()?;
         Ok(Self {
             source: HttpSource::new(&config.source)?,
-            sink: S3Sink::new(s3),
+            sink: S3Sink::with_checksums(s3, config.upload_checksum.clone(), config.checksum_fault),
             pool: MemoryPool::new(config.memory_budget),
             multipart: Arc::new(MultipartGate::new(config.max_multipart_transfers)),
             config: Arc::new(config),

@@ -11,6 +11,7 @@ use crate::checksum;
 use crate::error::TransferError;
 use crate::sink::StoredObject;
 use crate::source::Integrity;
+use crate::upload_checksum::Whole;
 
 impl Run {
     pub(super) fn finished(&self, stored: TransferOutcome, started: Instant) -> TransferOutcome {
@@ -26,11 +27,14 @@ impl Run {
         }
     }
 
-    /// Compares S3's reported checksum with ours; a mismatch deletes the object.
+    /// Compares S3's reported checksum with ours; a mismatch deletes the
+    /// object. A store that reports no CRC64NVME may still confirm the
+    /// bucket mode's whole-object value (`whole`).
     pub(super) async fn outcome(
         &self,
         stored: StoredObject,
         crc: u64,
+        whole: Option<&Whole>,
         parts: u32,
         part_size: u64,
         size: u64,
@@ -46,7 +50,7 @@ impl Run {
                 });
             }
             Some(_) => true,
-            None => false,
+            None => whole.is_some_and(|whole| whole.confirmed_by(self.checksum_mode(), &stored)),
         };
         Ok(TransferOutcome {
             size,

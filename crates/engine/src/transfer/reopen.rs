@@ -78,7 +78,7 @@ impl Run {
         self.reused_parts.store(parts, Ordering::Relaxed);
         self.acknowledged.store(plan.size, Ordering::Relaxed);
         self.total.store(plan.size, Ordering::Relaxed);
-        self.outcome(stored, crc, parts, plan.part_size, plan.size)
+        self.outcome(stored, crc, None, parts, plan.part_size, plan.size)
             .await
     }
 
@@ -140,8 +140,12 @@ impl Run {
                 .part_checksums(&checkpoint.upload_id, &unlisted)
                 .await?
         };
+        // In a CRC32C/CRC32 mode Complete names each part's value too: a
+        // part the store does not list it for is done again.
+        let value_needed = self.checksum_mode().part_value_needed();
         let done: BTreeMap<u32, UploadedPart> = fitting
             .into_iter()
+            .filter(|p| !value_needed || p.sent.is_some())
             .filter_map(|p| {
                 let crc = p.crc.or_else(|| persisted.get(&p.number).copied())?;
                 Some((
@@ -151,6 +155,7 @@ impl Run {
                         etag: p.etag,
                         crc,
                         len: p.len,
+                        sent: p.sent,
                     },
                 ))
             })

@@ -24,6 +24,7 @@ use crate::resume::Journal;
 use crate::sink::StoredObject;
 use crate::source::{HostSlot, Integrity};
 use crate::sync::lock;
+use crate::upload_checksum::{UploadChecksum, Whole};
 
 /// The shared state of one transfer, handed to its part tasks.
 pub(super) struct Run {
@@ -144,17 +145,28 @@ impl Run {
         self.spec.expected.verify(size, digest.as_deref())
     }
 
+    /// The destination bucket's upload checksum mode.
+    pub(super) fn checksum_mode(&self) -> UploadChecksum {
+        self.engine.sink.mode(&self.spec.destination.bucket)
+    }
+
     /// The object at the destination, when it is the one this transfer
-    /// would store (same size and full-object CRC64NVME).
+    /// would store: same size and full-object CRC64NVME — or, from a store
+    /// that reports none, the same whole-object value of the bucket's mode.
     pub(super) async fn identical_object(
         &self,
         crc: u64,
+        whole: Option<&Whole>,
         size: u64,
     ) -> Result<Option<StoredObject>, TransferError> {
         let stored = self.engine.sink.head(&self.spec.destination).await?;
+        let mode = self.checksum_mode();
         Ok(stored.filter(|stored| {
             stored.size == Some(size)
-                && stored.crc64nvme.as_deref() == Some(checksum::to_base64(crc).as_str())
+                && match stored.crc64nvme.as_deref() {
+                    Some(theirs) => theirs == checksum::to_base64(crc),
+                    None => whole.is_some_and(|whole| whole.confirmed_by(mode, stored)),
+                }
         }))
     }
 

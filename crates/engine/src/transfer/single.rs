@@ -25,6 +25,9 @@ impl Run {
         let size = buffer.len() as u64;
         let crc = crc.value();
         let (bytes, frozen) = buffer.freeze();
+        let mode = self.checksum_mode();
+        let sent = mode.of_body(&bytes);
+        let whole = mode.whole_single(sent.as_deref());
         if let Some(digest) = &self.digest {
             lock(digest).add(1, bytes.clone(), crc, None);
         }
@@ -32,6 +35,7 @@ impl Run {
         let uploaded = Instant::now();
         let sink = &self.engine.sink;
         let dest = &self.spec.destination;
+        let (sent, whole) = (sent.as_deref(), whole.as_ref());
         let stored = self
             .engine
             .config
@@ -47,11 +51,11 @@ impl Run {
                         // A PutObject that was applied but whose reply was lost
                         // (or an earlier run's) already stored these bytes.
                         if (tries > 0 || self.journal.may_be_stored_already())
-                            && let Some(stored) = self.identical_object(crc, size).await?
+                            && let Some(stored) = self.identical_object(crc, whole, size).await?
                         {
                             return Ok(stored);
                         }
-                        sink.put(dest, bytes, crc).await
+                        sink.put(dest, bytes, crc, sent).await
                     }
                 },
             )
@@ -65,6 +69,6 @@ impl Run {
             download: Duration::ZERO,
             upload: uploaded.elapsed(),
         });
-        self.outcome(stored, crc, 1, part_size, size).await
+        self.outcome(stored, crc, whole, 1, part_size, size).await
     }
 }

@@ -42,6 +42,7 @@ impl Run {
     ) -> Result<UploadedPart, TransferError> {
         let len = buffer.len() as u64;
         let (bytes, frozen) = buffer.freeze();
+        let sent = self.checksum_mode().of_body(&bytes);
         let started = Instant::now();
         let etag = self
             .engine
@@ -61,6 +62,7 @@ impl Run {
                             number,
                             bytes.clone(),
                             crc,
+                            sent.as_deref(),
                         )
                         .await
                 },
@@ -72,6 +74,7 @@ impl Run {
             etag,
             crc,
             len,
+            sent,
         };
         // The buffer goes back (or on to the digest) before the journal's
         // writes: no part memory waits on DynamoDB.

@@ -252,7 +252,7 @@ async fn a_resume_that_rereads_parts_for_a_digest_does_not_wait_on_its_own_host_
     for (number, bytes) in (1u32..=2).zip(data.chunks(PART)) {
         let crc = ferry_engine::checksum::crc64nvme(bytes);
         let body = bytes::Bytes::copy_from_slice(bytes);
-        sink.upload_part(&dest, &upload_id, number, body, crc)
+        sink.upload_part(&dest, &upload_id, number, body, crc, None)
             .await
             .unwrap();
         kept.insert(number, crc);

@@ -43,6 +43,13 @@ pub fn test_config() -> EngineConfig {
     config
 }
 
+/// Whether the S3 of this run checks what it is sent (checksums, part
+/// order, and lists part checksums): LocalStack does, moto does not
+/// (../shared/emulators.md).
+pub fn store_checks() -> bool {
+    std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some()
+}
+
 pub fn loopback_allowed() -> AddressPolicy {
     AddressPolicy {
         allow: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],

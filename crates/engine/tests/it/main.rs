@@ -6,6 +6,7 @@
 
 mod admission;
 mod bandwidth;
+mod checksum_modes;
 mod far;
 mod faults;
 mod harness;

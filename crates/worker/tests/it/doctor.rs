@@ -228,6 +228,7 @@ async fn doctor_passes_a_good_setup_and_leaves_no_upload() {
         "ttl",
         "job index",
         "bucket",
+        "checksum",
         "metrics",
         "source policy",
     ] {
@@ -269,6 +270,56 @@ async fn doctor_passes_a_good_setup_and_leaves_no_upload() {
         assert!(check["fix"].is_null(), "{check}");
     }
     assert_eq!(open_uploads("good").await, 0);
+}
+
+/// The checksum probe says whether the store verifies the bucket's mode:
+/// LocalStack refuses a wrong part checksum, moto accepts it.
+#[tokio::test]
+async fn doctor_says_whether_the_store_verifies_the_checksum_mode() {
+    let strict = std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some();
+    for mode in ["crc64nvme", "crc32c", "crc32", "md5"] {
+        let case = format!("checksum-{mode}");
+        let mut env = setup().env(&case);
+        env.insert(
+            "FERRY_S3_CHECKSUM_BUCKETS",
+            format!("{}={mode}", setup().bucket),
+        );
+        let run = doctor(&env, &[]);
+        let line = run
+            .lines
+            .iter()
+            .find(|l| l.starts_with("✓ checksum: "))
+            .unwrap_or_else(|| panic!("no checksum line\n{run}"));
+        let said = if strict {
+            format!("{mode} accepted and verified")
+        } else {
+            format!("{mode} accepted but NOT verified")
+        };
+        assert!(line.contains(&said), "{mode}: {line}");
+        assert_eq!(
+            open_uploads(&case).await,
+            0,
+            "{mode}: the probe left an upload"
+        );
+    }
+    let mut env = setup().env("checksum-none");
+    env.insert("FERRY_S3_CHECKSUM", "none".to_owned());
+    let run = doctor(&env, &[]);
+    assert!(
+        run.lines
+            .iter()
+            .any(|l| l.starts_with("✓ checksum: ") && l.contains(": none — ")),
+        "{run}"
+    );
+    let mut env = setup().env("checksum-bad");
+    env.insert("FERRY_S3_CHECKSUM", "sha1".to_owned());
+    let run = doctor(&env, &[]);
+    let config = run
+        .lines
+        .iter()
+        .find(|l| l.starts_with("✗ config: "))
+        .unwrap();
+    assert!(config.contains("\"sha1\" is not one of crc64nvme"), "{run}");
 }
 
 #[tokio::test]

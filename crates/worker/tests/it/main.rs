@@ -7,7 +7,9 @@
 mod aws_faults;
 mod bandwidth;
 mod bulk;
+mod checksums;
 mod doctor;
+mod endpoints;
 mod fencing;
 mod first_contact;
 mod fleet_ops;

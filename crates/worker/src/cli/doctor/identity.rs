@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::config::{Credentials, ProvideCredentials as _};
 
 use super::Check;
+use crate::endpoints::{self, Service};
 
 /// How long the credentials chain may take: off AWS, the instance metadata
 /// lookup at its end can otherwise hang for a while.
@@ -121,18 +122,25 @@ fn provider_meaning(name: &str) -> Option<&'static str> {
     })
 }
 
-/// An endpoint override, when there is one (informational).
-pub(super) fn endpoint(sdk: &aws_config::SdkConfig) -> Option<Check> {
-    let url = sdk.endpoint_url()?;
-    let source = if std::env::var("AWS_ENDPOINT_URL").is_ok() {
-        "AWS_ENDPOINT_URL"
-    } else {
-        "the profile's endpoint_url"
-    };
-    Some(Check::pass(
-        "endpoint",
-        format!("{url} (from {source}): every AWS call goes there, not to AWS"),
-    ))
+/// Where each service's calls go, when not to AWS (informational): one line
+/// per service, so a split set-up (S3 on one store, SQS and DynamoDB on
+/// another) reads as such.
+pub(super) fn endpoints(sdk: &aws_config::SdkConfig) -> Vec<Check> {
+    Service::ALL
+        .into_iter()
+        .filter_map(|service| {
+            let endpoint = endpoints::endpoint(sdk, service)?;
+            Some(Check::pass(
+                "endpoint",
+                format!(
+                    "{}: {} (from {}), not AWS",
+                    service.name(),
+                    endpoint.url,
+                    endpoint.set_by
+                ),
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use ferry_engine::ChecksumPolicy;
 use ferry_engine::source::guard::AddressPolicy;
 
 use super::{Check, DoctorArgs};
@@ -24,6 +25,9 @@ pub(super) struct Plan {
     pub any_bucket: bool,
     pub metrics: Metrics,
     pub policy: AddressPolicy,
+    /// Each bucket's upload checksum mode (an unreadable setting is the
+    /// config check's to report; the default is probed meanwhile).
+    pub checksums: ChecksumPolicy,
 }
 
 pub(super) enum Metrics {
@@ -65,6 +69,10 @@ impl Plan {
                 ports: (!engine.source_allow_ports.is_empty())
                     .then(|| engine.source_allow_ports.clone()),
             },
+            checksums: engine
+                .to_config()
+                .map(|config| config.upload_checksum)
+                .unwrap_or_default(),
         }
     }
 }

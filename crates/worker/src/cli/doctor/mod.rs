@@ -5,11 +5,13 @@
 //! can run in a worker's own environment, e.g. as a one-off ECS task with the
 //! worker's task definition before a deployment. It owns the order of the
 //! checks and how they are shown; the checks live in submodules by what they
-//! look at. It changes nothing it does not undo: its one write is a multipart
-//! upload per allowed bucket, aborted at once. It never touches messages or
+//! look at. It changes nothing it does not undo: its writes are multipart
+//! uploads per allowed bucket (the bucket probe; the checksum probe's, with
+//! one-byte parts), aborted at once. It never touches messages or
 //! job records.
 
 mod bucket;
+mod checksum;
 mod identity;
 mod local;
 mod queue;
@@ -160,7 +162,7 @@ async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
     };
     checks.push(region);
     checks.push(credentials);
-    checks.extend(identity::endpoint(&sdk));
+    checks.extend(identity::endpoints(&sdk));
     match missing {
         None => checks.extend(aws_checks(&plan, &Clients::new(&sdk, &args.worker.aws)).await),
         Some(why) => checks.extend(
@@ -186,12 +188,20 @@ async fn aws_checks(plan: &local::Plan, clients: &Clients) -> Vec<Check> {
     let table = table::table(&clients.dynamodb, plan.table.as_deref());
     let buckets = bucket::buckets(&clients.s3, &plan.destinations, plan.any_bucket);
     let (queues, dlq, table, buckets) = tokio::join!(queues, dlq, table, buckets);
+    // Probing checksums needs buckets that take uploads; a failed bucket
+    // check already says what to fix first.
+    let checksums = if buckets.iter().all(|check| check.ok) {
+        checksum::checksums(&clients.s3, &plan.destinations, &plan.checksums).await
+    } else {
+        Vec::new()
+    };
     queues
         .into_iter()
         .flatten()
         .chain([dlq])
         .chain(table)
         .chain(buckets)
+        .chain(checksums)
         .collect()
 }
 
@@ -229,7 +239,7 @@ impl Clients {
         // The engine's S3 settings (checksums), so the probe upload is made
         // the way a job's is.
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(aws.s3_path_style.unwrap_or(sdk.endpoint_url().is_some()));
+            .force_path_style(crate::endpoints::s3_path_style(sdk, aws.s3_path_style));
         let s3 = ferry_engine::s3_config(&s3)
             .retry_config(retry)
             .timeout_config(timeouts)

@@ -8,6 +8,8 @@ use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::operation::RequestId as _;
 
+use crate::endpoints::Service;
+
 /// What went wrong, as far as the fix is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Trouble {
@@ -59,13 +61,15 @@ impl Failure {
             Trouble::NotFound => not_found.to_owned(),
             Trouble::AccessDenied => format!("grant the worker's role {action}"),
             Trouble::BadCredentials => BAD_CREDENTIALS_FIX.to_owned(),
-            Trouble::Unreachable => match std::env::var("AWS_ENDPOINT_URL") {
-                Ok(endpoint) if !endpoint.trim().is_empty() => format!(
-                    "no answer from {endpoint}: check that the service runs there, or correct AWS_ENDPOINT_URL"
+            Trouble::Unreachable => match overridden_endpoint(action) {
+                Some((variable, endpoint)) => format!(
+                    "no answer from {endpoint}: check that the service runs there, or correct {variable}"
                 ),
-                _ => "AWS did not answer: check the network path (NAT gateway or VPC endpoints, \
+                None => {
+                    "AWS did not answer: check the network path (NAT gateway or VPC endpoints, \
                       security group egress on 443, DNS)"
-                    .to_owned(),
+                        .to_owned()
+                }
             },
             Trouble::Other => "fix what the AWS error says".to_owned(),
         }
@@ -128,6 +132,18 @@ fn one_line(text: &str) -> String {
         line.push_str(part);
     }
     line
+}
+
+/// The variable that sent `action`'s service elsewhere than AWS, and where:
+/// the service's own (`AWS_ENDPOINT_URL_S3`) before the shared one.
+fn overridden_endpoint(action: &str) -> Option<(&'static str, String)> {
+    let own = Service::of_action(action).map(Service::variable);
+    own.into_iter()
+        .chain(["AWS_ENDPOINT_URL"])
+        .find_map(|variable| {
+            let value = std::env::var(variable).ok()?;
+            (!value.trim().is_empty()).then_some((variable, value))
+        })
 }
 
 #[cfg(test)]
