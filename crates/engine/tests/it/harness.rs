@@ -47,7 +47,7 @@ pub fn test_config() -> EngineConfig {
 /// order, and lists part checksums): LocalStack does, moto does not
 /// (../shared/emulators.md).
 pub fn store_checks() -> bool {
-    std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some()
+    ferry_testkit::moto::strict_s3_endpoint().is_some()
 }
 
 pub fn loopback_allowed() -> AddressPolicy {
@@ -149,7 +149,7 @@ impl Harness {
         );
         // S3 answers Complete and PutObject with the full-object CRC64NVME it
         // computed, which the engine checks; moto's answers carry none.
-        if ferry_testkit::moto::strict_s3_endpoint().is_some() {
+        if store_checks() {
             assert!(
                 outcome.checksum_confirmed_by_s3,
                 "S3 confirmed the checksum in its answer: {outcome:?}"

@@ -32,6 +32,21 @@ pub fn slow() -> ferry_testkit::Behavior {
     }
 }
 
+/// Whether the S3 of this run checks what it is sent (checksums, part
+/// order, and lists part checksums): the strict S3 does, moto does not
+/// (../shared/emulators.md).
+pub fn store_checks() -> bool {
+    ferry_testkit::moto::strict_s3_endpoint().is_some()
+}
+
+/// What a `ferry` process pointed at `endpoint` needs as
+/// `AWS_ENDPOINT_URL_S3`: the strict S3 when the tests use one and
+/// `endpoint` is `moto` itself (a fault proxy sends S3 there on its own;
+/// anything else is a test's own endpoint).
+pub fn s3_endpoint_beside(moto: &Moto, endpoint: &str) -> Option<String> {
+    ferry_testkit::moto::strict_s3_endpoint().filter(|_| endpoint == moto.endpoint())
+}
+
 pub struct Stack {
     pub moto: &'static Moto,
     pub s3: aws_sdk_s3::Client,
@@ -97,14 +112,11 @@ impl Stack {
         command
     }
 
-    /// Points a `ferry` process at `endpoint`, and at the strict S3 for S3
-    /// when the tests use one and `endpoint` is moto itself (a fault proxy
-    /// sends S3 there on its own; anything else is a test's own endpoint).
+    /// Points a `ferry` process at `endpoint`, and for S3 at the strict S3
+    /// when [`s3_endpoint_beside`] says so.
     fn aws_endpoint(&self, command: &mut Command, endpoint: &str) {
         command.env("AWS_ENDPOINT_URL", endpoint);
-        if endpoint == self.moto.endpoint()
-            && let Some(s3) = ferry_testkit::moto::strict_s3_endpoint()
-        {
+        if let Some(s3) = s3_endpoint_beside(self.moto, endpoint) {
             command.env("AWS_ENDPOINT_URL_S3", s3);
         }
     }
