@@ -107,3 +107,27 @@ start_origin() {
   ORIGIN="http://127.0.0.1:$PIPED_PORT"
   say "HTTP origin serving $dir on $ORIGIN"
 }
+
+# LocalStack (S3 only) for scripts/strict-s3-test: a Python 3.13 venv in
+# .ferry/localstack-venv from scripts/localstack-requirements.txt (fully
+# pinned, installed without resolving), re-made when that list changes.
+# Python 3.13 comes from pyenv; sets LOCALSTACK_PYTHON.
+ensure_localstack() {
+  local venv="$STATE/localstack-venv" list="$ROOT/scripts/localstack-requirements.txt"
+  local stamp="$venv/.requirements" python
+  if ! cmp -s "$list" "$stamp" 2>/dev/null; then
+    command -v pyenv >/dev/null || [ -x "$HOME/.pyenv/bin/pyenv" ] ||
+      die "pyenv not found: LocalStack needs Python 3.13; install pyenv and run 'pyenv install 3.13'"
+    local pyenv_root
+    pyenv_root="$(pyenv root 2>/dev/null || "$HOME/.pyenv/bin/pyenv" root)"
+    python="$(ls -d "$pyenv_root"/versions/3.13.*/bin/python 2>/dev/null | sort -V | tail -n 1 || true)"
+    [ -n "$python" ] && [ -x "$python" ] ||
+      die "no Python 3.13 under $pyenv_root/versions: run 'pyenv install 3.13' (LocalStack needs it)"
+    say "installing LocalStack into $venv (from scripts/localstack-requirements.txt)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$list"
+    cp "$list" "$stamp"
+  fi
+  LOCALSTACK_PYTHON="$venv/bin/python"
+}

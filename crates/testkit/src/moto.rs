@@ -4,6 +4,11 @@
 //! queue and table names). The server runs `scripts/moto_server.py` from the
 //! project's virtualenv, made by `scripts/setup`; its life is tied to a pipe
 //! held by this process, so it ends when the tests end, however they end.
+//!
+//! Which S3 the tests use is decided here and only here: moto's, or the
+//! strict S3 named by `FERRY_TEST_S3_ENDPOINT` (LocalStack, run by
+//! `scripts/strict-s3-test`; docs/testing.md). SQS and DynamoDB are always
+//! moto's.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -16,6 +21,18 @@ pub struct Moto {
 }
 
 static SHARED: OnceLock<Moto> = OnceLock::new();
+
+/// The variable naming a stricter S3 than moto's for the tests to use.
+pub const STRICT_S3_ENV: &str = "FERRY_TEST_S3_ENDPOINT";
+
+/// The strict S3 the tests use instead of moto's, when
+/// `FERRY_TEST_S3_ENDPOINT` names one (e.g. `http://127.0.0.1:4566`).
+pub fn strict_s3_endpoint() -> Option<String> {
+    std::env::var(STRICT_S3_ENV)
+        .ok()
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+}
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
@@ -104,9 +121,17 @@ impl Moto {
         sdk_config_at(&self.endpoint).await
     }
 
-    /// An S3 client builder with path-style addressing (moto needs it).
+    /// The S3 the tests use: the strict one when set, else this server.
+    pub fn s3_endpoint(&self) -> String {
+        strict_s3_endpoint().unwrap_or_else(|| self.endpoint.clone())
+    }
+
+    /// An S3 client builder for [`s3_endpoint`](Self::s3_endpoint), with
+    /// path-style addressing (neither emulator serves bucket host names on
+    /// loopback).
     pub async fn s3_builder(&self) -> aws_sdk_s3::config::Builder {
-        aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true)
+        aws_sdk_s3::config::Builder::from(&sdk_config_at(&self.s3_endpoint()).await)
+            .force_path_style(true)
     }
 
     pub async fn s3(&self) -> aws_sdk_s3::Client {
@@ -132,7 +157,8 @@ impl Drop for Moto {
 }
 
 /// SDK settings pointing at `endpoint` (moto, or a proxy in front of it)
-/// with dummy credentials.
+/// with dummy credentials. For SQS and DynamoDB; S3 clients come from
+/// [`Moto::s3_builder`], which knows which S3 the tests use.
 pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)

@@ -1,4 +1,6 @@
-//! Shared set-up: an engine wired to moto, and checks on what S3 holds.
+//! Shared set-up: an engine wired to the tests' S3 (moto's, or the strict
+//! S3 when `FERRY_TEST_S3_ENDPOINT` names one; docs/testing.md), and checks
+//! on what S3 holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +47,7 @@ pub fn test_config() -> EngineConfig {
 /// order, and lists part checksums): LocalStack does, moto does not
 /// (../shared/emulators.md).
 pub fn store_checks() -> bool {
-    std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some()
+    ferry_testkit::moto::strict_s3_endpoint().is_some()
 }
 
 pub fn loopback_allowed() -> AddressPolicy {
@@ -98,7 +100,7 @@ impl Harness {
         ferry_testkit::object_bytes(&self.s3, &self.bucket, key).await
     }
 
-    /// The full-object CRC64NVME moto computed for the stored object.
+    /// The full-object CRC64NVME S3 computed for the stored object.
     pub async fn reported_crc(&self, key: &str) -> Option<String> {
         self.s3
             .head_object()
@@ -143,8 +145,16 @@ impl Harness {
         assert_eq!(
             self.reported_crc(key).await.as_deref(),
             Some(crc.as_str()),
-            "moto's full-object checksum"
+            "S3's full-object checksum"
         );
+        // S3 answers Complete and PutObject with the full-object CRC64NVME it
+        // computed, which the engine checks; moto's answers carry none.
+        if store_checks() {
+            assert!(
+                outcome.checksum_confirmed_by_s3,
+                "S3 confirmed the checksum in its answer: {outcome:?}"
+            );
+        }
         assert_eq!(self.open_uploads().await, 0);
     }
 }

@@ -1,4 +1,5 @@
-//! Engine integration tests: a real HTTP(S) origin with faults, S3 through moto.
+//! Engine integration tests: a real HTTP(S) origin with faults, S3 through
+//! moto (or LocalStack, `scripts/strict-s3-test`).
 
 // Test helpers outside #[test] functions panic on failure by design.
 #![allow(clippy::unwrap_used)]

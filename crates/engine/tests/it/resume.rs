@@ -276,14 +276,24 @@ async fn a_resumed_transfer_continues_the_kept_digest_instead_of_rereading_its_p
         let outcome = result.unwrap();
         harness.assert_stored(&key, &data, &outcome).await;
         assert!(outcome.parts_reused >= 3, "{outcome:?}");
-        // Every byte after the kept state once (missing parts fetched, parts
-        // finished beyond it re-read for the digest), none before it.
-        assert_eq!(
-            served,
-            data.len() as u64 - prefix,
-            "{algorithms:?}: served {served} after a state of {prefix} bytes"
-        );
+        assert_read_after_state_only(served, data.len() as u64, prefix, &algorithms);
     }
+}
+
+/// Every byte after the kept state was served once (missing parts fetched,
+/// parts finished beyond it re-read for the digest), none before it.
+///
+/// Plus, at most, the start of a later part's response opened and dropped
+/// while a finished part beyond the state was re-read. Whether there is such
+/// a part depends on S3: a part it acknowledged after the journal's last
+/// kept one (the stop cancels parts in flight) is reused only if ListParts
+/// reports its CRC64NVME, as S3 (and LocalStack) do and moto does not.
+fn assert_read_after_state_only(served: u64, size: u64, prefix: u64, what: &dyn std::fmt::Debug) {
+    let after = size - prefix;
+    assert!(
+        (after..after + PART as u64).contains(&served),
+        "{what:?}: served {served} after a state of {prefix} bytes (of {size})"
+    );
 }
 
 /// What happens to the kept state between the runs.
@@ -373,11 +383,7 @@ async fn a_wrong_expected_digest_still_fails_after_a_resume_from_the_kept_state(
     let (result, served) = resumed(&harness, &spec, &origin, journal, checkpoint).await;
     let err = result.unwrap_err();
     assert_eq!(err.kind(), "checksum_mismatch", "{err}");
-    assert_eq!(
-        served,
-        data.len() as u64 - prefix,
-        "the kept state was used"
-    );
+    assert_read_after_state_only(served, data.len() as u64, prefix, &"the kept state");
     harness.assert_nothing_left("wrong").await;
 }
 

@@ -7,7 +7,8 @@ use ferry_testkit::{Moto, Origin, test_bytes};
 
 use crate::harness::{Harness, PART, test_config};
 
-/// An engine whose S3 client goes through a fault proxy in front of moto.
+/// An engine whose S3 client goes through a fault proxy in front of the
+/// tests' S3.
 async fn through_proxy() -> (Harness, AwsProxy, Engine) {
     let harness = Harness::new().await;
     let proxy = AwsProxy::start(Moto::shared().endpoint()).await;

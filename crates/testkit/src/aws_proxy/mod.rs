@@ -9,6 +9,10 @@
 //! can assert on what happened and a checker can count what reached the
 //! emulator.
 //!
+//! S3 requests go to the strict S3 when the tests use one
+//! (`FERRY_TEST_S3_ENDPOINT`, see [`crate::moto`]), everything else to moto,
+//! so the fault tests exercise whichever S3 the suite runs against.
+//!
 //! In a test, use [`AwsProxy`] directly; scripts run the `ferry-aws-proxy`
 //! binary and steer it over HTTP (`/__proxy/rules`, `/__proxy/log`). Bodies
 //! are buffered whole, which is fine for tests and not meant for more.
@@ -72,6 +76,8 @@ pub struct LogEntry {
 pub struct ProxyOptions {
     /// The emulator, e.g. `http://127.0.0.1:5000`.
     pub upstream: String,
+    /// Where S3 requests go instead, if not to `upstream` (the strict S3).
+    pub s3_upstream: Option<String>,
     /// Seed of the generator behind `probability` rules.
     pub seed: u64,
     /// Loopback port to listen on (0: ephemeral).
@@ -82,6 +88,7 @@ pub struct ProxyOptions {
 
 struct State {
     upstream: String,
+    s3_upstream: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
     rules: Mutex<Vec<Installed>>,
     log: Mutex<Vec<LogEntry>>,
@@ -98,10 +105,12 @@ pub struct AwsProxy {
 }
 
 impl AwsProxy {
-    /// A proxy in front of `upstream` on an ephemeral loopback port, seed 0.
+    /// A proxy in front of `upstream` on an ephemeral loopback port, seed 0;
+    /// S3 requests go to the strict S3 when the tests use one.
     pub async fn start(upstream: &str) -> AwsProxy {
         Self::start_with(ProxyOptions {
             upstream: upstream.to_owned(),
+            s3_upstream: crate::moto::strict_s3_endpoint(),
             seed: 0,
             port: 0,
             log_file: None,
@@ -124,6 +133,10 @@ impl AwsProxy {
         };
         let state = Arc::new(State {
             upstream: options.upstream.trim_end_matches('/').to_owned(),
+            s3_upstream: options
+                .s3_upstream
+                .as_deref()
+                .map(|url| url.trim_end_matches('/').to_owned()),
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build_http(),
@@ -330,7 +343,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
     }
     let answer = match &fault {
         // `decide` never returns a delay as the terminal fault.
-        None | Some(Fault::Delay { .. }) => forward(state, parts, body, &mut pending.entry).await,
+        None | Some(Fault::Delay { .. }) => {
+            forward(state, op.service, parts, body, &mut pending.entry).await
+        }
         Some(Fault::Error { status, code }) => Ok(error_response(
             op.service,
             status.unwrap_or(500),
@@ -343,7 +358,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
         }
         Some(Fault::Reset) => Err(Cut),
         Some(Fault::Lost) => {
-            let _ = forward(state, parts, body, &mut pending.entry).await;
+            let _ = forward(state, op.service, parts, body, &mut pending.entry).await;
             Err(Cut)
         }
         Some(Fault::Hang { ms }) => {
@@ -355,7 +370,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
         }
         Some(Fault::Error200 { forward: applied }) => {
             if *applied {
-                let _ = forward(state, parts.clone(), body, &mut pending.entry).await;
+                let _ = forward(state, op.service, parts.clone(), body, &mut pending.entry).await;
             }
             let mut response = error_response(Service::S3, 500, "InternalError", &parts);
             *response.status_mut() = StatusCode::OK;
@@ -368,14 +383,17 @@ async fn handle(state: &State, request: Request<Incoming>) -> Answer {
 
 async fn forward(
     state: &State,
+    service: Service,
     parts: hyper::http::request::Parts,
     body: Bytes,
     entry: &mut LogEntry,
 ) -> Answer {
+    let upstream = match (&state.s3_upstream, service) {
+        (Some(s3), Service::S3) => s3,
+        _ => &state.upstream,
+    };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: hyper::Uri = format!("{}{path}", state.upstream)
-        .parse()
-        .map_err(|_| Cut)?;
+    let uri: hyper::Uri = format!("{upstream}{path}").parse().map_err(|_| Cut)?;
     let mut upstream = Request::builder().method(parts.method.clone()).uri(uri);
     for (name, value) in &parts.headers {
         if name != hyper::header::CONNECTION {

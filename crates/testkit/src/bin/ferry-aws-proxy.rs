@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use ferry_testkit::aws_proxy::{AwsProxy, ProxyOptions, Rule};
 use tokio::io::AsyncReadExt as _;
 
-const USAGE: &str =
-    "usage: ferry-aws-proxy --upstream URL [--port N] [--seed N] [--rules FILE] [--log FILE]";
+const USAGE: &str = "usage: ferry-aws-proxy --upstream URL [--s3-upstream URL] [--port N] [--seed N] [--rules FILE] [--log FILE]";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -25,6 +24,7 @@ async fn main() {
 async fn run() -> Result<std::convert::Infallible, String> {
     let mut options = ProxyOptions {
         upstream: String::new(),
+        s3_upstream: None,
         seed: 0,
         port: 0,
         log_file: None,
@@ -35,6 +35,7 @@ async fn run() -> Result<std::convert::Infallible, String> {
         let mut value = || args.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
         match flag.as_str() {
             "--upstream" => options.upstream = value()?,
+            "--s3-upstream" => options.s3_upstream = Some(value()?),
             "--port" => options.port = value()?.parse().map_err(|_| "--port: not a port")?,
             "--seed" => options.seed = value()?.parse().map_err(|_| "--seed: not a number")?,
             "--rules" => rules_file = Some(PathBuf::from(value()?)),

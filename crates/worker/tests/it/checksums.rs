@@ -7,15 +7,9 @@ use std::time::Duration;
 use ferry_engine::upload_checksum::ChecksumFault;
 use ferry_testkit::{Behavior, Origin, test_bytes};
 
-use crate::harness::{PART, Stack, text};
+use crate::harness::{PART, Stack, store_checks, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Whether the S3 of this run checks what it is sent (LocalStack does,
-/// moto does not: ../shared/emulators.md).
-fn store_checks() -> bool {
-    std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_in_crc32c_mode_gets_composite_checksums_and_others_the_default() {

@@ -98,7 +98,7 @@ impl Setup {
     /// The good environment; `case` names the key prefix its bucket check
     /// writes under, so concurrent cases can count their own uploads.
     fn env(&self, case: &str) -> HashMap<&'static str, String> {
-        HashMap::from([
+        let mut env = HashMap::from([
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_REGION", "us-east-1".to_owned()),
             ("AWS_ACCESS_KEY_ID", "test".to_owned()),
@@ -117,7 +117,12 @@ impl Setup {
             ("FERRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("FERRY_SOURCE_ALLOW_CIDRS", "127.0.0.0/8".to_owned()),
             ("FERRY_LOG_FORMAT", "json".to_owned()),
-        ])
+        ]);
+        // The bucket is on the strict S3 when the tests use one.
+        if let Some(s3) = crate::harness::s3_endpoint_beside(Moto::shared(), &self.endpoint) {
+            env.insert("AWS_ENDPOINT_URL_S3", s3);
+        }
+        env
     }
 }
 
@@ -276,7 +281,7 @@ async fn doctor_passes_a_good_setup_and_leaves_no_upload() {
 /// LocalStack refuses a wrong part checksum, moto accepts it.
 #[tokio::test]
 async fn doctor_says_whether_the_store_verifies_the_checksum_mode() {
-    let strict = std::env::var_os("FERRY_TEST_S3_ENDPOINT").is_some();
+    let strict = crate::harness::store_checks();
     for mode in ["crc64nvme", "crc32c", "crc32", "md5"] {
         let case = format!("checksum-{mode}");
         let mut env = setup().env(&case);
@@ -360,6 +365,7 @@ async fn doctor_reports_an_unreachable_endpoint() {
     let mut env = setup().env("unreachable");
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
     env.insert("AWS_ENDPOINT_URL", endpoint.clone());
+    env.remove("AWS_ENDPOINT_URL_S3");
     let run = doctor(&env, &["--json"]);
     assert_eq!(run.code, Some(1), "{run}");
     let report: serde_json::Value = serde_json::from_str(&run.lines[0]).unwrap();
@@ -577,6 +583,7 @@ async fn doctor_reports_worker_config_problems_as_checks() {
 async fn doctor_through(proxy: &AwsProxy, case: &str) -> Run {
     let mut env = setup().env(case);
     env.insert("AWS_ENDPOINT_URL", proxy.endpoint());
+    env.remove("AWS_ENDPOINT_URL_S3");
     tokio::task::spawn_blocking(move || doctor(&env, &[]))
         .await
         .unwrap()

@@ -1,5 +1,9 @@
 //! An isolated stack per test: bucket, queue (+ DLQ) and table on the shared
 //! moto server, and helpers to run workers and read what they recorded.
+//!
+//! The bucket lives on the strict S3 instead when the tests use one
+//! (`FERRY_TEST_S3_ENDPOINT`, docs/testing.md); a `ferry` process pointed at
+//! moto is then pointed at it for S3 with `AWS_ENDPOINT_URL_S3`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +30,21 @@ pub fn slow() -> ferry_testkit::Behavior {
         chunk_delay: Some(Duration::from_millis(20)),
         ..ferry_testkit::Behavior::default()
     }
+}
+
+/// Whether the S3 of this run checks what it is sent (checksums, part
+/// order, and lists part checksums): the strict S3 does, moto does not
+/// (../shared/emulators.md).
+pub fn store_checks() -> bool {
+    ferry_testkit::moto::strict_s3_endpoint().is_some()
+}
+
+/// What a `ferry` process pointed at `endpoint` needs as
+/// `AWS_ENDPOINT_URL_S3`: the strict S3 when the tests use one and
+/// `endpoint` is `moto` itself (a fault proxy sends S3 there on its own;
+/// anything else is a test's own endpoint).
+pub fn s3_endpoint_beside(moto: &Moto, endpoint: &str) -> Option<String> {
+    ferry_testkit::moto::strict_s3_endpoint().filter(|_| endpoint == moto.endpoint())
 }
 
 pub struct Stack {
@@ -81,10 +100,9 @@ impl Stack {
     /// it) and this stack's table and queue, in a clean environment.
     pub fn ferry_at(&self, endpoint: &str, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command.args(args).env_clear();
+        self.aws_endpoint(&mut command, endpoint);
         command
-            .args(args)
-            .env_clear()
-            .env("AWS_ENDPOINT_URL", endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -92,6 +110,15 @@ impl Stack {
             .env("FERRY_QUEUE_URL", &self.queue)
             .env("FERRY_LOG_FORMAT", "json");
         command
+    }
+
+    /// Points a `ferry` process at `endpoint`, and for S3 at the strict S3
+    /// when [`s3_endpoint_beside`] says so.
+    fn aws_endpoint(&self, command: &mut Command, endpoint: &str) {
+        command.env("AWS_ENDPOINT_URL", endpoint);
+        if let Some(s3) = s3_endpoint_beside(self.moto, endpoint) {
+            command.env("AWS_ENDPOINT_URL_S3", s3);
+        }
     }
 
     pub async fn queue_arn(&self, queue: &str) -> String {
@@ -162,12 +189,15 @@ impl Stack {
     /// Its log goes to a file (a pipe nobody reads would block it).
     pub fn start_worker_process(&self, extra: &[(&str, &str)]) -> WorkerProcess {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("ferry-worker")));
+        let endpoint = extra
+            .iter()
+            .find(|(name, _)| *name == "AWS_ENDPOINT_URL")
+            .map_or(self.moto.endpoint(), |(_, value)| *value);
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command.arg("worker").env_clear();
+        self.aws_endpoint(&mut command, endpoint);
         command
-            .arg("worker")
-            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
