@@ -7,23 +7,53 @@ use ferry_testkit::{Behavior, Moto, Origin, unique_name};
 
 use crate::harness::Stack;
 
-/// The S3 store of these tests: a server of its own, never the stack's.
-async fn separate_s3() -> (Moto, aws_sdk_s3::Client) {
-    let store = Moto::start();
-    let s3 = store.s3().await;
-    (store, s3)
+/// The S3 store of these tests, never the stack's server: the strict S3
+/// when the run has one (LocalStack, docs/testing.md), else a second moto.
+struct S3Store {
+    endpoint: String,
+    client: aws_sdk_s3::Client,
+    _own: Option<Moto>,
+}
+
+async fn separate_s3() -> S3Store {
+    if let Some(endpoint) = ferry_testkit::moto::strict_s3_endpoint() {
+        let client = Moto::shared().s3().await;
+        return S3Store {
+            endpoint,
+            client,
+            _own: None,
+        };
+    }
+    let own = Moto::start();
+    S3Store {
+        endpoint: own.endpoint().to_owned(),
+        client: own.s3().await,
+        _own: Some(own),
+    }
+}
+
+/// An S3 client of `moto` itself, whichever S3 the tests use.
+async fn s3_of(moto: &Moto) -> aws_sdk_s3::Client {
+    let sdk = ferry_testkit::moto::sdk_config_at(moto.endpoint()).await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_on_one_store_and_the_queue_and_table_on_another() {
     let stack = Stack::new().await;
-    let (store, s3) = separate_s3().await;
+    let store = separate_s3().await;
+    let s3 = &store.client;
     let bucket = unique_name("split");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let data = ferry_testkit::test_bytes(7 * 1024 * 1024 + 3, 26);
     let origin = Origin::start(data.clone(), Behavior::default()).await;
 
-    let mut worker = stack.start_worker_process(&[("AWS_ENDPOINT_URL_S3", store.endpoint())]);
+    let mut worker =
+        stack.start_worker_process(&[("AWS_ENDPOINT_URL_S3", store.endpoint.as_str())]);
     let destination = format!("s3://{bucket}/copied.bin");
     let output = stack
         .ferry_at(
@@ -37,14 +67,14 @@ async fn s3_on_one_store_and_the_queue_and_table_on_another() {
                 "--wait",
             ],
         )
-        .env("AWS_ENDPOINT_URL_S3", store.endpoint())
+        .env("AWS_ENDPOINT_URL_S3", store.endpoint.as_str())
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "submit --wait: {said}");
 
     // The bytes went to the S3 store; the record is in the stack's table.
-    let stored = ferry_testkit::object_bytes(&s3, &bucket, "copied.bin").await;
+    let stored = ferry_testkit::object_bytes(s3, &bucket, "copied.bin").await;
     assert!(stored == Some(data), "the object differs or is missing");
     let record = stack.wait_final("split-1", Duration::from_secs(30)).await;
     assert_eq!(
@@ -52,19 +82,25 @@ async fn s3_on_one_store_and_the_queue_and_table_on_another() {
         Some("succeeded")
     );
     // The stack's own server never saw the bucket.
+    let elsewhere = s3_of(stack.moto)
+        .await
+        .head_bucket()
+        .bucket(&bucket)
+        .send()
+        .await;
     assert!(
-        stack.s3.head_bucket().bucket(&bucket).send().await.is_err(),
-        "the bucket must exist only on the S3 store"
+        elsewhere.is_err(),
+        "the bucket must exist only on the S3 store: {elsewhere:?}"
     );
 
     // The doctor names each service's endpoint and where it was set.
     let output = stack
         .ferry_at(stack.moto.endpoint(), &["doctor", "--bucket", &bucket])
-        .env("AWS_ENDPOINT_URL_S3", store.endpoint())
+        .env("AWS_ENDPOINT_URL_S3", store.endpoint.as_str())
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
-    let s3_line = format!("S3: {} (from AWS_ENDPOINT_URL_S3)", store.endpoint());
+    let s3_line = format!("S3: {} (from AWS_ENDPOINT_URL_S3)", store.endpoint.as_str());
     let sqs_line = format!("SQS: {} (from AWS_ENDPOINT_URL)", stack.moto.endpoint());
     let dynamodb_line = format!(
         "DynamoDB: {} (from AWS_ENDPOINT_URL)",
@@ -87,7 +123,8 @@ async fn s3_on_one_store_and_the_queue_and_table_on_another() {
 /// the S3 store by path-style addressing (no DNS for `bucket.127.0.0.1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_uses_the_s3_endpoint_and_path_style() {
-    let (store, s3) = separate_s3().await;
+    let store = separate_s3().await;
+    let s3 = &store.client;
     let bucket = unique_name("copy");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     let data = ferry_testkit::test_bytes(300_000, 27);
@@ -95,7 +132,7 @@ async fn copy_uses_the_s3_endpoint_and_path_style() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["copy", &origin.url("f"), &format!("s3://{bucket}/one")])
         .env_clear()
-        .env("AWS_ENDPOINT_URL_S3", store.endpoint())
+        .env("AWS_ENDPOINT_URL_S3", store.endpoint.as_str())
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -107,6 +144,6 @@ async fn copy_uses_the_s3_endpoint_and_path_style() {
         "copy: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let stored = ferry_testkit::object_bytes(&s3, &bucket, "one").await;
+    let stored = ferry_testkit::object_bytes(s3, &bucket, "one").await;
     assert!(stored == Some(data), "the object differs or is missing");
 }
