@@ -18,8 +18,7 @@ use std::future::Future;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    StorageClass,
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, StorageClass,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -157,16 +156,14 @@ impl S3Sink {
 
     pub async fn create(&self, dest: &Destination) -> Result<String, TransferError> {
         let op = S3Operation::CreateMultipartUpload;
+        let (algorithm, checksum_type) = self.mode(&dest.bucket).create_settings();
         let request = self
             .client
             .create_multipart_upload()
             .bucket(&dest.bucket)
             .key(&dest.key)
-            .set_checksum_algorithm(algorithm(self.mode(&dest.bucket)))
-            .set_checksum_type(
-                (self.mode(&dest.bucket) == UploadChecksum::Crc64Nvme)
-                    .then_some(ChecksumType::FullObject),
-            )
+            .set_checksum_algorithm(algorithm)
+            .set_checksum_type(checksum_type)
             .set_content_type(dest.content_type.clone())
             .set_metadata(metadata(dest))
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
@@ -388,7 +385,7 @@ impl S3Sink {
             .bucket(&dest.bucket)
             .key(&dest.key)
             .content_length(size as i64)
-            .set_checksum_algorithm(algorithm(mode))
+            .set_checksum_algorithm(mode.create_settings().0)
             .set_checksum_crc64_nvme(
                 (mode == UploadChecksum::Crc64Nvme)
                     .then(|| checksum::to_base64(self.part_crc(crc))),
@@ -463,16 +460,6 @@ impl S3Sink {
 fn part_number(number: u32) -> i32 {
     // Part numbers are at most 10,000 by construction of every plan.
     i32::try_from(number).unwrap_or(i32::MAX)
-}
-
-/// The algorithm an upload is created (or a PUT sent) with in `mode`.
-fn algorithm(mode: UploadChecksum) -> Option<ChecksumAlgorithm> {
-    match mode {
-        UploadChecksum::Crc64Nvme => Some(ChecksumAlgorithm::Crc64Nvme),
-        UploadChecksum::Crc32c => Some(ChecksumAlgorithm::Crc32C),
-        UploadChecksum::Crc32 => Some(ChecksumAlgorithm::Crc32),
-        UploadChecksum::Md5 | UploadChecksum::None => None,
-    }
 }
 
 fn metadata(dest: &Destination) -> Option<HashMap<String, String>> {

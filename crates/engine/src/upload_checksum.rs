@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use crc_fast::CrcAlgorithm;
@@ -75,6 +76,22 @@ impl UploadChecksum {
             UploadChecksum::Crc64Nvme | UploadChecksum::None => return None,
         };
         Some(BASE64.encode(raw))
+    }
+
+    /// The algorithm and type a multipart upload is created with (and a
+    /// PutObject's algorithm) in this mode.
+    pub fn create_settings(self) -> (Option<ChecksumAlgorithm>, Option<ChecksumType>) {
+        match self {
+            UploadChecksum::Crc64Nvme => (
+                Some(ChecksumAlgorithm::Crc64Nvme),
+                Some(ChecksumType::FullObject),
+            ),
+            // S3's default type for these is COMPOSITE; not naming it keeps
+            // stores that predate checksum types working.
+            UploadChecksum::Crc32c => (Some(ChecksumAlgorithm::Crc32C), None),
+            UploadChecksum::Crc32 => (Some(ChecksumAlgorithm::Crc32), None),
+            UploadChecksum::Md5 | UploadChecksum::None => (None, None),
+        }
     }
 
     /// Whether a part that an earlier run uploaded needs its [`of_body`]

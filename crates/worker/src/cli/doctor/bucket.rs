@@ -5,7 +5,6 @@
 //! key and aborted too.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 
 use super::Check;
 use super::sdk_error::{Failure, Trouble};
@@ -39,14 +38,12 @@ async fn probe(s3: &aws_sdk_s3::Client, destination: &AllowedDestination) -> Che
     let AllowedDestination { bucket, prefix } = destination;
     let key = format!("{prefix}ferry-doctor/{}", uuid::Uuid::new_v4());
     let place = format!("s3://{bucket}/{prefix}");
-    // As the engine creates a job's upload, so a bucket or policy that
-    // refuses those settings shows up here.
+    // Access only: whether the store takes the bucket's checksum mode is
+    // the checksum check's (checksum.rs), which names a mode it does take.
     let created = s3
         .create_multipart_upload()
         .bucket(bucket)
         .key(&key)
-        .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-        .checksum_type(ChecksumType::FullObject)
         .send()
         .await;
     let upload_id = match created {
