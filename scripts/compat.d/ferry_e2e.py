@@ -3,8 +3,12 @@ environment (AWS_ENDPOINT_URL_S3 and credentials, as `scripts/compat-s3 serve`
 prints them), one single-PutObject object and one multipart object each, with
 an expected sha256; then reads every object back and compares its bytes.
 
+With --require MODE, each copy in MODE (the store's working mode) is a check:
+PASS if ferry exited 0 and the store holds the right bytes, else FAIL (exit 1).
+The other modes are reported only.
+
 Usage: ferry_e2e.py --ferry BIN [--bucket B] [--modes crc64nvme,crc32c,...]
-                    [--markdown]
+                    [--require MODE] [--markdown]
 """
 
 import argparse
@@ -42,6 +46,7 @@ def main():
     a.add_argument("--modes", default="crc64nvme,crc32c,crc32,md5,none")
     a.add_argument("--markdown", action="store_true")
     a.add_argument("--title", default="")
+    a.add_argument("--require", default="", help="mode whose copies must succeed")
     args = a.parse_args()
     endpoint = os.environ["AWS_ENDPOINT_URL_S3"]
     client = Client(endpoint, os.environ.get("AWS_REGION", "us-east-1"), args.bucket, "")
@@ -96,7 +101,14 @@ def main():
     else:
         for r in rows:
             print(" | ".join(str(x) for x in r))
-    sys.exit(0)
+    failed = False
+    for mode, name, rc, secs, said, stored, sums in rows:
+        if mode == args.require:
+            ok = rc == 0 and stored == "right bytes"
+            failed |= not ok
+            print(f"{'PASS' if ok else 'FAIL'}  ferry copy {name} in {mode}: exit {rc}, {stored}, "
+                  f"{secs} s, {said}; HEAD {sums}", file=sys.stderr)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
