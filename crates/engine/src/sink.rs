@@ -154,6 +154,23 @@ impl S3Sink {
         result
     }
 
+    /// The checksum headers a body (a part, or a single PUT) is sent with
+    /// in `bucket`'s mode: `crc` is ferry's CRC64NVME, `sent` the mode's
+    /// own value ([`UploadChecksum::of_body`]).
+    fn body_headers(&self, bucket: &str, crc: u64, sent: Option<&str>) -> BodyHeaders {
+        let mode = self.mode(bucket);
+        let sent = self.part_value(sent);
+        let only = |wanted: UploadChecksum| sent.clone().filter(|_| mode == wanted);
+        BodyHeaders {
+            algorithm: mode.create_settings().0,
+            crc64nvme: (mode == UploadChecksum::Crc64Nvme)
+                .then(|| checksum::to_base64(self.part_crc(crc))),
+            crc32c: only(UploadChecksum::Crc32c),
+            crc32: only(UploadChecksum::Crc32),
+            md5: only(UploadChecksum::Md5),
+        }
+    }
+
     pub async fn create(&self, dest: &Destination) -> Result<String, TransferError> {
         let op = S3Operation::CreateMultipartUpload;
         let (algorithm, checksum_type) = self.mode(&dest.bucket).create_settings();
@@ -185,8 +202,7 @@ impl S3Sink {
         sent: Option<&str>,
     ) -> Result<String, TransferError> {
         let op = S3Operation::UploadPart;
-        let mode = self.mode(&dest.bucket);
-        let sent = self.part_value(sent);
+        let headers = self.body_headers(&dest.bucket, crc, sent);
         let request = self
             .client
             .upload_part()
@@ -195,13 +211,10 @@ impl S3Sink {
             .upload_id(upload_id)
             .part_number(part_number(number))
             .content_length(body.len() as i64)
-            .set_checksum_crc64_nvme(
-                (mode == UploadChecksum::Crc64Nvme)
-                    .then(|| checksum::to_base64(self.part_crc(crc))),
-            )
-            .set_checksum_crc32_c(sent.clone().filter(|_| mode == UploadChecksum::Crc32c))
-            .set_checksum_crc32(sent.clone().filter(|_| mode == UploadChecksum::Crc32))
-            .set_content_md5(sent.filter(|_| mode == UploadChecksum::Md5))
+            .set_checksum_crc64_nvme(headers.crc64nvme)
+            .set_checksum_crc32_c(headers.crc32c)
+            .set_checksum_crc32(headers.crc32)
+            .set_content_md5(headers.md5)
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()
@@ -377,22 +390,18 @@ impl S3Sink {
     ) -> Result<StoredObject, TransferError> {
         let op = S3Operation::PutObject;
         let size = body.len() as u64;
-        let mode = self.mode(&dest.bucket);
-        let sent = self.part_value(sent);
+        let headers = self.body_headers(&dest.bucket, crc, sent);
         let request = self
             .client
             .put_object()
             .bucket(&dest.bucket)
             .key(&dest.key)
             .content_length(size as i64)
-            .set_checksum_algorithm(mode.create_settings().0)
-            .set_checksum_crc64_nvme(
-                (mode == UploadChecksum::Crc64Nvme)
-                    .then(|| checksum::to_base64(self.part_crc(crc))),
-            )
-            .set_checksum_crc32_c(sent.clone().filter(|_| mode == UploadChecksum::Crc32c))
-            .set_checksum_crc32(sent.clone().filter(|_| mode == UploadChecksum::Crc32))
-            .set_content_md5(sent.filter(|_| mode == UploadChecksum::Md5))
+            .set_checksum_algorithm(headers.algorithm)
+            .set_checksum_crc64_nvme(headers.crc64nvme)
+            .set_checksum_crc32_c(headers.crc32c)
+            .set_checksum_crc32(headers.crc32)
+            .set_content_md5(headers.md5)
             .set_content_type(dest.content_type.clone())
             .set_metadata(metadata(dest))
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
@@ -455,6 +464,15 @@ impl S3Sink {
             .map(|_| ())
             .map_err(|err| s3_error(S3Operation::PutObject, err))
     }
+}
+
+/// What [`S3Sink::body_headers`] sends; at most one value is set.
+struct BodyHeaders {
+    algorithm: Option<aws_sdk_s3::types::ChecksumAlgorithm>,
+    crc64nvme: Option<String>,
+    crc32c: Option<String>,
+    crc32: Option<String>,
+    md5: Option<String>,
 }
 
 fn part_number(number: u32) -> i32 {
