@@ -33,6 +33,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,7 +313,9 @@ def main():
         # The foreign upload is not ferry's to abort; end it here.
         for upload_id, key in open_uploads(s3, bucket, foreign_key).items():
             s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    if c.failed:
+    if not c.failed:
+        shutil.rmtree(logs, ignore_errors=True)
+    else:
         for name in sorted(os.listdir(logs)):
             print(f"--- {name} (last 15 lines)", file=sys.stderr)
             with open(os.path.join(logs, name)) as f:
@@ -400,6 +403,19 @@ def steps(c, ferry, s3, origin, bucket, mode, sha, data, resume_id, orphan_id,
            f"bytes_reused {resumed and resumed.get('bytes_reused')}")
     time.sleep(1.5)  # the foreign upload is older than --older-than
     running_at_gc = ferry.status(resume_id).get("status") == "running"
+    # The default threshold (24h) keeps every upload here: the store's
+    # Initiated dates are what gc goes by (an upload without one counts as old).
+    initiated = {
+        u["UploadId"]: u.get("Initiated")
+        for u in s3.list_multipart_uploads(Bucket=bucket, Prefix=orphan_key).get("Uploads", [])
+    }.get(orphan_upload)
+    young = ferry.run("gc", "--bucket", bucket, "--dry-run")
+    said = gc_lines(young.stdout).get(orphan_key)
+    c.check(
+        "ferry gc --dry-run, default --older-than 24h: a seconds-old upload kept as young",
+        young.returncode == 0 and said == ("kept", "younger than the threshold"),
+        f"exit {young.returncode}; said {said}; ListMultipartUploads Initiated {initiated}",
+    )
     dry = ferry.run("gc", "--bucket", bucket, "--older-than", "1s", "--dry-run")
     dry_lines = gc_lines(dry.stdout)
     still = open_uploads(s3, bucket, "")
