@@ -1,0 +1,251 @@
+//! DynamoDB faults: every write of a job, outages longer than the SDK's
+//! retries, a failed release write, and a lease that cannot be renewed.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_faults_on_every_write_of_a_job_neither_fail_nor_double_it() {
+    run_cells(cells(&[
+        (
+            "ddb.claim",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            Some("claim_token"),
+        ),
+        (
+            "ddb.renew",
+            Kind::Slow,
+            "dynamodb:UpdateItem",
+            Some(":done"),
+        ),
+        (
+            "ddb.succeed",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            Some(":succeeded"),
+        ),
+        (
+            "ddb.record_failure",
+            Kind::Missing,
+            "dynamodb:UpdateItem",
+            Some("#error_kind"),
+        ),
+        (
+            "ddb.mark_destination",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("dest#"),
+        ),
+        (
+            "ddb.upload_marker",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("upload#"),
+        ),
+        (
+            "ddb.checkpoint",
+            Kind::Ranged,
+            "dynamodb:UpdateItem",
+            Some("#checkpointed_at"),
+        ),
+        (
+            "ddb.part_checksum",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            Some("#part#"),
+        ),
+        (
+            "ddb.resume_checksums",
+            Kind::Resumed,
+            "dynamodb:BatchGetItem",
+            None,
+        ),
+        (
+            "ddb.record_resume",
+            Kind::Resumed,
+            "dynamodb:UpdateItem",
+            Some("#bytes_reused"),
+        ),
+        (
+            "ddb.reject",
+            Kind::Poison,
+            "dynamodb:UpdateItem",
+            Some(":rejected"),
+        ),
+    ]))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_outages_longer_than_the_sdk_retries_cost_at_most_an_attempt() {
+    // Twelve failures in a row outlast the SDK's six tries: ferry's own
+    // patience (claim loop, journal and record writes) must carry the job.
+    // A lease may lapse meanwhile — then the job is resumed by a later
+    // attempt, but never failed, dead-lettered or stored twice.
+    let outage = Fault::Error {
+        status: None,
+        code: None,
+    };
+    let mut all = Vec::new();
+    for (site, kind, op, matching) in [
+        (
+            "outage.claim",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            "claim_token",
+        ),
+        (
+            "outage.succeed",
+            Kind::Small,
+            "dynamodb:UpdateItem",
+            ":succeeded",
+        ),
+        (
+            "outage.checkpoint",
+            Kind::Ranged,
+            "dynamodb:UpdateItem",
+            "#checkpointed_at",
+        ),
+        (
+            "outage.mark_destination",
+            Kind::Ranged,
+            "dynamodb:PutItem",
+            "dest#",
+        ),
+        ("outage.renew", Kind::Slow, "dynamodb:UpdateItem", ":done"),
+        (
+            "outage.resume_checksums",
+            Kind::Resumed,
+            "dynamodb:BatchGetItem",
+            "#part#",
+        ),
+    ] {
+        let mut c = cell(site, kind, op, Some(matching), outage.clone());
+        c.rules[0].count = Some(12);
+        c.max_attempts = 3;
+        all.push(c);
+    }
+    run_cells(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_released_job_whose_release_write_fails_is_still_resumed() {
+    let mut all = Vec::new();
+    for (class, fault) in classes() {
+        let name = format!("ddb.release/{class}");
+        all.push(Cell {
+            name: name.clone(),
+            kind: Kind::Resumed,
+            rules: vec![
+                Rule::new("dynamodb:UpdateItem", fault)
+                    .matching("#status = :queued, #updated_at")
+                    .times(8)
+                    .id(&name),
+            ],
+            faulted_op: "dynamodb:UpdateItem".to_owned(),
+            max_attempts: 2,
+            upload_checksum: UploadChecksum::default(),
+        });
+    }
+    // The release happens in the first phase, so its rules go in first.
+    for cell in all {
+        let outcome = released_with_faults(cell).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+}
+
+/// Like [`run_cell`] for `Kind::Resumed`, but with the rules in place while
+/// the first worker releases the job.
+async fn released_with_faults(cell: Cell) -> Result<(), String> {
+    let f = Faulty::new().await;
+    let job = "job";
+    let data = test_bytes(cell.kind.size(), 7);
+    let origin = ferry_testkit::Origin::start(data.clone(), cell.kind.behavior()).await;
+    f.stack
+        .send(&f.stack.queue, &f.stack.message(job, &origin.url("f"), job))
+        .await;
+    f.proxy.set_rules(cell.rules.clone());
+    let first = f.worker(Duration::ZERO).await;
+    f.stack
+        .wait_for_parts(job, 1, Duration::from_secs(30))
+        .await;
+    first.stop().await;
+    let worker = f.worker(Duration::from_secs(10)).await;
+    let record = f.stack.wait_final(job, Duration::from_secs(120)).await;
+    worker.stop().await;
+    if f.proxy.faults(&cell.faulted_op).is_empty() {
+        return Err(format!("{}: no fault injected", cell.name));
+    }
+    if text(&record, "status") != "succeeded"
+        || f.stack.object(job).await.as_deref() != Some(&data[..])
+    {
+        return Err(format!(
+            "{}: {}",
+            cell.name,
+            ferry_worker::store::to_json(&record)
+        ));
+    }
+    if f.completions(job) != 1 {
+        return Err(format!(
+            "{}: completed {} times",
+            cell.name,
+            f.completions(job)
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_cannot_be_renewed_never_writes_the_object() {
+    // Renewals fail from the start; the download (two 64 KiB chunks, 6 s
+    // apart) outlasts ¾ of a 6 s lease, so the single PutObject must not
+    // be sent: another worker may own the job by then.
+    let f = Faulty::new().await;
+    let data = test_bytes(100 * 1024, 5);
+    let origin = ferry_testkit::Origin::start(
+        data.clone(),
+        Behavior {
+            chunk_delay: Some(Duration::from_secs(6)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    f.proxy.set_rules(vec![
+        Rule::new(
+            "dynamodb:UpdateItem",
+            Fault::Error {
+                status: None,
+                code: None,
+            },
+        )
+        .matching(":done"),
+    ]);
+    f.stack
+        .send(
+            &f.stack.queue,
+            &f.stack.message("job", &origin.url("f"), "job"),
+        )
+        .await;
+    let mut config = f.stack.config();
+    config.shutdown_grace = Duration::from_secs(1);
+    config.engine.source.read_timeout = Duration::from_secs(10);
+    let worker = spawn_worker_with(config, f.clients().await);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(
+        !f.proxy.faults("dynamodb:UpdateItem").is_empty(),
+        "renewals were attempted"
+    );
+    assert!(
+        f.proxy.forwarded("s3:PutObject").is_empty(),
+        "a worker without a valid lease wrote the object"
+    );
+    assert_eq!(f.stack.object("job").await, None);
+    // Once renewals work again the job completes, exactly once.
+    f.proxy.clear_rules();
+    origin.set(|b| b.chunk_delay = None);
+    let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
+    assert_eq!(f.completions("job"), 1);
+}
