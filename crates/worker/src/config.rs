@@ -8,8 +8,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use clap::Args;
 use ferry_engine::plan::MIB;
 use ferry_engine::source::guard::AddressPolicy;
@@ -107,11 +105,6 @@ pub struct AwsArgs {
     pub s3_attempt_timeout_secs: u64,
 }
 
-/// How long the SDK waits to connect to any AWS endpoint.
-const AWS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// SQS's longest long poll, added to a receive's attempt timeout.
-const LONG_POLL: Duration = Duration::from_secs(20);
-
 impl AwsArgs {
     /// Every problem with these settings.
     pub fn problems(&self) -> Vec<String> {
@@ -127,42 +120,6 @@ impl AwsArgs {
         }
         problems
     }
-
-    /// DynamoDB and SQS: the SDKs' adaptive retry mode (a client-side rate
-    /// limiter that backs off on throttling), patient backoff, and timeouts.
-    fn service_config(&self, extra_attempt_time: Duration) -> (RetryConfig, TimeoutConfig) {
-        let attempt = Duration::from_secs(self.aws_attempt_timeout_secs) + extra_attempt_time;
-        let retry = RetryConfig::adaptive()
-            .with_max_attempts(6)
-            .with_initial_backoff(Duration::from_millis(500))
-            .with_max_backoff(Duration::from_secs(20));
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(AWS_CONNECT_TIMEOUT)
-            .operation_attempt_timeout(attempt)
-            .operation_timeout(Duration::from_secs(self.aws_operation_timeout_secs).max(attempt))
-            .build();
-        (retry, timeouts)
-    }
-}
-
-/// A DynamoDB client with ferry's retry mode and timeouts.
-pub fn dynamodb_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_dynamodb::Client {
-    let (retry, timeouts) = args.service_config(Duration::ZERO);
-    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .retry_config(retry)
-        .timeout_config(timeouts)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
-}
-
-/// An SQS client with ferry's retry mode and timeouts (long polls included).
-pub fn sqs_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_sqs::Client {
-    let (retry, timeouts) = args.service_config(LONG_POLL);
-    let config = aws_sdk_sqs::config::Builder::from(sdk)
-        .retry_config(retry)
-        .timeout_config(timeouts)
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
 }
 
 impl EngineArgs {
@@ -273,19 +230,6 @@ pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
 /// (commands use [`crate::preflight::aws`], which proves it usable).
 pub async fn load_aws() -> aws_config::SdkConfig {
     crate::preflight::load().await
-}
-
-/// An S3 client set up the way the engine expects.
-pub fn s3_client(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Client {
-    let path_style = crate::endpoints::s3_path_style(sdk, args.s3_path_style);
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(AWS_CONNECT_TIMEOUT)
-        .operation_attempt_timeout(Duration::from_secs(args.s3_attempt_timeout_secs))
-        .build();
-    let builder = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(path_style)
-        .timeout_config(timeouts);
-    aws_sdk_s3::Client::from_conf(ferry_engine::s3_config(&builder).build())
 }
 
 /// Settings of `ferry worker`, validated.

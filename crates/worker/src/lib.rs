@@ -4,6 +4,7 @@
 //! `main.rs` stays thin: it parses arguments, sets up logging and maps
 //! [`CliError`] onto the documented exit codes.
 
+pub mod aws_clients;
 pub mod aws_error;
 pub mod bulk;
 pub mod cli;

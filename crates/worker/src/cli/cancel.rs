@@ -46,7 +46,7 @@ pub fn actor(by: Option<&str>) -> String {
 
 pub async fn run(args: CancelArgs) -> Result<(), CliError> {
     let sdk = crate::preflight::aws().await?;
-    let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
+    let store = JobStore::new(crate::aws_clients::dynamodb(&sdk, &args.aws), &args.table);
     let by = actor(args.by.as_deref());
     let mut unchanged = 0;
     let mut asked = Vec::new();

@@ -37,7 +37,7 @@ pub struct CopyArgs {
 pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliError> {
     let config = args.engine.to_config().map_err(CliError::Config)?;
     let sdk = crate::preflight::aws().await?;
-    let s3 = crate::config::s3_client(&sdk, &args.aws);
+    let s3 = crate::aws_clients::s3(&sdk, &args.aws);
     // Before the source is contacted: a copy that cannot land fails now.
     crate::preflight::bucket(&sdk, &s3, &args.destination.bucket).await?;
     let engine = Engine::new(config, s3)

@@ -31,8 +31,8 @@ pub struct GcArgs {
 
 pub async fn run(args: GcArgs) -> Result<(), CliError> {
     let sdk = crate::preflight::aws().await?;
-    let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
-    let s3 = crate::config::s3_client(&sdk, &args.aws);
+    let store = JobStore::new(crate::aws_clients::dynamodb(&sdk, &args.aws), &args.table);
+    let s3 = crate::aws_clients::s3(&sdk, &args.aws);
     let mut aborted = 0;
     let mut kept = 0;
     for bucket in &args.bucket {

@@ -59,7 +59,7 @@ pub fn since_text(since: Option<Duration>) -> Option<String> {
 
 pub async fn run(args: JobsArgs) -> Result<(), CliError> {
     let sdk = crate::preflight::aws().await?;
-    let client = crate::config::dynamodb_client(&sdk, &args.aws);
+    let client = crate::aws_clients::dynamodb(&sdk, &args.aws);
     let filter = Filter {
         statuses: args.status.clone(),
         since: since_text(args.since),

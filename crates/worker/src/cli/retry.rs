@@ -46,9 +46,9 @@ pub async fn run(args: RetryArgs) -> Result<(), CliError> {
         }
     }
     let sdk = crate::preflight::aws().await?;
-    let client = crate::config::dynamodb_client(&sdk, &args.aws);
+    let client = crate::aws_clients::dynamodb(&sdk, &args.aws);
     let store = JobStore::new(client.clone(), &args.jobs.table);
-    let queue = Queue::new(crate::config::sqs_client(&sdk, &args.aws));
+    let queue = Queue::new(crate::aws_clients::sqs(&sdk, &args.aws));
     let queue_url = args.jobs.queue_urls.first().map_or("", String::as_str);
     let by = crate::cli::cancel::actor(args.by.as_deref());
     let mut tally = Tally::default();

@@ -20,7 +20,7 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs) -> Result<(), CliError> {
     let sdk = crate::preflight::aws().await?;
-    let store = JobStore::new(crate::config::dynamodb_client(&sdk, &args.aws), &args.table);
+    let store = JobStore::new(crate::aws_clients::dynamodb(&sdk, &args.aws), &args.table);
     let record = store
         .get(&args.job_id)
         .await

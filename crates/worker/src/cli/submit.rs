@@ -84,10 +84,10 @@ pub async fn run(
     let job = job::parse(&body, &job_id).map_err(|r| CliError::Usage(r.reason))?;
     let sdk = crate::preflight::aws().await?;
     let store = JobStore::new(
-        crate::config::dynamodb_client(&sdk, &args.aws),
+        crate::aws_clients::dynamodb(&sdk, &args.aws),
         &args.jobs.table,
     );
-    let queue = Queue::new(crate::config::sqs_client(&sdk, &args.aws));
+    let queue = Queue::new(crate::aws_clients::sqs(&sdk, &args.aws));
     let failed = |kind: &'static str| {
         move |err: &dyn std::fmt::Display| CliError::Failed {
             kind,

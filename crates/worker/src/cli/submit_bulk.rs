@@ -82,12 +82,12 @@ pub async fn run(args: SubmitArgs, cancel: CancellationToken) -> Result<(), CliE
     let queue_url = args.jobs.queue_urls.first().map_or("", String::as_str);
     let target = Target {
         records: Records::new(
-            crate::config::dynamodb_client(&sdk, &args.aws),
+            crate::aws_clients::dynamodb(&sdk, &args.aws),
             &args.jobs.table,
             calls.clone(),
         ),
         messages: Messages::new(
-            crate::config::sqs_client(&sdk, &args.aws),
+            crate::aws_clients::sqs(&sdk, &args.aws),
             queue_url,
             calls.clone(),
         ),

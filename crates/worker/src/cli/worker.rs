@@ -52,9 +52,9 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
     let sdk = crate::preflight::aws().await?;
     let clients = Clients {
         protection,
-        s3: crate::config::s3_client(&sdk, &args.aws),
-        sqs: crate::config::sqs_client(&sdk, &args.aws),
-        dynamodb: crate::config::dynamodb_client(&sdk, &args.aws),
+        s3: crate::aws_clients::s3(&sdk, &args.aws),
+        sqs: crate::aws_clients::sqs(&sdk, &args.aws),
+        dynamodb: crate::aws_clients::dynamodb(&sdk, &args.aws),
     };
     // Before the first receive: a worker that cannot record jobs takes none.
     for queue in &config.queues {

@@ -661,9 +661,9 @@ pub async fn proxied_clients(proxy: &ferry_testkit::AwsProxy) -> Clients {
     let aws = aws_args();
     let partition =
         |service: &str| RetryPartition::new(format!("{service}-proxy-{}", proxy.port()));
-    let s3 = ferry_worker::config::s3_client(&sdk, &aws);
-    let sqs = ferry_worker::config::sqs_client(&sdk, &aws);
-    let dynamodb = ferry_worker::config::dynamodb_client(&sdk, &aws);
+    let s3 = ferry_worker::aws_clients::s3(&sdk, &aws);
+    let sqs = ferry_worker::aws_clients::sqs(&sdk, &aws);
+    let dynamodb = ferry_worker::aws_clients::dynamodb(&sdk, &aws);
     Clients {
         s3: aws_sdk_s3::Client::from_conf(
             s3.config()

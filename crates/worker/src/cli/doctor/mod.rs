@@ -18,16 +18,12 @@ mod queue;
 mod sdk_error;
 mod table;
 
-use std::time::Duration;
-
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use clap::Args;
 use serde::Serialize;
 
 use crate::CliError;
+use crate::aws_clients::QuickClients;
 use crate::cli::worker::WorkerCommand;
-use crate::config::AwsArgs;
 
 #[derive(Debug, Args)]
 #[command(
@@ -164,7 +160,7 @@ async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
     checks.push(credentials);
     checks.extend(identity::endpoints(&sdk));
     match missing {
-        None => checks.extend(aws_checks(&plan, &Clients::new(&sdk, &args.worker.aws)).await),
+        None => checks.extend(aws_checks(&plan, &QuickClients::new(&sdk, &args.worker.aws)).await),
         Some(why) => checks.extend(
             ["queue", "dlq", "table", "bucket"]
                 .into_iter()
@@ -178,7 +174,7 @@ async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
 
 /// The AWS resources, looked at concurrently (each call has a short
 /// timeout; on a black-holed network they wait together), shown in order.
-async fn aws_checks(plan: &local::Plan, clients: &Clients) -> Vec<Check> {
+async fn aws_checks(plan: &local::Plan, clients: &QuickClients) -> Vec<Check> {
     let queues = futures_util::future::join_all(
         plan.queues
             .iter()
@@ -203,51 +199,4 @@ async fn aws_checks(plan: &local::Plan, clients: &Clients) -> Vec<Check> {
         .chain(buckets)
         .chain(checksums)
         .collect()
-}
-
-/// Longest wait to connect to an AWS endpoint.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest one try of a call may take.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest one call may take, its retry included.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Clients with short timeouts and one retry: the doctor answers in seconds
-/// (a worker's clients wait minutes for AWS to recover).
-struct Clients {
-    sqs: aws_sdk_sqs::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-    s3: aws_sdk_s3::Client,
-}
-
-impl Clients {
-    fn new(sdk: &aws_config::SdkConfig, aws: &AwsArgs) -> Self {
-        let retry = RetryConfig::standard().with_max_attempts(2);
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .operation_timeout(CALL_TIMEOUT)
-            .build();
-        let sqs = aws_sdk_sqs::config::Builder::from(sdk)
-            .retry_config(retry.clone())
-            .timeout_config(timeouts.clone())
-            .build();
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
-            .retry_config(retry.clone())
-            .timeout_config(timeouts.clone())
-            .build();
-        // The engine's S3 settings (checksums), so the probe upload is made
-        // the way a job's is.
-        let s3 = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(crate::endpoints::s3_path_style(sdk, aws.s3_path_style));
-        let s3 = ferry_engine::s3_config(&s3)
-            .retry_config(retry)
-            .timeout_config(timeouts)
-            .build();
-        Self {
-            sqs: aws_sdk_sqs::Client::from_conf(sqs),
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-        }
-    }
 }
