@@ -271,7 +271,9 @@ impl S3Sink {
             .set_checksum_type(
                 (mode == UploadChecksum::Crc64Nvme).then_some(ChecksumType::FullObject),
             )
-            .mpu_object_size(size as i64)
+            // A 2024 header: sent with the mode that needs a 2024 S3 anyway,
+            // not to the older stores the other modes are for.
+            .set_mpu_object_size((mode == UploadChecksum::Crc64Nvme).then_some(size as i64))
             .send();
         let output = self
             .limited(&dest.bucket, request)
