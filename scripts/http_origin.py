@@ -11,6 +11,33 @@ import sys
 import threading
 
 
+def send_head(handler, size: int, etag: str):
+    """Answers a GET's head for an entity of `size` bytes and `etag`: 206 for
+    a satisfiable `Range` (whose `If-Range`, if any, names `etag`), 200
+    otherwise. Returns the (start, end) bytes to send, or None after a 416."""
+    start, end, status = 0, size, 200
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", handler.headers.get("Range", ""))
+    if match and handler.headers.get("If-Range", etag) == etag:
+        start = int(match.group(1))
+        if start >= size:
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{size}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
+        end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        status = 206
+    handler.send_response(status)
+    handler.send_header("Accept-Ranges", "bytes")
+    handler.send_header("ETag", etag)
+    handler.send_header("Content-Type", "application/octet-stream")
+    handler.send_header("Content-Length", str(end - start))
+    if status == 206:
+        handler.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+    handler.end_headers()
+    return start, end
+
+
 class Handler(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -25,26 +52,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         size = os.path.getsize(path)
         stat = os.stat(path)
         etag = f'"{stat.st_mtime_ns:x}-{size:x}"'
-        start, end, status = 0, size, 200
-        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        if match and self.headers.get("If-Range", etag) == etag:
-            start = int(match.group(1))
-            if start >= size:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            end = min(size, int(match.group(2)) + 1) if match.group(2) else size
-            status = 206
-        self.send_response(status)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", etag)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(end - start))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.end_headers()
+        span = send_head(self, size, etag)
+        if span is None:
+            return
+        start, end = span
         with open(path, "rb") as f:
             f.seek(start)
             remaining = end - start

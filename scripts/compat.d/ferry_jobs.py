@@ -46,6 +46,7 @@ from botocore.config import Config
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from compat_s3 import checksum, composite  # noqa: E402
+from http_origin import send_head  # noqa: E402
 
 MIB = 1 << 20
 SIZE = 40 * MIB
@@ -83,28 +84,12 @@ class Origin:
                     return
                 size = len(data)
                 etag = '"' + hashlib.md5(data[:MIB]).hexdigest() + f'-{size:x}"'
-                start, end, status = 0, size, 200
-                m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-                if m and self.headers.get("If-Range", etag) == etag:
-                    start = int(m.group(1))
-                    if start >= size:
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{size}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
-                    status = 206
+                span = send_head(self, size, etag)
+                if span is None:
+                    return
+                start, end = span
                 with origin.lock:
                     origin.requests[name] += 1
-                self.send_response(status)
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("ETag", etag)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(end - start))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-                self.end_headers()
                 at = start
                 try:
                     while at < end:
