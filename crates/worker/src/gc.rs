@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use crate::store::{self, JobStore, Status, StoreError};
+use crate::store::{self, JobStore, StoreError};
 
 /// What one sweep should do.
 #[derive(Debug, Clone)]
@@ -150,10 +150,11 @@ async fn judge(
     let Some(record) = store.get(&job_id).await? else {
         return Ok((Some(job_id), Verdict::Abort("its job is unknown")));
     };
-    let status = store::text(&record, "status").and_then(Status::parse);
+    let view = store::JobView::of(&record);
+    let status = view.status();
     let verdict = match status {
         Some(status) if status.is_final() => Verdict::Abort("its job has ended"),
-        _ if store::text(&record, "upload_id") != Some(upload_id) => {
+        _ if view.upload_id() != Some(upload_id) => {
             Verdict::Abort("its job has moved on to another upload")
         }
         _ => Verdict::Keep("its job will still use it"),
@@ -178,7 +179,7 @@ async fn judge_unrecorded(
     let status = store
         .get(&job_id)
         .await?
-        .and_then(|record| store::text(&record, "status").and_then(Status::parse));
+        .and_then(|record| store::JobView::of(&record).status());
     let verdict = match status {
         Some(status) if status.is_final() => Verdict::Abort("its job has ended"),
         None => Verdict::Abort("its job is unknown"),

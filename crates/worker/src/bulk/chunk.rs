@@ -218,16 +218,16 @@ fn found(record: Option<&Record>, entry: &Entry) -> Found {
     let destination = &entry.job.spec.destination;
     // An attribute the record lacks (a rejection recorded before any
     // record existed has none) cannot tell a different job.
-    let differs =
-        |name: &str, ours: &str| store::text(record, name).is_some_and(|theirs| theirs != ours);
-    if differs("url", entry.job.shown_url.as_str())
-        || differs("bucket", &destination.bucket)
-        || differs("key", &destination.key)
+    let view = store::JobView::of(record);
+    let differs = |theirs: Option<&str>, ours: &str| theirs.is_some_and(|theirs| theirs != ours);
+    if differs(view.url(), entry.job.shown_url.as_str())
+        || differs(view.bucket(), &destination.bucket)
+        || differs(view.key(), &destination.key)
     {
         return Found::Different;
     }
     Found::Same {
-        queued: store::text(record, "status") == Some(Status::Queued.as_str()),
+        queued: view.status() == Some(Status::Queued),
     }
 }
 

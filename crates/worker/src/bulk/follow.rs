@@ -72,10 +72,10 @@ pub async fn follow(
             };
             // moto applies an update attribute by attribute: a record being
             // claimed can be read without its status. Not final, then.
-            let status = store::text(record, "status");
-            match status.and_then(Status::parse) {
+            let view = store::JobView::of(record);
+            match view.status() {
                 Some(final_status) if final_status.is_final() => {
-                    outcome.record(id, final_status.as_str(), store::text(record, "error_kind"));
+                    outcome.record(id, final_status.as_str(), view.error_kind());
                     false
                 }
                 _ => true,

@@ -57,7 +57,7 @@ impl Records {
         Ok(found
             .into_iter()
             .flatten()
-            .filter_map(|item| Some((crate::store::text(&item, "job_id")?.to_owned(), item)))
+            .filter_map(|item| Some((crate::store::JobView::of(&item).job_id()?.to_owned(), item)))
             .collect())
     }
 

@@ -117,7 +117,7 @@ pub async fn until_final(
         })?;
         if let Some(status) = record
             .as_ref()
-            .and_then(|r| store::text(r, "status"))
+            .and_then(|r| store::JobView::of(r).status_text())
             .and_then(Status::parse)
             .filter(|s| s.is_final())
         {

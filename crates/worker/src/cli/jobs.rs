@@ -123,7 +123,8 @@ fn table_header() -> String {
 }
 
 fn table_row(record: &Record, now: SystemTime) -> String {
-    let id = store::text(record, "job_id").unwrap_or("?");
+    let view = store::JobView::of(record);
+    let id = view.job_id().unwrap_or("?");
     // Ids longer than the column keep their end, where generated ids differ.
     let id = if id.chars().count() > ID_WIDTH {
         let tail: String = id
@@ -134,8 +135,8 @@ fn table_row(record: &Record, now: SystemTime) -> String {
     } else {
         id.to_owned()
     };
-    let size = store::number(record, "size").or_else(|| store::number(record, "bytes_total"));
-    let done = store::number(record, "bytes_done");
+    let size = view.size();
+    let done = view.bytes_done();
     let progress = match (done, size) {
         (Some(done), Some(total)) if total > 0 => {
             format!("{:.0}%", (done as f64 / total as f64 * 100.0).min(100.0))
@@ -145,10 +146,10 @@ fn table_row(record: &Record, now: SystemTime) -> String {
     };
     format!(
         "{id:<ID_WIDTH$}  {:<9}  {:>9}  {progress:>8}  {:>6}  {}",
-        store::text(record, "status").unwrap_or("?"),
+        view.status_text().unwrap_or("?"),
         size.map_or("-".to_owned(), |n| indicatif::HumanBytes(n).to_string()),
-        age(store::text(record, "updated_at"), now),
-        store::text(record, "error_kind").unwrap_or(""),
+        age(view.updated_at(), now),
+        view.error_kind().unwrap_or(""),
     )
 }
 
@@ -186,12 +187,8 @@ const CSV_COLUMNS: [&str; 14] = [
 ];
 
 fn csv_row(record: &Record) -> Vec<String> {
-    let field = |name: &str| {
-        store::text(record, name)
-            .map(str::to_owned)
-            .or_else(|| store::number(record, name).map(|n| n.to_string()))
-            .unwrap_or_default()
-    };
+    let view = store::JobView::of(record);
+    let field = |name: &str| view.shown(name).unwrap_or_default();
     vec![
         field("bucket"),
         field("key"),

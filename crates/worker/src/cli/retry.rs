@@ -69,7 +69,7 @@ pub async fn run(args: RetryArgs) -> Result<(), CliError> {
             kind: "store_error",
             message: err.to_string(),
         })? {
-            if let Some(job_id) = store::text(&record, "job_id") {
+            if let Some(job_id) = store::JobView::of(&record).job_id() {
                 retry_one(
                     &store, &queue, queue_url, job_id, &by, args.force, &mut tally,
                 )

@@ -12,25 +12,26 @@ use crate::store::{self, Record};
 
 /// The view's lines, `label: value`, labels right-aligned.
 pub fn lines(record: &Record, now: SystemTime) -> Vec<String> {
+    let view = store::JobView::of(record);
     let text = |name| store::text(record, name);
     let number = |name| store::number(record, name);
     let mut rows: Vec<(&str, String)> = Vec::new();
-    let status = text("status").unwrap_or("?");
-    rows.push(("job", text("job_id").unwrap_or("?").to_owned()));
+    let status = view.status_text().unwrap_or("?");
+    rows.push(("job", view.job_id().unwrap_or("?").to_owned()));
     let since = text("finished_at").or(text("updated_at"));
     rows.push(("status", format!("{status} ({} ago)", age(since, now))));
-    if let Some(url) = text("url") {
+    if let Some(url) = view.url() {
         rows.push(("source", url.to_owned()));
     }
-    if let (Some(bucket), Some(key)) = (text("bucket"), text("key")) {
+    if let (Some(bucket), Some(key)) = (view.bucket(), view.key()) {
         rows.push(("destination", format!("s3://{bucket}/{key}")));
     }
-    let size = number("size").or(number("bytes_total"));
+    let size = view.size();
     if let Some(size) = size {
         rows.push(("size", bytes(size)));
     }
     if status != "succeeded"
-        && let Some(done) = number("bytes_done")
+        && let Some(done) = view.bytes_done()
     {
         let progress = match size {
             Some(total) if total > 0 => format!(
@@ -43,10 +44,10 @@ pub fn lines(record: &Record, now: SystemTime) -> Vec<String> {
         };
         rows.push(("progress", progress));
     }
-    if let Some(secs) = store::number_f64(record, "duration_secs") {
+    if let Some(secs) = view.duration_secs() {
         rows.push(("duration", format!("{secs:.1} s")));
     }
-    if let Some(mbps) = store::number_f64(record, "throughput_mbps") {
+    if let Some(mbps) = view.throughput_mbps() {
         rows.push((
             "throughput",
             format!("{mbps:.1} MB/s (megabytes per second)"),

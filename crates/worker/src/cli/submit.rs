@@ -106,16 +106,17 @@ pub async fn run(
     let enqueue = match &existing {
         None => true,
         Some(record) => {
-            let same_job = store::text(record, "url") == Some(job.shown_url.as_str())
-                && store::text(record, "bucket") == Some(job.spec.destination.bucket.as_str())
-                && store::text(record, "key") == Some(job.spec.destination.key.as_str());
+            let view = store::JobView::of(record);
+            let same_job = view.url() == Some(job.shown_url.as_str())
+                && view.bucket() == Some(job.spec.destination.bucket.as_str())
+                && view.key() == Some(job.spec.destination.key.as_str());
             if !same_job {
                 return Err(CliError::Failed {
                     kind: "job_id_taken",
                     message: format!("job id {job_id} already names a different job"),
                 });
             }
-            let status = store::text(record, "status").unwrap_or("unknown");
+            let status = view.status_text().unwrap_or("unknown");
             if status == Status::Queued.as_str() {
                 true
             } else {
@@ -163,8 +164,9 @@ async fn wait(store: &JobStore, job_id: &str, every: Duration) -> Result<(), Cli
             message: err.to_string(),
         })?;
         if let Some(record) = record {
-            let status = store::text(&record, "status").and_then(Status::parse);
-            let total = store::number(&record, "bytes_total");
+            let view = store::JobView::of(&record);
+            let status = view.status();
+            let total = view.bytes_total();
             if !styled && total.is_some() {
                 bar.set_style(style_for(total));
                 styled = true;
@@ -172,7 +174,7 @@ async fn wait(store: &JobStore, job_id: &str, every: Duration) -> Result<(), Cli
             if let Some(total) = total {
                 bar.set_length(total);
             }
-            bar.set_position(store::number(&record, "bytes_done").unwrap_or(0));
+            bar.set_position(view.bytes_done().unwrap_or(0));
             bar.set_message(status.map_or("unknown", Status::as_str));
             if let Some(status) = status.filter(|s| s.is_final()) {
                 bar.finish_and_clear();
@@ -184,7 +186,7 @@ async fn wait(store: &JobStore, job_id: &str, every: Duration) -> Result<(), Cli
                         message: format!(
                             "job {job_id} {}: {}",
                             status.as_str(),
-                            store::text(&record, "error").unwrap_or("no reason recorded")
+                            view.error().unwrap_or("no reason recorded")
                         ),
                     }),
                 };

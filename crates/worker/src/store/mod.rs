@@ -17,6 +17,7 @@
 //! | `markers.rs` | the keys of the `upload#` and `dest#` items, which name the job an upload belongs to (`ferry gc`), and the `dest#` write before Create |
 //! | `index.rs` | the sharded status index: its name and keys, a job's shard, the attributes a status change sets |
 //! | `codec.rs` | attribute values: building them, reading `text`/`number`, a record as JSON; the clocks records are stamped with |
+//! | `view.rs` | [`JobView`]: a job record read through typed accessors, each attribute's name spelled once for every reader |
 //!
 //! Not here: listing by status (`listing.rs`), bulk submit's batches and
 //! `unsent#` markers (`bulk/`), retrying DynamoDB trouble above the SDK
@@ -35,6 +36,7 @@ mod codec;
 mod index;
 mod markers;
 mod record;
+mod view;
 
 pub use checkpoint::DIGEST_STATE_UPDATE;
 pub use codec::{now_secs, number, number_f64, text, to_json};
@@ -44,6 +46,7 @@ pub use index::{
 };
 pub use markers::{destination_key, upload_key};
 pub use record::{Cancel, Claim, Lease, RENEW_UPDATE, Requeue, Status, queued_record};
+pub use view::JobView;
 
 use codec::{n, s};
 
