@@ -11,6 +11,11 @@
 //!
 //! Every request waits for its bucket's [`Limiter`](crate::throttle::Limiter)
 //! and tells it whether S3 throttled it.
+//!
+//! Over ~500 lines because each of the seven S3 calls is spelled out with
+//! its checksum-mode headers beside it, and the SDK error mapping every call
+//! shares lives here too; which mode sends what is decided in
+//! [`crate::upload_checksum`], not here.
 
 use std::collections::HashMap;
 use std::future::Future;

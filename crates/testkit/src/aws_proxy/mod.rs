@@ -16,6 +16,10 @@
 //! In a test, use [`AwsProxy`] directly; scripts run the `ferry-aws-proxy`
 //! binary and steer it over HTTP (`/__proxy/rules`, `/__proxy/log`). Bodies
 //! are buffered whole, which is fine for tests and not meant for more.
+//!
+//! Over ~500 lines: recognising, faulting, forwarding (to moto, or S3 to
+//! the strict S3) and logging are one request's path, kept in one reading;
+//! the operations and the rules are their own modules.
 
 pub mod operation;
 pub mod rules;
