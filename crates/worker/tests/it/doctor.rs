@@ -602,6 +602,29 @@ async fn doctor_aborts_an_upload_whose_create_reply_was_lost() {
     assert_eq!(open_uploads("lost-create").await, 0);
 }
 
+/// The checksum probe's Create applied but its answer lost: the client's
+/// retry makes a second upload, and the probe leaves neither open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checksum_probe_leaves_no_upload_when_a_create_reply_is_lost() {
+    let proxy = AwsProxy::start(&setup().endpoint).await;
+    // The bucket probe's Create passes; the checksum probe's first is lost.
+    proxy.add_rule(
+        Rule::new("s3:CreateMultipartUpload", Fault::Lost)
+            .after(1)
+            .times(1),
+    );
+    let run = doctor_through(&proxy, "lost-probe-create").await;
+    assert!(
+        run.lines.iter().any(|l| l.starts_with("✓ checksum: ")),
+        "{run}"
+    );
+    assert!(
+        proxy.forwarded("s3:CreateMultipartUpload").len() >= 3,
+        "{run}"
+    );
+    assert_eq!(open_uploads("lost-probe-create").await, 0, "{run}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_names_the_missing_iam_action() {
     let denied = || Fault::Error {

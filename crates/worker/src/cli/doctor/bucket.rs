@@ -141,7 +141,7 @@ fn may_have_applied<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>
 
 /// Aborts any upload at the probe's key (unique to this run: only ours);
 /// returns a note for the check's detail, empty when there is nothing to say.
-async fn sweep(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+pub(super) async fn sweep(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
     let listed = s3
         .list_multipart_uploads()
         .bucket(bucket)

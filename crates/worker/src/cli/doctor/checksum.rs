@@ -2,8 +2,8 @@
 //! `FERRY_S3_CHECKSUM_BUCKETS`): does the store accept it, and does it
 //! verify it? A probe upload at `<prefix>ferry-doctor/<uuid>` gets a
 //! one-byte part with the right checksum, then one with a wrong one, and is
-//! aborted. A mode the store refuses fails the check, naming the first mode
-//! it accepts; one it accepts without verifying passes with a warning that
+//! aborted, with any upload a retried Create left at its key. A mode the
+//! store refuses fails the check, naming the first mode it accepts; one it accepts without verifying passes with a warning that
 //! only ferry's own checks protect the bytes (moto, and many older stores).
 
 use bytes::Bytes;
@@ -118,7 +118,11 @@ async fn probe(
     };
     let upload_id = match right.create(&dest).await {
         Ok(id) => id,
-        Err(err) => return Verdict::Refused(said(&err)),
+        Err(err) => {
+            // A Create whose answer was lost may still have made an upload.
+            let _ = super::bucket::sweep(s3, &dest.bucket, &dest.key).await;
+            return Verdict::Refused(said(&err));
+        }
     };
     let body = Bytes::from_static(b"f");
     let crc = ferry_engine::checksum::crc64nvme(&body);
@@ -141,6 +145,9 @@ async fn probe(
     if let Err(err) = right.abort(&dest, &upload_id).await {
         tracing::warn!(error = %err, key = dest.key, "could not abort the checksum probe's upload");
     }
+    // The client retries a Create whose answer was lost, which can leave a
+    // second upload at the probe's key (unique to this run: only ours).
+    let _ = super::bucket::sweep(s3, &dest.bucket, &dest.key).await;
     verdict
 }
 
