@@ -174,10 +174,16 @@ def check_compose(c):
 
     # Emulator: moto with the CRC extras, pinned like the tests' moto.
     build = emulator.get("build") or {}
-    inline = build.get("dockerfile_inline", "") if isinstance(build, dict) else ""
+    dockerfile = build.get("dockerfile", "") if isinstance(build, dict) else ""
+    containerfile = (COMPOSE.parent / str(build.get("context", "")) / dockerfile) if dockerfile else None
+    c.check(
+        containerfile is not None and containerfile.resolve() == ROOT / "deploy" / "emulator.Containerfile",
+        "compose: the emulator builds from deploy/emulator.Containerfile",
+    )
+    recipe = containerfile.read_text() if containerfile is not None and containerfile.is_file() else ""
     pin = requirement_pin("moto")
     c.check(
-        pin is not None and f"moto[server,s3crc32c]=={pin}" in inline and "awscrt" in inline,
+        pin is not None and f"moto[server,s3crc32c]=={pin}" in recipe and "awscrt" in recipe,
         f"compose: emulator must install moto[server,s3crc32c]=={pin} and awscrt (scripts/requirements.txt)",
     )
     c.check(
@@ -197,7 +203,7 @@ def check_compose(c):
         isinstance(build, dict) and str(build.get("context", "")).rstrip("/") == "./scripts",
         "compose: the emulator image builds from ./scripts",
     )
-    copied = re.search(r"^COPY\s+(.+?)\s+/ferry/\s*$", inline, re.M)
+    copied = re.search(r"^COPY\s+(.+?)\s+/ferry/\s*$", recipe, re.M)
     copied = set(copied.group(1).split()) if copied else set()
     c.check(
         {"moto_server.py", "local_aws.py", "compose_init.sh"} <= copied,

@@ -4,11 +4,13 @@ Range support, ETag and Content-Length, until stdin closes.
 Prints `port N` once it listens. Usage: http_origin.py DIR [PORT]
 """
 
+import hashlib
 import http.server
 import os
 import re
 import sys
 import threading
+import time
 
 
 def send_head(handler, size: int, etag: str):
@@ -36,6 +38,70 @@ def send_head(handler, size: int, etag: str):
         handler.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
     handler.end_headers()
     return start, end
+
+
+class MemoryOrigin:
+    """Files from memory over HTTP/1.1 (HTTPS with `tls`, an ssl.SSLContext)
+    with Range, a strong ETag and Content-Length, in `chunk`-byte writes with
+    `chunk_delay` seconds after each (an attribute: a test may change it
+    mid-run); counts the body bytes sent per path.
+    For the scripts' end-to-end tests (compat.d/ferry_jobs.py, image_test.py)."""
+
+    def __init__(self, files, chunk=64 * 1024, chunk_delay=0.0, tls=None):
+        self.files = files
+        self.chunk_delay = chunk_delay
+        self.served = {name: 0 for name in files}
+        self.requests = {name: 0 for name in files}
+        self.lock = threading.Lock()
+        origin = self
+
+        class MemoryHandler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                data = origin.files.get(name)
+                if data is None:
+                    self.send_error(404)
+                    return
+                size = len(data)
+                etag = '"' + hashlib.md5(data[: 1 << 20]).hexdigest() + f'-{size:x}"'
+                span = send_head(self, size, etag)
+                if span is None:
+                    return
+                at, end = span
+                with origin.lock:
+                    origin.requests[name] += 1
+                try:
+                    while at < end:
+                        piece = memoryview(data)[at : min(end, at + chunk)]
+                        self.wfile.write(piece)
+                        with origin.lock:
+                            origin.served[name] += len(piece)
+                        at += len(piece)
+                        if origin.chunk_delay:
+                            time.sleep(origin.chunk_delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MemoryHandler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
+
+    def bytes_served(self, name):
+        with self.lock:
+            return self.served[name]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):

@@ -60,6 +60,22 @@ ensure_bench_servers() {
   S3S_FS="$tools/bin/s3s-fs"
 }
 
+# Podman (Debian's), set up as ../shared/containers.md says this host needs:
+# runc (crun refuses the hybrid cgroups) and no default rlimits above the
+# host's hard ones, through a containers.conf of ours named by
+# CONTAINERS_CONF. Netavark gives compose networks their DNS (aardvark).
+ensure_podman() {
+  command -v podman >/dev/null && command -v runc >/dev/null && [ -x /usr/lib/podman/netavark ] ||
+    apt_install podman runc netavark aardvark-dns
+  local conf="$STATE/containers.conf"
+  printf '%s\n' '# Written by scripts/lib.sh (ensure_podman).' \
+    '[containers]' 'default_ulimits = []' \
+    '[engine]' 'runtime = "runc"' \
+    '[network]' 'network_backend = "netavark"' >"$conf.$$"
+  mv "$conf.$$" "$conf"
+  export CONTAINERS_CONF="$conf"
+}
+
 # cargo-deny for scripts/test (deny.toml), installed once per machine with
 # cargo (into ~/.cargo/bin, where a later clone finds it).
 CARGO_DENY_VERSION=0.20.2

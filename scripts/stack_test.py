@@ -176,11 +176,11 @@ def raw_template_outcome(cfn, body):
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
 
 
-def create_stack(c, cfn, template):
+def create_stack(c, cfn, template, parameters=PARAMETERS):
     cfn.create_stack(
         StackName="ferry",
         TemplateBody=json.dumps(template),
-        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in PARAMETERS.items()],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=CAPABILITIES,
     )
 

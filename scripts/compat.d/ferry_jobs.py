@@ -29,7 +29,6 @@ Usage: ferry_jobs.py --ferry BIN --mode MODE [--bucket B] [--markdown]
 
 import argparse
 import hashlib
-import http.server
 import json
 import os
 import re
@@ -38,7 +37,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import boto3
@@ -46,7 +44,7 @@ from botocore.config import Config
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from compat_s3 import checksum, composite  # noqa: E402
-from http_origin import send_head  # noqa: E402
+from http_origin import MemoryOrigin  # noqa: E402
 
 MIB = 1 << 20
 SIZE = 40 * MIB
@@ -54,65 +52,6 @@ PART = 5 * MIB  # FERRY_PART_SIZE_MIB below
 CHUNK = 64 * 1024
 CHUNK_DELAY = 0.04  # about 1.5 MiB/s per connection
 LEASE_SECS = 6
-
-
-# --- the origin -------------------------------------------------------------
-
-
-class Origin:
-    """Files from memory over HTTP/1.1 with Range, a strong ETag and
-    Content-Length, slowly; counts the body bytes it sent per path."""
-
-    def __init__(self, files):
-        self.files = files
-        self.served = {name: 0 for name in files}
-        self.requests = {name: 0 for name in files}
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                data = origin.files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                size = len(data)
-                etag = '"' + hashlib.md5(data[:MIB]).hexdigest() + f'-{size:x}"'
-                span = send_head(self, size, etag)
-                if span is None:
-                    return
-                start, end = span
-                with origin.lock:
-                    origin.requests[name] += 1
-                at = start
-                try:
-                    while at < end:
-                        chunk = data[at : min(end, at + CHUNK)]
-                        self.wfile.write(chunk)
-                        with origin.lock:
-                            origin.served[name] += len(chunk)
-                        at += len(chunk)
-                        time.sleep(CHUNK_DELAY)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def bytes_served(self, name):
-        with self.lock:
-            return self.served[name]
-
-    def close(self):
-        self.server.shutdown()
 
 
 # --- checks -----------------------------------------------------------------
@@ -269,7 +208,7 @@ def main():
     )
     data = {"resume": os.urandom(SIZE), "orphan": os.urandom(SIZE)}
     sha = hashlib.sha256(data["resume"]).hexdigest()
-    origin = Origin(data)
+    origin = MemoryOrigin(data, chunk=CHUNK, chunk_delay=CHUNK_DELAY)
     logs = tempfile.mkdtemp(prefix="ferry-compat-jobs.")
     env = dict(
         os.environ,
