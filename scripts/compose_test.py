@@ -127,10 +127,16 @@ def docker_shim(work):
 
 
 def main():
+    if not os.environ.get("CONTAINERS_CONF"):
+        raise SystemExit("CONTAINERS_CONF is not set: run through scripts/image-test (lib.sh ensure_podman)")
     c = Checks()
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-compose-test-", dir=ROOT / ".ferry"))
     service, docker_host = start_api(work)
-    env = dict(os.environ, DOCKER_HOST=docker_host, PATH=f"{docker_shim(work)}:{os.environ['PATH']}")
+    # What docs/deploy.md ("Podman") tells a podman user to export: the API
+    # socket, and the classic builder (podman serves no BuildKit; Compose would
+    # try to start a BuildKit container from a registry).
+    env = dict(os.environ, DOCKER_HOST=docker_host, DOCKER_BUILDKIT="0",
+               PATH=f"{docker_shim(work)}:{os.environ['PATH']}")
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME"):
         env.pop(name, None)
 
@@ -185,12 +191,16 @@ def run_docs(c, commands, shell):
             c.check(all(states.get(s, "").startswith("running") for s in ("emulator", "origin", "worker"))
                     and states.get("init", "").startswith("exited"),
                     f"emulator, origin and worker run; init ran and exited ({states})")
+            healthy = wait_for("the worker's health check", lambda: "healthy" in shell(
+                "docker compose ps worker --format '{{.Health}}'").stdout.split(), timeout=90, every=3)
+            c.check(bool(healthy), "the worker's compose health check passes")
         elif command.startswith("docker compose run") and " submit " in f" {command} ":
             p = shell(command, timeout=600)
             said = p.stdout + p.stderr
             c.check(p.returncode == 0, f"`{command}` succeeds", said[-3000:])
-            match = re.search(r"\bjob ([0-9A-Za-z_-]{8,})", said)
-            job_id = match.group(1) if match else None
+            # `submit` prints the job id on its first line (then, with --wait, the report).
+            first = (p.stdout.splitlines() or [""])[0].strip()
+            job_id = first if re.fullmatch(r"[0-9A-Za-z_.:-]{8,}", first) else None
             c.check(job_id is not None, f"the submit names its job ({job_id})", said[-2000:])
             key = command.split("s3://ferry-demo/", 1)[1].split()[0]
             head = s3.head_object(Bucket="ferry-demo", Key=key)

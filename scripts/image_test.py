@@ -203,6 +203,9 @@ def check_image(c, image, containers):
     c.check(config.get("User") == "65532:65532", f"the image runs as 65532:65532 (User {config.get('User')!r})")
     c.check(config.get("Entrypoint") == ["/usr/local/bin/ferry"] and config.get("Cmd") == ["worker"],
             f"entrypoint ferry, command worker ({config.get('Entrypoint')} {config.get('Cmd')})")
+    health = (config.get("Healthcheck") or {}).get("Test")
+    c.check(health == ["CMD", "/usr/local/bin/ferry", "healthcheck"],
+            f"the image keeps the Dockerfile's HEALTHCHECK ({health})")
     for shell in ("/bin/sh", "/bin/bash", "/usr/bin/sh", "/bin/busybox"):
         p = podman("run", "--rm", "--entrypoint", shell, image, "-c", "true")
         c.check(p.returncode != 0, f"no shell: {shell} cannot be started (exit {p.returncode})")
