@@ -67,9 +67,14 @@ PARAMETERS = dict(
 # What a local run adds to the task's own environment: the emulator stands
 # where AWS's endpoints are, and its keys where the task role is.
 LOCAL_AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+# One-second receives: a worker stopped mid-receive drops its long poll, and
+# a message SQS hands to that dropped poll stays invisible for the queue's
+# visibility timeout (a minute) before the next container can take it; with
+# the default 20 s poll, a job submitted just after a stop would wait for that.
+SHORT_POLLS = {"FERRY_POLL_WAIT_SECS": "1"}
 # Shorter leases so a killed worker's job is taken again in seconds, not a
 # minute (the template keeps ferry's defaults).
-SHORT_LEASES = {"FERRY_LEASE_SECS": "6", "FERRY_HEARTBEAT_SECS": "1", "FERRY_POLL_WAIT_SECS": "1"}
+SHORT_LEASES = {"FERRY_LEASE_SECS": "6", "FERRY_HEARTBEAT_SECS": "1"}
 
 
 class Checks(stack_test.Checks):
@@ -199,11 +204,13 @@ def stored_sha256(aws, key):
 
 
 def check_image(c, image, containers):
-    config = json.loads(podman("image", "inspect", "--format", "json", image).stdout)[0]["Config"]
+    inspected = json.loads(podman("image", "inspect", "--format", "json", image).stdout)[0]
+    config = inspected["Config"]
     c.check(config.get("User") == "65532:65532", f"the image runs as 65532:65532 (User {config.get('User')!r})")
     c.check(config.get("Entrypoint") == ["/usr/local/bin/ferry"] and config.get("Cmd") == ["worker"],
             f"entrypoint ferry, command worker ({config.get('Entrypoint')} {config.get('Cmd')})")
-    health = (config.get("Healthcheck") or {}).get("Test")
+    # podman shows a Docker-format image's health check beside Config, not in it.
+    health = (inspected.get("Healthcheck") or config.get("Healthcheck") or {}).get("Test")
     c.check(health == ["CMD", "/usr/local/bin/ferry", "healthcheck"],
             f"the image keeps the Dockerfile's HEALTHCHECK ({health})")
     for shell in ("/bin/sh", "/bin/bash", "/usr/bin/sh", "/bin/busybox"):
@@ -486,7 +493,7 @@ def main():
             if outputs is None:
                 raise SystemExit("the stack was not created")
             task, container = read_task(aws, outputs)
-            flags, command = podman_flags(task, container, dict(LOCAL_AWS, AWS_ENDPOINT_URL=endpoint))
+            flags, command = podman_flags(task, container, dict(LOCAL_AWS, AWS_ENDPOINT_URL=endpoint, **SHORT_POLLS))
             print("  podman run flags from the task definition:\n    " + " ".join(flags) + f"\n    command {command}")
             containers = Containers(image, flags, command, work)
             env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, FERRY_QUEUE_URL=outputs["QueueUrl"],
