@@ -1,7 +1,7 @@
 """Checks ferry's deploy files against the worker's contract (run by check-deploy).
 
-No Docker engine runs in CI, so images are never built here. Instead this
-parses docker-compose.yml, deploy/Dockerfile and the CloudFormation template
+Nothing is built or run here (scripts/image-test does that, with podman,
+much later in scripts/test): this parses docker-compose.yml, deploy/Dockerfile and the CloudFormation template
 and checks what a build or a deploy would otherwise find out too late: the
 services and how they depend on each other, the worker's environment names,
 health check, command, shutdown timing and memory sizing, the table and queue

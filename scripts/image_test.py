@@ -455,6 +455,12 @@ def check_private_ca(c, aws, image, containers, work):
         (system / "ca-certificates.crt").write_bytes(system_roots + ca.read_bytes())
         (system / "Containerfile").write_text(
             f"FROM {image}\nCOPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n")
+        mounted = containers.run("--volume", f"{ca}:/etc/ferry/ca.pem:ro", "--env",
+                                 "FERRY_CA_BUNDLE=/etc/ferry/ca.pem", image, "copy", "--sha256", sha,
+                                 f"{origin.url}/tls.bin", f"s3://{BUCKET}/image/tls-mounted.bin")
+        c.check(mounted.returncode == 0 and stored_sha256(aws, "image/tls-mounted.bin") == sha,
+                "an HTTPS source from the private CA is copied with the CA bind-mounted and in FERRY_CA_BUNDLE",
+                (mounted.stdout + mounted.stderr)[-1500:])
         for directory, how, target in ((bundled, "FERRY_CA_BUNDLE", "tls-bundle.bin"),
                                        (system, "the system bundle", "tls-system.bin")):
             tag = f"localhost/ferry-image-test-ca:{directory.name}"
