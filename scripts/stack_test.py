@@ -78,6 +78,17 @@ class Checks(check_deploy.Checks):
         print(f"  {'ok  ' if ok else 'FAIL'}  {what}" + (f"\n{detail}" if detail and not ok else ""))
         return super().check(ok, what)
 
+    def finish(self, name, work):
+        """Prints the tally; removes `work` when all passed, else exits 1
+        listing the failures (their logs stay in `work`)."""
+        if not self.failures:
+            shutil.rmtree(work)
+            print(f"{name}: {self.passed} checks passed")
+            return
+        print(f"{name}: {self.passed} checks passed, {len(self.failures)} failed (logs in {work})")
+        print("failures:\n  " + "\n  ".join(self.failures))
+        sys.exit(1)
+
 
 def wait_for(what, probe, timeout=TIMEOUT, every=0.5):
     """Polls `probe` until it returns a true value; None after `timeout`."""
@@ -538,13 +549,7 @@ def main():
                 run_worker_job(c, aws, ferry, endpoint, outputs, work)
         finally:
             moto.stop()
-    if not c.failures:
-        shutil.rmtree(work)
-        print(f"stack test: {c.passed} checks passed")
-        return
-    print(f"stack test: {c.passed} checks passed, {len(c.failures)} failed (logs in {work})")
-    print("failures:\n  " + "\n  ".join(c.failures))
-    sys.exit(1)
+    c.finish("stack test", work)
 
 
 if __name__ == "__main__":
