@@ -415,9 +415,14 @@ def check_template(c):
 
     for name in (
         "Image", "AllowedBuckets", "MinTasks", "MaxTasks", "TargetBacklogPerTask",
-        "StopTimeout", "Subnets", "SecurityGroups",
+        "TargetBusySlotsPerTask", "StopTimeout", "Subnets", "SecurityGroups",
     ):
         c.check(name in params, f"template: parameter {name} is missing")
+    slots = int(params.get("MaxConcurrentJobs", {}).get("Default", 0))
+    c.check(
+        0 < int(params.get("TargetBusySlotsPerTask", {}).get("Default", 0)) < slots,
+        "template: TargetBusySlotsPerTask must default below MaxConcurrentJobs (a target no task reaches never scales out)",
+    )
     c.check(
         int(params.get("MinTasks", {}).get("MinValue", 0)) >= 1,
         "template: MinTasks must have MinValue >= 1 (backlog per task needs a task)",
@@ -501,7 +506,9 @@ def check_template(c):
         f"template: task role lacks {sorted(TASK_ROLE_ACTIONS - set(actions))}",
     )
 
-    # Autoscaling: target tracking on visible messages / running tasks.
+    # Autoscaling: target tracking on visible messages / running tasks, and on
+    # visible + received messages / running tasks (stack_test.py evaluates the
+    # math against the simulator's).
     policies = [r for r in resources.values() if r.get("Type") == "AWS::ApplicationAutoScaling::ScalingPolicy"]
     metric_names = set()
     for policy in policies:
@@ -509,8 +516,9 @@ def check_template(c):
         for metric in spec.get("CustomizedMetricSpecification", {}).get("Metrics", []):
             metric_names.add(metric.get("MetricStat", {}).get("Metric", {}).get("MetricName"))
     c.check(
-        {"ApproximateNumberOfMessagesVisible", "RunningTaskCount"} <= metric_names,
-        "template: target tracking on ApproximateNumberOfMessagesVisible / RunningTaskCount",
+        {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible", "RunningTaskCount"}
+        <= metric_names and len(policies) == 2,
+        "template: two target tracking policies on ApproximateNumberOfMessagesVisible (+ NotVisible) / RunningTaskCount",
     )
     alarms = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"]
     c.check(len(alarms) >= 3, "template: alarms for DLQ, oldest message age and worker errors")

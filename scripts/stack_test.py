@@ -28,6 +28,7 @@ Usage: stack_test.py FERRY_BINARY   (exits 1 listing every failure)
 import ast
 import hashlib
 import json
+import operator
 import os
 import pathlib
 import shutil
@@ -257,6 +258,71 @@ def lookup(aws, kind, logical, physical, props, outputs):
         wanted = props.get("AlarmDescription")
         return any(a.get("AlarmDescription") == wanted for a in alarms)
     raise SystemExit(f"stack_test.py does not know how to look up {kind} ({logical})")
+
+
+# The SQS and ECS metrics a scaling policy's math may name, by the simulator's
+# names for them (scripts/scale_sim/model.py, policy_metric).
+POLICY_INPUTS = {
+    ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Sum"): "visible",
+    ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", "Sum"): "received",
+    ("ECS/ContainerInsights", "RunningTaskCount", "Average"): "tasks",
+}
+# The policies the stack must have, and the simulator's metric for each.
+POLICY_METRICS = {"BacklogPerTaskPolicy": "visible", "BusySlotsPerTaskPolicy": "visible+inflight"}
+
+
+def evaluate(expression, values):
+    """CloudWatch metric math of + - * / and parentheses over metric ids."""
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Name):
+            return values[node.id]
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+            return OPERATORS[type(node.op)](walk(node.left), walk(node.right))
+        raise ValueError(f"metric math this check does not evaluate: {ast.dump(node)}")
+
+    return walk(ast.parse(expression, mode="eval"))
+
+
+OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def check_scaling_math(c, template):
+    """Each scaling policy's metric math, evaluated over sample datapoints,
+    equals what scripts/scale-sim models for it, over the stack's own queue
+    and service (moto creates no scaling policies: see NOT_CREATED)."""
+    from scale_sim.model import policy_metric
+
+    resources = template["Resources"]
+    samples = [(0, 0, 1), (10, 50, 2), (4000, 0, 10), (0, 96, 4), (7, 3, 5)]
+    for name, metric in POLICY_METRICS.items():
+        config = resources.get(name, {}).get("Properties", {}).get("TargetTrackingScalingPolicyConfiguration", {})
+        queries = config.get("CustomizedMetricSpecification", {}).get("Metrics", [])
+        inputs, returned, sources = {}, [q for q in queries if q.get("ReturnData")], set()
+        for query in queries:
+            stat = query.get("MetricStat")
+            if not stat:
+                continue
+            key = (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"], stat["Stat"])
+            inputs[query["Id"]] = POLICY_INPUTS.get(key)
+            sources |= {json.dumps(d["Value"], sort_keys=True) for d in stat["Metric"].get("Dimensions", [])}
+        ok = len(returned) == 1 and None not in inputs.values()
+        detail = "no single returned expression, or an unknown metric"
+        if ok:
+            try:
+                got = [evaluate(returned[0]["Expression"], {i: dict(zip(("visible", "received", "tasks"), s))[v]
+                                                            for i, v in inputs.items()}) for s in samples]
+                want = [policy_metric(metric, *s) for s in samples]
+                ok, detail = got == want, f"{returned[0]['Expression']} gives {got}, the simulator {want}"
+            except (ValueError, KeyError, ZeroDivisionError) as err:
+                ok, detail = False, f"{returned[0]['Expression']}: {err}"
+        c.check(ok, f"{name}: its metric math is the simulator's {metric!r} per running task ({detail})")
+        c.check(sources == {json.dumps(v, sort_keys=True) for v in (
+                    {"Fn::GetAtt": ["Queue", "QueueName"]}, {"Ref": "Cluster"}, {"Fn::GetAtt": ["Service", "Name"]})},
+                f"{name}: over the stack's own queue, cluster and service ({sorted(sources)})")
 
 
 def role_names(aws):
@@ -543,6 +609,7 @@ def main():
             if outputs is not None:
                 print(f"  outputs: {sorted(outputs)}")
                 check_resources(c, aws, cfn, template, outputs)
+                check_scaling_math(c, template)
                 queue, dlq, table = check_shapes(c, aws, template, outputs)
                 check_local_setup(c, aws, endpoint, queue, dlq, table)
                 check_redrive(c, aws, outputs, int(json.loads(queue["RedrivePolicy"])["maxReceiveCount"]))

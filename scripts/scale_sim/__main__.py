@@ -31,7 +31,9 @@ def parse(argv, defaults):
     a.add_argument("--template", default=str(TEMPLATE), help="CloudFormation template to read defaults from")
     g = a.add_argument_group("scaling (defaults from the template; shown: the stack's)")
     for name, kind, text in (
-            ("target", float, "TargetBacklogPerTask"), ("min_tasks", int, "MinTasks"),
+            ("target", float, "TargetBacklogPerTask"),
+            ("slots_target", float, "TargetBusySlotsPerTask (0: no busy-slots policy)"),
+            ("min_tasks", int, "MinTasks"),
             ("max_tasks", int, "MaxTasks"), ("scale_out_cooldown", float, "ScaleOutCooldown (s)"),
             ("scale_in_cooldown", float, "ScaleInCooldown (s)"),
             ("max_concurrent_jobs", int, "MaxConcurrentJobs"), ("max_large_jobs", int, "MaxLargeJobs"),
@@ -55,6 +57,8 @@ def parse(argv, defaults):
     o = a.add_argument_group("output")
     o.add_argument("--sweep", nargs="?", const="default", metavar="T1,T2,…",
                    help="run these targets (default: the workload's list) and print a table")
+    o.add_argument("--sweep-slots", action="store_true",
+                   help="--sweep varies the busy-slots policy's target instead of the backlog one")
     o.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="parallel sweep runs")
     o.add_argument("--plot", metavar="FILE.png", help="draw tasks, backlog and waits over time "
                    "(one workload; FILE may contain {workload})")
@@ -90,11 +94,12 @@ def main(argv):
         w = WORKLOADS[name]
         if a.sweep:
             targets = w.sweep if a.sweep == "default" else [float(x) for x in a.sweep.split(",")]
-            rows = sweep(p, w, targets, a.seed, a.procs)
+            swept = "slots_target" if a.sweep_slots else "target"
+            rows = sweep(p, w, targets, a.seed, a.procs, swept)
             report["workloads"][name] = {"about": w.about, "sweep": rows}
             if not a.json:
-                print(f"\n{w.about}\n{describe_params(p).replace(f'target {p.target:g} visible/task, ', '')}")
-                print(sweep_table(rows, w))
+                print(f"\n{w.about}\n{describe_params(p)}")
+                print(sweep_table(rows, w, swept))
             continue
         r, sim = simulate(p, w, a.seed, a.hours)
         report["workloads"][name] = {"about": w.about, "result": r}

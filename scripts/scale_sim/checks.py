@@ -98,10 +98,33 @@ def check_protection(base, seed):
             ("Little's law (protection off)", *_little(off))]
 
 
+def check_two_policies(base, seed):
+    """Two target tracking policies as AWS combines them: under a steady load
+    of small jobs, the backlog policy alone scales in whenever the visible
+    backlog reads 0 (and out again); with the busy-slots policy beside it,
+    scale-in needs both, so the fleet scales out once and stays."""
+    w = Workload("check-steady", "60 small jobs/s for 2 h, 20 jobs/s a task", 2,
+                 steady_arrivals([(0, 60), (2, 60)], 256 * 1024, 2), ())
+    p = replace(base, target=4, max_tasks=6, small_jobs_per_task=20)
+    alone, _ = simulate(replace(p, slots_target=0), w, seed)
+    both, sim = simulate(replace(p, slots_target=24), w, seed)
+    # 60 jobs/s hold 60 x 32/20 s = 96 slots: 4 tasks at 24 busy slots each.
+    first_out = next((e[0] for e in sim.events if e[1] == "out"), None)
+    after = [desired for t, _, desired, _, _ in sim.series if first_out is not None and t > first_out]
+    return [("backlog policy alone: scales in under steady load (the saw-tooth)",
+             alone["scale_ins"] > 0 and alone["scale_outs"] > 2,
+             f"{alone['scale_outs']} scale-outs, {alone['scale_ins']} scale-ins"),
+            ("with the busy-slots policy: scale-in only when both agree, to the larger capacity",
+             both["scale_outs"] <= 3 and bool(after) and min(after) >= 4,
+             f"{both['scale_outs']} scale-outs, {both['scale_ins']} scale-ins, desired never below "
+             f"{min(after) if after else None} after the first scale-out (4 carry the load at target 24)"),
+            ("conservation (two policies)", *_conserved(both))]
+
+
 def run_checks(base, seed):
     t0 = time.monotonic()
     results = []
-    for check in (check_idle_never_scales, check_step, check_protection):
+    for check in (check_idle_never_scales, check_step, check_protection, check_two_policies):
         try:
             results += check(base, seed)
         except Exception as err:  # a crash is a failed check, reported with the others

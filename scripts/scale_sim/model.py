@@ -79,7 +79,7 @@ class Sim:
         self.queued_sum = self.queue_area = 0.0
         self.last_t = 0.0
         self.peak_backlog = self.peak_running = self.peak_desired = 0
-        self.datapoints = []  # (minute end, visible, running)
+        self.datapoints = []  # (minute end, visible, received, running)
         self.last_out = self.last_in = -math.inf
         self.events = []  # (t, "out"/"in", old desired, new desired)
         self.protected_kept = 0  # busy tasks scale-in wanted gone but protection kept
@@ -285,29 +285,38 @@ class Sim:
 
     # --- Application Auto Scaling
     def tick(self):
+        """One minute: a datapoint per policy, then each policy's alarms. As
+        AWS combines target tracking policies: out when any policy's scale-out
+        alarm fires (to the largest capacity asked), in only when every
+        policy's scale-in alarm fires (to the largest capacity they ask)."""
         now, p = self.now, self.p
         draining = [t for t in self.tasks if t.state == DRAINING]
         running = len(self.ready) + len(draining)
-        backlog = len(self.queue)
-        if p.metric == "visible+inflight":
-            backlog += sum(len(t.jobs) + (t.held is not None) for t in self.ready + draining)
-        self.datapoints.append((now, backlog, running))
+        visible = len(self.queue)
+        received = sum(len(t.jobs) + (t.held is not None) for t in self.ready + draining)
+        self.datapoints.append((now, visible, received, running))
         # The datapoints CloudWatch has by now (SQS reports with a delay).
         avail = [d for d in self.datapoints[-(SCALE_IN_DATAPOINTS + 5):]
-                 if d[0] + p.metric_delay_secs <= now and d[2] > 0]
-        metrics = [v / r for _, v, r in avail]
-        if len(metrics) >= SCALE_OUT_DATAPOINTS and all(
-                m > p.target for m in metrics[-SCALE_OUT_DATAPOINTS:]):
-            _, visible, running_dp = avail[-1]
-            want = min(p.max_tasks, max(p.min_tasks, math.ceil(running_dp * metrics[-1] / p.target)))
+                 if d[0] + p.metric_delay_secs <= now and d[3] > 0]
+        outs, ins = [], []
+        for metric, target in p.policies():
+            values = [policy_metric(metric, v, r, n) for _, v, r, n in avail]
+            if not values:
+                continue
+            want = math.ceil(avail[-1][3] * values[-1] / target)
+            if len(values) >= SCALE_OUT_DATAPOINTS and all(m > target for m in values[-SCALE_OUT_DATAPOINTS:]):
+                outs.append(want)
+            elif len(values) >= SCALE_IN_DATAPOINTS and all(
+                    m < SCALE_IN_FRACTION * target for m in values[-SCALE_IN_DATAPOINTS:]):
+                ins.append(want)
+        if outs:
+            want = min(p.max_tasks, max(p.min_tasks, max(outs)))
             if want > self.desired and now >= self.last_out + p.scale_out_cooldown:
                 self.events.append((now, "out", self.desired, want))
                 self.desired, self.last_out = want, now
                 self.reconcile()
-        elif len(metrics) >= SCALE_IN_DATAPOINTS and all(
-                m < SCALE_IN_FRACTION * p.target for m in metrics[-SCALE_IN_DATAPOINTS:]):
-            _, visible, running_dp = avail[-1]
-            want = max(p.min_tasks, math.ceil(running_dp * metrics[-1] / p.target))
+        elif ins and len(ins) == len(p.policies()):
+            want = max(p.min_tasks, max(ins))
             if (want < self.desired and now >= self.last_in + p.scale_in_cooldown
                     and now >= self.last_out + p.scale_out_cooldown):
                 self.events.append((now, "in", self.desired, want))
@@ -331,6 +340,7 @@ class Sim:
         return {
             "workload": self.workload.name,
             "target": p.target,
+            "slots_target": p.slots_target,
             "max_tasks": p.max_tasks,
             "protection": p.protection,
             "hours": end / 3600,
@@ -358,6 +368,13 @@ class Sim:
             "little": {"area": self.queue_area,
                        "waited": self.queued_sum + sum(self.now - j.enq for j in waiting)},
         }
+
+
+def policy_metric(metric, visible, received, tasks):
+    """A policy's datapoint from the queue's visible and received (not
+    visible) messages and the running tasks: the metric math of the
+    template's scaling policies (scripts/stack_test.py checks the two agree)."""
+    return (visible + (received if metric == "visible+inflight" else 0)) / tasks
 
 
 def pct(values):

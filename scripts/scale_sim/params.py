@@ -69,10 +69,13 @@ def template_defaults(path=TEMPLATE):
     param = {k: v.get("Default") for k, v in doc["Parameters"].items()}
     res = doc["Resources"]
     tracking = res["BacklogPerTaskPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    # The second policy, on busy job slots per task, if the template has it.
+    slots_target = float(param["TargetBusySlotsPerTask"]) if "BusySlotsPerTaskPolicy" in res else 0.0
     env = res["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]
     env = {e["Name"]: e["Value"] for e in env if isinstance(e, dict) and "Name" in e}
     return {
         "target": float(param["TargetBacklogPerTask"]),
+        "slots_target": slots_target,
         "min_tasks": int(param["MinTasks"]),
         "max_tasks": int(param["MaxTasks"]),
         "scale_out_cooldown": float(tracking["ScaleOutCooldown"]),
@@ -93,6 +96,10 @@ class Params:
     """Everything one run depends on besides the workload and the seed."""
 
     target: float
+    # The busy-slots policy's target (0: no such policy): (visible + received
+    # messages) / running tasks, tracked beside the backlog policy; AWS scales
+    # out when either policy asks and in only when both do.
+    slots_target: float
     min_tasks: int
     max_tasks: int
     scale_out_cooldown: float
@@ -111,10 +118,15 @@ class Params:
     large_job_mibps: float = LARGE_JOB_MIBPS
     task_mibps: float = TASK_MIBPS
     load: float = 1.0
-    # "visible": the template's metric. "visible+inflight" adds
-    # ApproximateNumberOfMessagesNotVisible (jobs received, running or held):
-    # a what-if, not what the stack deploys.
+    # The backlog policy's metric. "visible": the template's. "visible+inflight"
+    # adds ApproximateNumberOfMessagesNotVisible (jobs received, running or
+    # held): a what-if with that single policy (use --slots-target 0 with it).
     metric: str = "visible"
+
+    def policies(self):
+        """(metric, target) of each target tracking policy."""
+        return [(self.metric, self.target)] + (
+            [("visible+inflight", self.slots_target)] if self.slots_target > 0 else [])
 
     def task_hour_price(self):
         return self.task_vcpu * FARGATE_VCPU_HOUR + self.task_memory_gb * FARGATE_GB_HOUR

@@ -25,7 +25,9 @@ def series_of(sim):
         v = pct(ws)
         waits[minute] = (v["p50"], v["p95"], v["max"])
     return {
-        "title": f"{sim.workload.name}: target {sim.p.target:g}, tasks "
+        "title": f"{sim.workload.name}: backlog target {sim.p.target:g}"
+                 + (f", busy-slots target {sim.p.slots_target:g}" if sim.p.slots_target > 0 else "")
+                 + ", tasks "
                  f"{sim.p.min_tasks}-{sim.p.max_tasks}, protection {'on' if sim.p.protection else 'off'}",
         "target": sim.p.target,
         "t": [s[0] for s in sim.series], "running": [s[1] for s in sim.series],

@@ -24,7 +24,9 @@ def describe_params(p):
             f"{min(p.shutdown_grace, p.stop_timeout):g} s; per task {p.small_jobs_per_task:g} "
             f"small jobs/s, {p.large_job_mibps:g} MiB/s per large job, {p.task_mibps:g} MiB/s "
             f"in all; load x{p.load:g}"
-            + ("" if p.metric == "visible" else f"; metric ({p.metric}) / running tasks"))
+            + ("" if p.metric == "visible" else f"; metric ({p.metric}) / running tasks")
+            + (f"; and busy slots/task target {p.slots_target:g}" if p.slots_target > 0
+               else "; no busy-slots policy"))
 
 
 def price_line(p):
@@ -53,10 +55,10 @@ def summary_text(r, p, workload):
     return "\n".join(lines)
 
 
-def sweep_table(rows, workload):
-    head = ("| target | task-hours | cost | wait p50 | p95 | p99 | max | peak tasks "
+def sweep_table(rows, workload, swept="target"):
+    head = (f"| {'busy-slots target' if swept == 'slots_target' else 'target'} | task-hours | cost | wait p50 | p95 | p99 | max | peak tasks "
             "| scale-outs |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    body = [f"| {r['target']:g} | {r['task_hours']:,.1f} | ${r['cost_usd']:,.2f} | "
+    body = [f"| {r[swept]:g} | {r['task_hours']:,.1f} | ${r['cost_usd']:,.2f} | "
             f"{fmt_s(r['wait_s']['p50'])} | {fmt_s(r['wait_s']['p95'])} | "
             f"{fmt_s(r['wait_s']['p99'])} | {fmt_s(r['wait_s']['max'])} | "
             f"{r['peak_running_tasks']} | {r['scale_outs']} |" for r in rows]

@@ -18,9 +18,10 @@ def sweep_row(args):
     return simulate(p, WORKLOADS[name], seed)[0]
 
 
-def sweep(p, workload, targets, seed, procs):
-    """The same workload and seed at each target (in parallel: runs are independent)."""
-    jobs = [(replace(p, target=t), workload.name, seed) for t in targets]
+def sweep(p, workload, targets, seed, procs, swept="target"):
+    """The same workload and seed at each value of `swept` (a Params field:
+    target or slots_target), in parallel: runs are independent."""
+    jobs = [(replace(p, **{swept: t}), workload.name, seed) for t in targets]
     if procs > 1 and len(jobs) > 1:
         import multiprocessing
         with multiprocessing.get_context("fork").Pool(min(procs, len(jobs))) as pool:
