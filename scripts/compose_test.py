@@ -46,10 +46,11 @@ PROJECT = "ferry"
 
 
 def doc_commands():
-    """The shell commands of docs/deploy.md's "Run with Docker" section, in
-    order, continuation lines joined."""
+    """The shell commands of docs/deploy.md's "Run with Docker" section (up
+    to its first subsection, "With podman", whose commands this test runs
+    itself), in order, continuation lines joined."""
     text = DEPLOY_DOC.read_text()
-    section = text.split("## Run with Docker", 1)[1].split("\n## ", 1)[0]
+    section = text.split("## Run with Docker", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", section, re.S):
         for command in re.sub(r"\\\n\s*", "", block).splitlines():
