@@ -91,7 +91,16 @@ impl Cut {
         }
         origin.set(|b| b.chunk_delay = None);
         let record = self.stack.wait_final(id, Duration::from_secs(120)).await;
-        // A's last reads end, and its refused writes with them.
+        // A's last reads end, and its refused writes with them. A reads at
+        // full speed once B holds the job, but on a loaded machine may still
+        // be reading when B is done: wait for its reads (bounded), not a
+        // fixed time, before checking them below.
+        if matches!(started, Started::Running(_)) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while origin.bytes_served() < 2 * data.len() as u64 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         b.stop().await;
         drop(a);
