@@ -226,7 +226,7 @@ def check_image(c, image, containers):
             doctor.stdout + doctor.stderr)
 
 
-def check_job_and_health(c, aws, cli, outputs, containers, work):
+def check_job_and_health(c, aws, cli, outputs, containers):
     data = os.urandom(40 * MIB + 4321)
     sha = hashlib.sha256(data).hexdigest()
     origin = MemoryOrigin({"job.bin": data})
@@ -508,7 +508,7 @@ def main():
             stop_timeout = int(container["stopTimeout"])
             steps = (
                 ("the image", lambda: check_image(c, image, containers)),
-                ("a job and the health check", lambda: check_job_and_health(c, aws, cli, outputs, containers, work)),
+                ("a job and the health check", lambda: check_job_and_health(c, aws, cli, outputs, containers)),
                 ("podman stop mid-job", lambda: check_stop_drains(c, aws, cli, outputs, containers, stop_timeout)),
                 ("podman kill mid-job", lambda: check_kill_resumes(c, aws, cli, outputs, containers)),
                 ("1 GiB under the memory limit", lambda: check_memory(c, aws, cli, outputs, containers, limit)),
