@@ -72,6 +72,10 @@ LOCAL_AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 # visibility timeout (a minute) before the next container can take it; with
 # the default 20 s poll, a job submitted just after a stop would wait for that.
 SHORT_POLLS = {"FERRY_POLL_WAIT_SECS": "1"}
+# How long a dropped one-second receive can still take a message after its
+# worker is gone: moto ends a poll at the first one-second wait that passes its
+# deadline, so up to two seconds; one more for the stop itself.
+DROPPED_RECEIVE_SECS = 3
 # Shorter leases so a killed worker's job is taken again in seconds, not a
 # minute (the template keeps ferry's defaults).
 SHORT_LEASES = {"FERRY_LEASE_SECS": "6", "FERRY_HEARTBEAT_SECS": "1"}
@@ -165,6 +169,18 @@ class Containers:
         return podman("run", "--rm", "--network", "host", *flags, *env_flags, *extra_flags,
                       *args, timeout=timeout)
 
+    def stop(self, name, *, kill=False, timeout=120):
+        """`podman stop` (or `kill -s KILL`) and wait for the container to
+        end; then waits out the receive it may have dropped, so the next
+        step's message does not go to a worker that no longer exists."""
+        if kill:
+            podman("kill", "--signal", "KILL", name)
+            p = podman("wait", name, timeout=timeout)
+        else:
+            p = podman("stop", name, timeout=timeout)
+        time.sleep(DROPPED_RECEIVE_SECS)
+        return p
+
     def state(self, name):
         p = podman("inspect", "--format", "json", name)
         return json.loads(p.stdout)[0]["State"] if p.returncode == 0 else {}
@@ -253,7 +269,7 @@ def check_job_and_health(c, aws, cli, outputs, containers):
                 f"the same command fails when nothing answers (exit {unreachable.returncode})")
     finally:
         origin.close()
-        stop = podman("stop", name, timeout=120)
+        stop = containers.stop(name)
         c.check(stop.returncode == 0 and containers.state(name).get("ExitCode") == 0,
                 f"an idle worker stops on SIGTERM with exit 0 (exit {containers.state(name).get('ExitCode')})")
 
@@ -279,7 +295,7 @@ def next_container_finishes(c, aws, outputs, containers, name, env, job_id, key,
                     lambda: job_record(aws, outputs["TableName"], job_id).get("status") == "succeeded",
                     timeout=240)
     c.check(bool(done) and stored_sha256(aws, key) == sha, what, containers.save_log(container)[-3000:])
-    podman("stop", container, timeout=120)
+    containers.stop(container)
 
 
 def check_stop_drains(c, aws, cli, outputs, containers, stop_timeout):
@@ -294,10 +310,11 @@ def check_stop_drains(c, aws, cli, outputs, containers, stop_timeout):
                      "--sha256", sha)
         c.check(submit.returncode == 0, "submit the job to stop under", submit.stdout + submit.stderr)
         c.check(bool(wait_for("the job to be under way", lambda: origin.bytes_served("stop.bin") > 2 * MIB)),
-                "the job is under way before the stop")
+                "the job is under way before the stop", containers.save_log(first)[-3000:])
         started = time.monotonic()
         podman("stop", first, timeout=stop_timeout + 60)
         took = time.monotonic() - started
+        time.sleep(DROPPED_RECEIVE_SECS)
         state = containers.state(first)
         log = containers.save_log(first)
         c.check(state.get("ExitCode") == 0 and not state.get("OOMKilled"),
@@ -328,8 +345,7 @@ def check_kill_resumes(c, aws, cli, outputs, containers):
                      "--sha256", sha)
         c.check(submit.returncode == 0, "submit the job to kill under", submit.stdout + submit.stderr)
         wait_for_bytes(cli, "image-kill", part)
-        podman("kill", "--signal", "KILL", first)
-        podman("wait", first, timeout=60)
+        containers.stop(first, kill=True, timeout=60)
         # What the dead worker left: the parts the next one may skip.
         acknowledged = int(job_record(aws, outputs["TableName"], "image-kill").get("bytes_done") or 0)
         before = origin.bytes_served("kill.bin")
@@ -375,7 +391,7 @@ def check_memory(c, aws, cli, outputs, containers, limit_mib):
     finally:
         origin.close()
         del data
-        podman("stop", name, timeout=120)
+        containers.stop(name)
 
 
 def test_ca(work):
