@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use crate::bulk::input::MAX_MESSAGE_BYTES;
-use crate::bulk::{BulkError, CALL_TRIES, Calls, ROUNDS, is_transient};
+use crate::bulk::{BulkError, CALL_TRIES, Calls, ROUNDS, is_permanent};
 use crate::patience::{aws_backoff, retry_with};
 
 /// SQS's limits per SendMessageBatch: entries, and bytes of all bodies.
@@ -86,13 +86,13 @@ impl Messages {
                 .map_err(|err| BulkError::Sqs {
                     operation: "SendMessageBatch",
                     message: err.to_string(),
-                    retryable: false,
+                    permanent: Some("request_not_built"),
                 })?;
             let output = retry_with(
                 "SendMessageBatch",
                 CALL_TRIES,
                 aws_backoff,
-                |e: &BulkError| !e.retryable(),
+                is_permanent,
                 || {
                     self.calls.count_sqs();
                     let call = self
@@ -105,7 +105,7 @@ impl Messages {
                         call.await.map_err(|err| BulkError::Sqs {
                             operation: "SendMessageBatch",
                             message: crate::store::describe(&err),
-                            retryable: is_transient(&err),
+                            permanent: crate::aws_error::permanent_reason(&err),
                         })
                     }
                 },

@@ -25,7 +25,7 @@ pub mod records;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use ferry_engine::ErrorClass;
 
 /// Tries of one batch call (each already includes the SDK's own adaptive
 /// retries) before the run stops: about a minute of AWS trouble.
@@ -69,25 +69,35 @@ pub enum BulkError {
     Dynamo {
         operation: &'static str,
         message: String,
-        retryable: bool,
+        /// Why no retry can succeed (`aws_error::permanent_reason`), or
+        /// `None` when waiting may help.
+        permanent: Option<&'static str>,
     },
     #[error("SQS {operation} failed: {message}")]
     Sqs {
         operation: &'static str,
         message: String,
-        retryable: bool,
+        permanent: Option<&'static str>,
     },
     #[error("DynamoDB {operation} still left items unprocessed after {ROUNDS} rounds (throttled)")]
     Unprocessed { operation: &'static str },
 }
 
 impl BulkError {
-    /// Worth another try: throttling, AWS-side errors, timeouts, lost
-    /// connections. A missing table or queue, or access denied, is not.
-    pub fn retryable(&self) -> bool {
+    /// Whether the same call could succeed later: the worker's answer
+    /// (`aws_error::permanent_reason`) for one call; throttling that outlasted
+    /// every round is not waited out again.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Dynamo { retryable, .. } | Self::Sqs { retryable, .. } => *retryable,
-            Self::Unprocessed { .. } => false,
+            Self::Dynamo {
+                permanent: None, ..
+            }
+            | Self::Sqs {
+                permanent: None, ..
+            } => ErrorClass::Transient,
+            Self::Dynamo { .. } | Self::Sqs { .. } | Self::Unprocessed { .. } => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -100,26 +110,7 @@ impl BulkError {
     }
 }
 
-/// Whether an SDK error is AWS having trouble (worth waiting out) rather
-/// than a request that can never succeed.
-fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    match err {
-        SdkError::ServiceError(context) => {
-            let code = context.err().code().unwrap_or_default();
-            [
-                "Throttl",
-                "LimitExceeded",
-                "InternalServer",
-                "InternalError",
-                "InternalFailure",
-                "ServiceUnavailable",
-            ]
-            .iter()
-            .any(|word| code.contains(word))
-        }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        _ => false,
-    }
+/// Retried by `retry_with` unless the error is permanent.
+fn is_permanent(err: &BulkError) -> bool {
+    err.class() == ErrorClass::Permanent
 }

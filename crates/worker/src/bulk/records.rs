@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 };
 use futures_util::{StreamExt as _, TryStreamExt as _};
 
-use crate::bulk::{BulkError, CALL_TRIES, Calls, ROUNDS, is_transient};
+use crate::bulk::{BulkError, CALL_TRIES, Calls, ROUNDS, is_permanent};
 use crate::patience::{aws_backoff, retry_with};
 use crate::store::Record;
 
@@ -97,7 +97,7 @@ impl Records {
                 "BatchGetItem",
                 CALL_TRIES,
                 aws_backoff,
-                |e: &BulkError| !e.retryable(),
+                is_permanent,
                 || {
                     self.calls.count_dynamodb();
                     let call = self
@@ -139,7 +139,7 @@ impl Records {
                 "BatchWriteItem",
                 CALL_TRIES,
                 aws_backoff,
-                |e: &BulkError| !e.retryable(),
+                is_permanent,
                 || {
                     self.calls.count_dynamodb();
                     let call = self
@@ -188,7 +188,7 @@ fn dynamo_error<E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::E
     BulkError::Dynamo {
         operation,
         message: crate::store::describe(err),
-        retryable: is_transient(err),
+        permanent: crate::aws_error::permanent_reason(err),
     }
 }
 
@@ -196,7 +196,7 @@ fn build_error(operation: &'static str, err: &dyn std::fmt::Display) -> BulkErro
     BulkError::Dynamo {
         operation,
         message: err.to_string(),
-        retryable: false,
+        permanent: Some("request_not_built"),
     }
 }
 

@@ -454,6 +454,11 @@ async fn jobs_recorded_without_their_message_are_enqueued_by_the_next_run() {
     assert!(errors.contains("stopped at line 1"), "{errors}");
     assert!(errors.contains("(queue_error)"), "{errors}");
     assert_eq!(proxy.faults("dynamodb:BatchWriteItem").len(), 1);
+    assert_eq!(
+        proxy.faults("sqs:SendMessageBatch").len(),
+        1,
+        "no retry of a refusal"
+    );
     let left = items(&stack).await;
     assert_eq!(left.iter().filter(|i| is_marker(i)).count(), 3, "{left:?}");
     assert_eq!(left.iter().filter(|i| !is_marker(i)).count(), 3, "{left:?}");
@@ -475,6 +480,65 @@ async fn jobs_recorded_without_their_message_are_enqueued_by_the_next_run() {
         "submitted 0, already present 3, re-enqueued 0, bad 0"
     );
     assert_eq!(stack.queue_depth(&stack.queue).await, (3, 0));
+}
+
+/// Bulk submit asks the worker's one question of an AWS error
+/// (`aws_error::permanent_reason`): a code it does not know is waited out,
+/// a refusal stops the run at its first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_call_is_tried_again_unless_aws_refused_it_for_good() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    let file = |name: &str| {
+        let lines: String = (0..2)
+            .map(|i| {
+                let message = serde_json::json!({"url": format!("https://example.com/{name}{i}"),
+                    "bucket": stack.bucket, "key": format!("{name}{i}")});
+                format!("{message}\n")
+            })
+            .collect();
+        write_file(&lines)
+    };
+    let refusal = |code: &str| Fault::Error {
+        status: Some(400),
+        code: Some(code.into()),
+    };
+
+    // The SDK does not retry a 400 it cannot classify; bulk submit does.
+    proxy.set_rules(vec![
+        Rule::new("dynamodb:BatchGetItem", refusal("SomethingNewException")).times(2),
+    ]);
+    let from = file("new");
+    let output = ferry(
+        &stack,
+        &proxy.endpoint(),
+        &["submit", "--from", from.to_str().unwrap()],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        summary(&output),
+        "submitted 2, already present 0, re-enqueued 0, bad 0"
+    );
+    assert_eq!(proxy.faults("dynamodb:BatchGetItem").len(), 2);
+
+    // Access denied is an answer: one call, and the run stops saying so.
+    proxy.set_rules(vec![Rule::new(
+        "dynamodb:BatchGetItem",
+        refusal("AccessDeniedException"),
+    )]);
+    let from = file("denied");
+    let output = ferry(
+        &stack,
+        &proxy.endpoint(),
+        &["submit", "--from", from.to_str().unwrap()],
+        None,
+    );
+    let errors = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{errors}");
+    assert!(errors.contains("AccessDeniedException"), "{errors}");
+    assert_eq!(proxy.faults("dynamodb:BatchGetItem").len(), 3, "{errors}");
+    assert_eq!(stack.queue_depth(&stack.queue).await, (2, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
