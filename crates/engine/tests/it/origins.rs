@@ -3,6 +3,9 @@
 //! — a byte-identical copy of one version the origin really served, or a clear
 //! failure with no object and no open upload. Never a mix of two versions
 //! stored as a success.
+//!
+//! Over 500 lines because it is the whole matrix in one place, a test per
+//! row of docs/reliability.md's table, so the table and its proof read side by side.
 
 use bytes::Bytes;
 use ferry_engine::{ErrorClass, Integrity, TransferError, TransferOutcome};

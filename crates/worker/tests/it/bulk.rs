@@ -2,6 +2,9 @@
 //! `TsvHttpData-1.0` files, re-runs that submit nothing new, bad lines by
 //! number, a run whose messages could not be sent finished by a re-run, and
 //! `--wait` over a whole file.
+//!
+//! Over 500 lines: both input formats end to end, and each stop-and-rerun case
+//! checks the table's items and the queue's depth after every run.
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,9 @@
 //! against one good set-up on moto, then against each way of breaking it:
 //! the right ✗ line with its fix, every other check unaffected, exit 1, and
 //! never a multipart upload left open.
+//!
+//! Over 500 lines because each of its 19 tests breaks one thing and reads
+//! every line doctor prints about it; they share one set-up and its helpers.
 
 use std::collections::HashMap;
 use std::process::Command;

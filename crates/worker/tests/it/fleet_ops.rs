@@ -1,6 +1,10 @@
 //! Running a fleet from the command line: `ferry jobs` (listing and
 //! counting by status and age), `ferry cancel` (queued, running and final
 //! jobs) and `ferry retry` (failed, cancelled, succeeded with --force).
+//!
+//! Over 500 lines: each command is tried against every status a job can be
+//! in, and the sharded listing against the unsharded index it replaced (its
+//! own table with both indexes); the three commands share one set of helpers.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,10 @@
 //! Resume: workers killed with SIGKILL mid-job, and the next worker picks the
 //! upload up without fetching finished parts again — with an expected
 //! sha256/md5 too, continuing the digest from the state the record keeps.
+//!
+//! Over 500 lines: ten kill-and-resume scenarios, each a few steps that must
+//! happen in order against a real worker process (start, wait for parts,
+//! SIGKILL, resume, count what was fetched again), sharing their helpers.
 
 use std::time::Duration;
 
