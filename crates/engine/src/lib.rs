@@ -47,6 +47,7 @@ pub mod resume;
 pub mod retry;
 pub mod sink;
 pub mod source;
+mod stored;
 mod sync;
 pub mod throttle;
 pub mod transfer;

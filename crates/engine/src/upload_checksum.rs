@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crc_fast::CrcAlgorithm;
 use md5::{Digest as _, Md5};
 
-use crate::sink::{StoredObject, UploadedPart};
+use crate::stored::{StoredObject, UploadedPart};
 
 /// What is sent to the store for it to check, per part and per object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,5 +1,5 @@
 //! The one place AWS clients are built, from the SDK settings
-//! ([`crate::config::load_aws`]) and ferry's own ([`AwsArgs`]): the worker's
+//! ([`crate::preflight::load`]) and ferry's own ([`AwsArgs`]): the worker's
 //! patient clients (adaptive retries, minutes of patience, SQS's long polls
 //! inside the attempt timeout; S3 with the engine's settings), and the
 //! quick ones `ferry doctor` answers with in seconds.

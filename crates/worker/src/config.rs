@@ -226,12 +226,6 @@ pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// The AWS SDK configuration from the standard environment, unchecked
-/// (commands use [`crate::preflight::aws`], which proves it usable).
-pub async fn load_aws() -> aws_config::SdkConfig {
-    crate::preflight::load().await
-}
-
 /// Settings of `ferry worker`, validated.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {

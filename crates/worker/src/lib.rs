@@ -9,7 +9,6 @@ pub mod aws_error;
 pub mod bulk;
 pub mod cli;
 pub mod config;
-pub mod disposal;
 pub mod endpoints;
 pub mod gc;
 pub mod job;
@@ -75,6 +74,9 @@ pub async fn run(cli: cli::Cli, cancel: CancellationToken) -> Result<(), CliErro
     match cli.command {
         cli::Command::Copy(args) => cli::copy::run(args, cancel).await,
         cli::Command::Worker(args) => cli::worker::run(args, cancel).await,
+        cli::Command::Submit(args) if args.from.is_some() => {
+            cli::submit_bulk::run(args, cancel).await
+        }
         cli::Command::Submit(args) => cli::submit::run(args, cancel).await,
         cli::Command::Status(args) => until(&cancel, cli::status::run(args)).await,
         cli::Command::Jobs(args) => until(&cancel, cli::jobs::run(args)).await,

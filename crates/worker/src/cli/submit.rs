@@ -1,6 +1,7 @@
 //! `ferry submit URL s3://BUCKET/KEY`: record a queued job, enqueue it, and
 //! optionally follow it to the end with a progress bar. With `--from FILE`
-//! the arguments are the same but the work is `submit_bulk`'s.
+//! the arguments are the same (and its help is here) but the work is
+//! `submit_bulk`'s; `lib.rs::run` picks which by whether `--from` is given.
 
 use std::time::Duration;
 
@@ -16,8 +17,24 @@ use crate::queue::Queue;
 use crate::s3url::S3Url;
 use crate::store::{self, JobStore, Status};
 
+/// The part of `ferry submit --help` about `--from`.
+const BULK_HELP: &str = "\
+Bulk submit (--from FILE, `-` for standard input):
+  JSON Lines: one job message per line, exactly as on the queue (docs/jobs.md).
+  TsvHttpData-1.0 (with --dest s3://BUCKET/PREFIX/): first line `TsvHttpData-1.0`,
+    then `URL[<TAB>size[<TAB>base64 MD5]]` per line; size and MD5 become
+    expected.size and expected.md5; the key is PREFIX + host + path (percent-
+    decoded; port and query ignored).
+  A line without job_id gets one derived from its source and destination, so
+  running the same file again submits nothing twice. Bad lines are reported on
+  stderr by number and skipped; the rest is submitted. The summary (stdout):
+  submitted, already present, re-enqueued (queued jobs whose message an
+  interrupted earlier run may not have sent), bad, and the AWS calls made.
+  Exit 0 when every line was good and enqueued (with --wait: and every job
+  succeeded), 1 otherwise, 2 for a usage error.";
+
 #[derive(Debug, Args)]
-#[command(after_long_help = crate::cli::submit_bulk::LONG_HELP)]
+#[command(after_long_help = BULK_HELP)]
 pub struct SubmitArgs {
     /// The source, http(s).
     #[arg(required_unless_present = "from")]
@@ -62,7 +79,9 @@ pub async fn run(
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), CliError> {
     let (Some(url), Some(destination)) = (&args.url, &args.destination) else {
-        return crate::cli::submit_bulk::run(args, cancel).await;
+        return Err(CliError::Usage(
+            "give URL and s3://BUCKET/KEY, or --from FILE".into(),
+        ));
     };
     let job_id = args
         .job_id

@@ -22,22 +22,6 @@ use crate::bulk::records::Records;
 use crate::bulk::{Calls, follow};
 use crate::cli::submit::SubmitArgs;
 
-/// The part of `ferry submit --help` about `--from`.
-pub const LONG_HELP: &str = "\
-Bulk submit (--from FILE, `-` for standard input):
-  JSON Lines: one job message per line, exactly as on the queue (docs/jobs.md).
-  TsvHttpData-1.0 (with --dest s3://BUCKET/PREFIX/): first line `TsvHttpData-1.0`,
-    then `URL[<TAB>size[<TAB>base64 MD5]]` per line; size and MD5 become
-    expected.size and expected.md5; the key is PREFIX + host + path (percent-
-    decoded; port and query ignored).
-  A line without job_id gets one derived from its source and destination, so
-  running the same file again submits nothing twice. Bad lines are reported on
-  stderr by number and skipped; the rest is submitted. The summary (stdout):
-  submitted, already present, re-enqueued (queued jobs whose message an
-  interrupted earlier run may not have sent), bad, and the AWS calls made.
-  Exit 0 when every line was good and enqueued (with --wait: and every job
-  succeeded), 1 otherwise, 2 for a usage error.";
-
 /// Counts for the summary.
 #[derive(Debug, Default)]
 struct Tally {
@@ -77,7 +61,7 @@ pub async fn run(args: SubmitArgs, cancel: CancellationToken) -> Result<(), CliE
         ));
     };
     let (input, size) = open(from).await?;
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::load().await;
     let calls = Arc::new(Calls::default());
     let queue_url = args.jobs.queue_urls.first().map_or("", String::as_str);
     let target = Target {

@@ -163,7 +163,7 @@ async fn keep_invisible(
 /// or DynamoDB hold up (throttled, retried) must not let another receive be
 /// handed the message meanwhile. The extensions stop before `work`'s result
 /// is returned, so a visibility change that follows it is the last one.
-pub(crate) async fn invisible_while<T>(
+pub(super) async fn invisible_while<T>(
     ctx: &Context,
     message: &Received,
     work: impl Future<Output = T>,

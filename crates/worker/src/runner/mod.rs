@@ -5,16 +5,14 @@
 //! Here: the path of one message (`handle`, `run`), the claim loop and a
 //! user's cancel; `heartbeat` keeps the lease and the message while the
 //! engine runs; `conclude` records how the attempt ended, then deletes or
-//! returns the message. Each ordering rule (record before delete, fenced
-//! record before abort) lives in the one function where its paths meet.
+//! returns the message; `disposal` ends a message that will never run (not
+//! a valid job, or a claim DynamoDB refused for good). Each ordering rule
+//! (record before delete, fenced record before abort) lives in the one
+//! function where its paths meet.
 
 mod conclude;
+mod disposal;
 mod heartbeat;
-
-use conclude::{Attempt, conclude};
-pub use heartbeat::JobProgress;
-pub(crate) use heartbeat::invisible_while;
-use heartbeat::{Beat, heartbeat};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,8 +24,10 @@ use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, info_span, warn};
 
+use self::conclude::{Attempt, conclude};
+pub use self::heartbeat::JobProgress;
+use self::heartbeat::{Beat, heartbeat, invisible_while};
 use crate::config::WorkerConfig;
-use crate::disposal;
 use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
 use crate::patience::{self, patiently};

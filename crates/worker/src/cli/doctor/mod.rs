@@ -148,7 +148,7 @@ pub async fn run(args: DoctorArgs) -> Result<(), CliError> {
 async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
     let mut checks = local::config(&args.worker);
     let plan = local::Plan::new(args);
-    let sdk = crate::config::load_aws().await;
+    let sdk = crate::preflight::load().await;
     let region = identity::region(&sdk);
     let credentials = identity::credentials(&sdk).await;
     let missing = match (region.ok, credentials.ok) {

@@ -13,10 +13,11 @@ use std::time::Duration;
 use ferry_engine::ErrorClass;
 use tracing::warn;
 
+use super::Context;
+use super::heartbeat::invisible_while;
 use crate::job::Rejection;
 use crate::patience::patiently;
 use crate::queue::{QueueError, Received};
-use crate::runner::{Context, invisible_while};
 use crate::store::StoreError;
 
 /// Records and dead-letters a rejected message, keeping it invisible
