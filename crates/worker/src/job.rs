@@ -249,6 +249,9 @@ impl Job {
         if let Some(class) = &destination.storage_class {
             fields.insert("storage_class".into(), class.as_str().into());
         }
+        if let Some(rate) = self.spec.max_bytes_per_sec {
+            fields.insert("max_bytes_per_sec".into(), rate.get().into());
+        }
         Some(message.to_string())
     }
 }
@@ -568,7 +571,8 @@ mod tests {
     #[test]
     fn a_job_without_secrets_round_trips_through_its_stored_message() {
         let body = r#"{"url":"https://example.com/a.iso","bucket":"my-bucket","key":"k","job_id":"j1",
-            "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA"}"#;
+            "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA",
+            "max_bytes_per_sec":1048576}"#;
         let job = parse(body, MSG).unwrap();
         let stored = job
             .message_without_secrets()
@@ -581,6 +585,7 @@ mod tests {
         );
         assert_eq!(again.spec.expected, job.spec.expected);
         assert_eq!(again.spec.source.url, job.spec.source.url);
+        assert_eq!(again.spec.max_bytes_per_sec, job.spec.max_bytes_per_sec);
     }
 
     #[test]
