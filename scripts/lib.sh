@@ -60,6 +60,38 @@ ensure_bench_servers() {
   S3S_FS="$tools/bin/s3s-fs"
 }
 
+# dynoxide 3.2.0 (crates.io `dynoxide-rs`, MIT/Apache-2.0): a DynamoDB
+# emulator in Rust on SQLite, for the fleet benchmark, where moto's DynamoDB
+# (~85 ms of Python CPU per job) is the ceiling (docs/fleet.md). moto stays
+# the emulator for correctness. Installed once into $STATE/dynoxide (the
+# crate's version is 3.2.0; its binary calls itself 1.5.0); sets DYNOXIDE.
+ensure_dynoxide() {
+  local root="$STATE/dynoxide"
+  if ! cargo install --list --root "$root" 2>/dev/null | grep -qx 'dynoxide-rs v3.2.0:'; then
+    say "installing dynoxide-rs 3.2.0 into $root (cargo install, one job: 5-10 min, once)"
+    nice -n 10 cargo install --quiet --locked dynoxide-rs --version 3.2.0 \
+      --root "$root" -j "${BENCH_CARGO_JOBS:-1}"
+  fi
+  DYNOXIDE="$root/bin/dynoxide"
+}
+
+# start_dynoxide NAME: an in-memory dynoxide on an ephemeral loopback port;
+# sets PIPED_PID and PIPED_PORT like start_piped (dynoxide does not print
+# the port it was given, so it is read from the listening socket).
+start_dynoxide() {
+  local name="$1" i port
+  "$DYNOXIDE" serve --host 127.0.0.1 --port 0 --log quiet >"$STATE/$name.log" 2>&1 &
+  PIPED_PID=$!
+  remember_pid $!
+  for i in $(seq 1 100); do
+    port="$(ss -Hltnp 2>/dev/null | grep "pid=$PIPED_PID," | awk '{print $4}' | sed 's/.*://' | head -1)"
+    if [ -n "$port" ]; then PIPED_PORT="$port"; return 0; fi
+    sleep 0.1
+  done
+  cat "$STATE/$name.log" >&2
+  die "$name did not start"
+}
+
 # Podman (Debian's), set up as ../shared/containers.md says this host needs:
 # runc (crun refuses the hybrid cgroups) and no default rlimits above the
 # host's hard ones, through a containers.conf of ours named by
