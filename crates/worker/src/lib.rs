@@ -4,6 +4,10 @@
 //! `main.rs` stays thin: it parses arguments, sets up logging and maps
 //! [`CliError`] onto the documented exit codes.
 
+// Standard output is written through `cli`'s `out!`, which cannot panic when
+// the reader has gone away; `println!` can.
+#![deny(clippy::print_stdout)]
+
 pub mod aws_clients;
 pub mod aws_error;
 pub mod bulk;

@@ -60,9 +60,9 @@ pub async fn run(args: CancelArgs) -> Result<(), CliError> {
                 message: format!("job {job_id}: {err}"),
             })?;
         match outcome {
-            Cancel::Cancelled => println!("{job_id}: cancelled"),
+            Cancel::Cancelled => out!("{job_id}: cancelled"),
             Cancel::Requested => {
-                println!("{job_id}: running; its worker stops it within one heartbeat");
+                out!("{job_id}: running; its worker stops it within one heartbeat");
             }
             Cancel::AlreadyFinal(status) => {
                 unchanged += 1;
@@ -83,7 +83,7 @@ pub async fn run(args: CancelArgs) -> Result<(), CliError> {
         for job_id in asked {
             let status = until_final(&store, job_id, every).await?;
             if status != Status::Cancelled {
-                println!(
+                out!(
                     "{job_id}: ended {} before it could be cancelled",
                     status.as_str()
                 );

@@ -68,7 +68,7 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
         message: err.to_string(),
     })?;
     let secs = outcome.duration.as_secs_f64();
-    println!(
+    out!(
         "copied {} -> {}: {} bytes in {:.2} s ({:.1} MB/s), {} parts, crc64nvme {}{}",
         RedactedUrl::new(&args.url),
         args.destination,

@@ -60,13 +60,13 @@ pub async fn run(args: GcArgs) -> Result<(), CliError> {
                     ("kept", reason)
                 }
             };
-            println!(
+            out!(
                 "{word:>11}  s3://{bucket}/{}  job {}: {reason}",
                 decision.key,
                 decision.job_id.as_deref().unwrap_or("-"),
             );
         }
     }
-    println!("{aborted} upload(s) aborted, {kept} kept");
+    out!("{aborted} upload(s) aborted, {kept} kept");
     Ok(())
 }

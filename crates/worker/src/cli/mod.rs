@@ -1,5 +1,17 @@
 //! The `ferry` command line: one binary, one subcommand per job.
 
+/// `println!` without its panic. A reader that goes away (`ferry status J |
+/// head -1`) makes every later write to stdout fail; `println!` turns that
+/// into a crash. Commands print through this instead: what they do goes on,
+/// and output nobody reads is dropped (`ferry jobs` stops listing then).
+/// `#![deny(clippy::print_stdout)]` in lib.rs keeps `println!` out.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod cancel;
 pub mod copy;
 pub mod doctor;

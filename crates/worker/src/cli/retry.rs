@@ -152,6 +152,6 @@ async fn retry_one(
             ),
         })?;
     tally.retried += 1;
-    println!("{job_id}: queued");
+    out!("{job_id}: queued");
     Ok(())
 }

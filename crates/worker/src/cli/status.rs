@@ -38,10 +38,10 @@ pub async fn run(args: StatusArgs) -> Result<(), CliError> {
 
 pub fn print_record(record: &store::Record, json: bool) {
     if json {
-        println!("{}", store::to_json(record));
+        out!("{}", store::to_json(record));
         return;
     }
     for line in crate::cli::status_view::lines(record, std::time::SystemTime::now()) {
-        println!("{line}");
+        out!("{line}");
     }
 }

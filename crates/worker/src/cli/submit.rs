@@ -157,7 +157,7 @@ pub async fn run(
                 ),
             })?;
     }
-    println!("{job_id}");
+    out!("{job_id}");
     if args.wait {
         let every = Duration::from_secs(args.poll_secs.max(1));
         tokio::select! {

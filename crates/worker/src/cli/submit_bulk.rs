@@ -182,7 +182,7 @@ pub async fn run(args: SubmitArgs, cancel: CancellationToken) -> Result<(), CliE
             .iter()
             .map(|(status, count)| format!("{status} {count}"))
             .collect();
-        println!("{}", counts.join(", "));
+        out!("{}", counts.join(", "));
         let unsuccessful: u64 = outcome
             .by_status
             .iter()
@@ -303,14 +303,14 @@ fn print_summary(tally: &Tally, calls: &Calls, elapsed: Duration) {
     if tally.not_enqueued > 0 {
         first.push_str(&format!(", not enqueued {}", tally.not_enqueued));
     }
-    println!("{first}");
+    out!("{first}");
     let seconds = elapsed.as_secs_f64();
     let (dynamodb, sqs) = (calls.dynamodb(), calls.sqs());
     let per_job = match tally.jobs() {
         0 => String::new(),
         jobs => format!(" = {:.3} per job", (dynamodb + sqs) as f64 / jobs as f64),
     };
-    println!(
+    out!(
         "{} lines in {seconds:.1} s ({:.0} lines/s); AWS calls: {dynamodb} DynamoDB + {sqs} SQS{per_job}",
         tally.lines,
         tally.lines as f64 / seconds.max(0.001),

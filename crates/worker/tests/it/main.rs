@@ -8,6 +8,7 @@ mod aws_faults;
 mod bandwidth;
 mod bulk;
 mod checksums;
+mod closed_output;
 mod doctor;
 mod endpoints;
 mod fencing;

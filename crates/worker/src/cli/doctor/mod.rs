@@ -127,10 +127,10 @@ pub async fn run(args: DoctorArgs) -> Result<(), CliError> {
             ok,
             checks: &checks,
         };
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        out!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
         for check in &checks {
-            println!("{}", check.line());
+            out!("{}", check.line());
         }
     }
     if ok {
