@@ -41,6 +41,13 @@ pub struct Checkpoint {
     /// through [`Journal::checkpoint`] (states go through
     /// [`Journal::digest_advanced`]).
     pub digest_state: Option<String>,
+    /// The full-object CRC64NVME this upload was about to be completed with,
+    /// kept by [`Journal::before_complete`]: when the upload is gone, an
+    /// object of this size and CRC is the one its Complete stored. `None`
+    /// before Complete was reached, or from a journal that keeps none (the
+    /// kept part CRCs are composed instead). Read, never written, through
+    /// [`Journal::checkpoint`].
+    pub object_crc: Option<u64>,
 }
 
 /// Where a transfer persists what a resuming run needs. The worker keeps it
@@ -89,9 +96,11 @@ pub trait Journal: Send + Sync {
     /// Checked before every UploadPart and CompleteMultipartUpload.
     fn may_write(&self) -> Result<(), TransferError>;
 
-    /// Called right before CompleteMultipartUpload; must make sure no other
-    /// run can own the upload until Complete has returned.
-    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>>;
+    /// Called right before CompleteMultipartUpload with the full-object
+    /// CRC64NVME it completes with; must make sure no other run can own the
+    /// upload until Complete has returned, and should keep `object_crc` with
+    /// the checkpoint ([`Checkpoint::object_crc`]).
+    fn before_complete(&self, object_crc: u64) -> BoxFuture<'_, Result<(), TransferError>>;
 
     /// Called before every CreateMultipartUpload, so that an upload whose
     /// Create reply is lost can still be found (and aborted) later.
@@ -144,7 +153,7 @@ impl Journal for NoJournal {
         Ok(())
     }
 
-    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+    fn before_complete(&self, _: u64) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async { Ok(()) })
     }
 }

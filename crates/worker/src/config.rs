@@ -257,6 +257,9 @@ pub struct WorkerConfig {
     pub busy_recheck: Duration,
     /// Time running jobs get to finish after SIGTERM before they are released.
     pub shutdown_grace: Duration,
+    /// Whether acknowledged parts' CRCs are kept in items of their own
+    /// (`FERRY_PART_CHECKSUM_ITEMS`).
+    pub keep_part_checksums: bool,
     /// How far this worker's lease clock is off the host's: always 0 but in
     /// tests of clock skew (`JobStore::with_clock_skew`). No flag sets it.
     pub clock_skew_secs: i64,
@@ -342,6 +345,15 @@ pub struct WorkerArgs {
     /// Must fit ECS's stopTimeout (at most 120 s) with room to release jobs.
     #[arg(long, env = "FERRY_SHUTDOWN_GRACE_SECS", default_value_t = 100)]
     pub shutdown_grace_secs: u64,
+    /// Whether every acknowledged part's CRC64NVME gets a DynamoDB item of
+    /// its own (`keep`), for a resume on a store whose ListParts lists no
+    /// part checksums, or none (`skip`: on AWS S3 with `FERRY_S3_CHECKSUM`
+    /// crc64nvme, ListParts lists them, and the items are a third of a large
+    /// job's write units). Skipped on a store that lists none, a resume
+    /// uploads the finished parts again; it never trusts a part it cannot
+    /// check (docs/jobs.md, "Resume").
+    #[arg(long, env = "FERRY_PART_CHECKSUM_ITEMS", value_enum, default_value_t = PartChecksumItems::Keep)]
+    pub part_checksum_items: PartChecksumItems,
     /// Buckets jobs may write to, optionally with a key prefix
     /// (`bucket` or `bucket/prefix/`, comma-separated); default: any.
     #[arg(long, env = "FERRY_ALLOWED_BUCKETS", value_delimiter = ',')]
@@ -483,6 +495,7 @@ impl WorkerArgs {
             retry_base_delay: Duration::from_secs(self.retry_base_delay_secs),
             busy_recheck: Duration::from_secs(self.lease_secs.max(300)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            keep_part_checksums: self.part_checksum_items == PartChecksumItems::Keep,
             clock_skew_secs: 0,
             metrics_addr,
             destinations,
@@ -493,6 +506,13 @@ impl WorkerArgs {
             engine,
         })
     }
+}
+
+/// `FERRY_PART_CHECKSUM_ITEMS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartChecksumItems {
+    Keep,
+    Skip,
 }
 
 fn default_worker_id() -> String {

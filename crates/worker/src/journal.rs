@@ -29,6 +29,8 @@ pub struct LeaseJournal {
     bucket: String,
     key: String,
     lease_duration: Duration,
+    /// `FERRY_PART_CHECKSUM_ITEMS=keep`: each part's CRC in an item of its own.
+    keep_part_checksums: bool,
     valid_until: Mutex<Instant>,
     lease_lost: Arc<AtomicBool>,
     /// The upload a checkpoint describes: the earlier attempt's, then this one's.
@@ -47,6 +49,7 @@ impl LeaseJournal {
         lease: Lease,
         destination: &ferry_engine::Destination,
         lease_duration: Duration,
+        keep_part_checksums: bool,
         claimed_at: Instant,
         lease_lost: Arc<AtomicBool>,
     ) -> Self {
@@ -57,6 +60,7 @@ impl LeaseJournal {
             bucket: destination.bucket.clone(),
             key: destination.key.clone(),
             lease_duration,
+            keep_part_checksums,
             valid_until: Mutex::new(claimed_at + lease_duration * 3 / 4),
             lease_lost,
             upload_id: Mutex::new(upload_id),
@@ -150,6 +154,9 @@ impl Journal for LeaseJournal {
         part: &'a UploadedPart,
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if !self.keep_part_checksums {
+                return;
+            }
             if let Err(err) = self
                 .store
                 .save_part(&self.lease.job_id, upload_id, part)
@@ -233,13 +240,13 @@ impl Journal for LeaseJournal {
         self.lease.attempts > 1
     }
 
-    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+    fn before_complete(&self, object_crc: u64) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async move {
             // A fenced renew: fails if another worker claimed the job, and
             // otherwise keeps everyone else out for the lease's duration.
             let sent_at = Instant::now();
             self.store
-                .extend_lease(&self.lease, self.lease_duration)
+                .extend_lease(&self.lease, self.lease_duration, object_crc)
                 .await
                 .map_err(|err| self.refuse(err))?;
             self.renewed(sent_at);

@@ -81,7 +81,7 @@ impl Run {
     ) -> Result<StoredObject, TransferError> {
         let sink = &self.engine.sink;
         let dest = &self.spec.destination;
-        self.journal.before_complete().await?;
+        self.journal.before_complete(full_crc).await?;
         let mut attempts = 0;
         // Not cancellable: a Complete cut short may still have succeeded, and
         // the lease was just extended for it.

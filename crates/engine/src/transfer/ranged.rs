@@ -110,6 +110,7 @@ impl Run {
             length: plan.size,
             validator: validator.clone(),
             digest_state: None,
+            object_crc: None,
         };
         self.journal.checkpoint(&checkpoint).await?;
         let _ = self.checkpointed.set(Binding {

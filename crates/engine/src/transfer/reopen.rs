@@ -212,26 +212,32 @@ impl Run {
     /// The upload is gone: either aborted (start over) or completed by a run
     /// that died before recording it. It was completed only after every
     /// check passed, so the object counts as this job's if its size and
-    /// full-object CRC equal what the kept part CRCs compose.
+    /// full-object CRC equal the CRC kept right before Complete — or, from
+    /// a record without one, what the kept part CRCs compose.
     pub(super) async fn completed_or_gone(
         &self,
         checkpoint: &Checkpoint,
         plan: KnownPlan,
     ) -> Result<Reopen, TransferError> {
         let gone = || Reopen::Restart("the multipart upload no longer exists".into());
-        let numbers: Vec<u32> = plan.parts().map(|p| p.number).collect();
-        let kept = self
-            .journal
-            .part_checksums(&checkpoint.upload_id, &numbers)
-            .await?;
-        let Some(crcs) = numbers
-            .iter()
-            .map(|n| kept.get(n).copied())
-            .collect::<Option<Vec<u64>>>()
-        else {
-            return Ok(gone());
+        let crc = match checkpoint.object_crc {
+            Some(crc) => crc,
+            None => {
+                let numbers: Vec<u32> = plan.parts().map(|p| p.number).collect();
+                let kept = self
+                    .journal
+                    .part_checksums(&checkpoint.upload_id, &numbers)
+                    .await?;
+                let Some(crcs) = numbers
+                    .iter()
+                    .map(|n| kept.get(n).copied())
+                    .collect::<Option<Vec<u64>>>()
+                else {
+                    return Ok(gone());
+                };
+                checksum::compose(crcs.into_iter().zip(plan.parts().map(|p| p.len)))
+            }
         };
-        let crc = checksum::compose(crcs.into_iter().zip(plan.parts().map(|p| p.len)));
         let Some(stored) = self.engine.sink.head(&self.spec.destination).await? else {
             return Ok(gone());
         };

@@ -226,7 +226,7 @@ impl ferry_engine::Journal for KeptCrcs {
     fn may_write(&self) -> Result<(), TransferError> {
         Ok(())
     }
-    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+    fn before_complete(&self, _: u64) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -263,6 +263,7 @@ async fn a_resume_that_rereads_parts_for_a_digest_does_not_wait_on_its_own_host_
         length: data.len() as u64,
         validator: Validator::ETag("\"v1\"".into()),
         digest_state: None,
+        object_crc: None,
     };
     let spec = TransferSpec {
         expected: Expected {

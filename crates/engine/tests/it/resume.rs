@@ -180,7 +180,7 @@ impl Journal for MemoryJournal {
         Ok(())
     }
 
-    fn before_complete(&self) -> BoxFuture<'_, Result<(), TransferError>> {
+    fn before_complete(&self, _: u64) -> BoxFuture<'_, Result<(), TransferError>> {
         Box::pin(async { Ok(()) })
     }
 }

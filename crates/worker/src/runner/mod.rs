@@ -107,7 +107,7 @@ async fn run(
         return;
     };
     let lease = match claimed {
-        Claim::Acquired(lease) => lease,
+        Claim::Acquired(lease) => *lease,
         Claim::Final(status) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
             let deleted = delete(ctx, &message).await;
@@ -175,6 +175,7 @@ async fn run(
         lease.clone(),
         &job.spec.destination,
         config.lease,
+        config.keep_part_checksums,
         claim_sent,
         Arc::clone(&lease_lost),
     ));

@@ -22,7 +22,7 @@ pub const DIGEST_STATE_UPDATE: &str = "SET #digest_state = :digest_state";
 
 /// The attributes a checkpoint is stored in; removed when it is used up.
 pub(super) const CHECKPOINT_ATTRIBUTES: &str = "#upload_id, #upload_part_size, #source_length, #source_etag, #source_last_modified, \
-     #checkpointed_at, #digest_state";
+     #checkpointed_at, #digest_state, #object_crc";
 
 /// Key of the item that keeps one part's CRC (outside the job's own item,
 /// which could not hold 10,000 of them). `#` never occurs in a job id.
@@ -45,6 +45,7 @@ pub(super) fn checkpoint_of(item: &Record) -> Option<Checkpoint> {
         length: number(item, "source_length")?,
         validator,
         digest_state: text(item, "digest_state").map(str::to_owned),
+        object_crc: text(item, "object_crc").and_then(ferry_engine::checksum::from_base64),
     })
 }
 
@@ -82,7 +83,7 @@ impl JobStore {
                 "SET #upload_id = :upload_id, #upload_part_size = :part_size, \
                  #source_length = :length, #source_etag = :etag, \
                  #source_last_modified = :last_modified, #checkpointed_at = :now_text, \
-                 #updated_at = :now_text REMOVE #digest_state",
+                 #updated_at = :now_text REMOVE #digest_state, #object_crc",
             )
             .expression_attribute_values(":upload_id", s(&checkpoint.upload_id))
             .expression_attribute_values(":part_size", n(checkpoint.part_size))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferry_testkit::{Behavior, Origin, sha256_hex, test_bytes};
 
-use crate::harness::{PART, Stack, WorkerProcess, number, slow, text};
+use crate::harness::{PART, Stack, WorkerProcess, number, slow, store_checks, text};
 use crate::observability::{free_port, get, sample};
 
 /// Parts a worker of these tests has in flight at once.
@@ -102,6 +102,58 @@ async fn a_killed_worker_is_resumed_without_refetching_finished_parts() {
         served <= bound,
         "origin served {served} bytes for a {len}-byte object; at most size + {IN_FLIGHT} parts in flight ({bound}) allowed"
     );
+    assert_eq!(stack.open_uploads().await, 0);
+}
+
+/// Without part CRC items (`FERRY_PART_CHECKSUM_ITEMS=skip`) a resume keeps
+/// only the parts the store lists with their CRC64NVME: the strict S3 lists
+/// them, so the finished parts are reused; moto lists none, so they are
+/// uploaded again, never trusted unchecked. Either way the object is the
+/// source's bytes.
+#[tokio::test]
+async fn without_part_items_a_resume_reuses_only_parts_the_store_lists_with_their_crc() {
+    let stack = Stack::new().await;
+    let data = test_bytes(12 * PART, 42);
+    let origin = stack.submit_slow("bare", data.clone()).await;
+    let skip = [("FERRY_PART_CHECKSUM_ITEMS", "skip")];
+    let mut first = start_with(&stack, &skip);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let listed = loop {
+        if let Some((_, numbers)) = stack.listed_parts("bare").await
+            && numbers.len() >= 3
+        {
+            break numbers;
+        }
+        assert!(std::time::Instant::now() < deadline, "no 3 parts listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.kill();
+    for number in &listed {
+        assert!(
+            stack.record(&format!("bare#part#{number}")).await.is_none(),
+            "part {number} has a CRC item"
+        );
+    }
+
+    origin.set(|b| b.chunk_delay = None);
+    let mut second = start_with(&stack, &skip);
+    let record = stack.wait_final("bare", Duration::from_secs(300)).await;
+    second.terminate();
+    second.wait(Duration::from_secs(30));
+
+    assert_eq!(text(&record, "status"), "succeeded", "{record:?}");
+    let stored = stack.object("bare").await.expect("stored");
+    assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+    assert_eq!(number(&record, "attempts"), 2);
+    let reused = number(&record, "parts_reused") as usize;
+    if store_checks() {
+        assert!(reused >= listed.len(), "reused {reused} of {listed:?}");
+    } else {
+        assert_eq!(
+            reused, 0,
+            "moto lists no part CRCs: nothing to check a part by"
+        );
+    }
     assert_eq!(stack.open_uploads().await, 0);
 }
 
@@ -341,39 +393,63 @@ async fn a_gone_upload_or_a_source_without_ranges_restarts_with_the_reason() {
     );
 }
 
+/// Part CRC items kept: the record a dying worker left has no object CRC
+/// (it predates Complete's), so the kept part CRCs are composed.
 #[tokio::test]
 async fn a_completed_upload_whose_record_was_lost_is_not_copied_again() {
+    completed_upload_whose_record_was_lost("keep").await;
+}
+
+/// Part CRC items skipped: the object CRC kept right before Complete is
+/// what identifies the object the lost Complete stored.
+#[tokio::test]
+async fn a_completed_upload_whose_record_was_lost_is_not_copied_again_without_part_items() {
+    completed_upload_whose_record_was_lost("skip").await;
+}
+
+async fn completed_upload_whose_record_was_lost(part_items: &str) {
     use aws_sdk_dynamodb::types::AttributeValue;
     let stack = Stack::new().await;
     let data = test_bytes(4 * PART + 17, 49);
     let origin = Origin::start(data.clone(), Behavior::default()).await;
     let message = stack.message("lost", &origin.url("f"), "lost");
     stack.send(&stack.queue, &message).await;
-    let mut worker = start(&stack);
+    let mut worker = start_with(&stack, &[("FERRY_PART_CHECKSUM_ITEMS", part_items)]);
     let first = stack.wait_final("lost", Duration::from_secs(60)).await;
     assert_eq!(text(&first, "status"), "succeeded", "{first:?}");
     let served = origin.bytes_served();
 
     // As if the worker had died after CompleteMultipartUpload but before its
-    // record: the checkpoint is still there, the job not final, the message back.
-    let part_one = stack.record("lost#part#1").await.expect("part CRC item");
+    // record: the checkpoint is still there, the job not final, the message
+    // back — with the object CRC the worker kept before Complete when it
+    // keeps no part items (the final record removed both).
+    let upload_id = upload_of(&stack, "lost").await;
+    let part_one = stack.record("lost#part#1").await;
+    assert_eq!(part_one.is_some(), part_items == "keep", "{part_one:?}");
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let n = |v: usize| AttributeValue::N(v.to_string());
+    let mut update = "SET #status = :retrying, upload_id = :upload, upload_part_size = :part, \
+         source_length = :len, source_etag = :etag"
+        .to_owned();
+    let mut values = std::collections::HashMap::from([
+        (":retrying".to_owned(), s("retrying")),
+        (":upload".to_owned(), s(&upload_id)),
+        (":part".to_owned(), n(PART)),
+        (":len".to_owned(), n(data.len())),
+        (":etag".to_owned(), s("\"v1\"")),
+    ]);
+    if part_items == "skip" {
+        update.push_str(", object_crc = :crc");
+        values.insert(":crc".to_owned(), s(text(&first, "checksum")));
+    }
     stack
         .dynamodb
         .update_item()
         .table_name(&stack.table)
         .key("job_id", s("lost"))
-        .update_expression(
-            "SET #status = :retrying, upload_id = :upload, upload_part_size = :part, \
-             source_length = :len, source_etag = :etag REMOVE finished_at",
-        )
+        .update_expression(format!("{update} REMOVE finished_at"))
         .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":retrying", s("retrying"))
-        .expression_attribute_values(":upload", s(text(&part_one, "upload_id")))
-        .expression_attribute_values(":part", n(PART))
-        .expression_attribute_values(":len", n(data.len()))
-        .expression_attribute_values(":etag", s("\"v1\""))
+        .set_expression_attribute_values(Some(values))
         .send()
         .await
         .unwrap();
@@ -391,6 +467,28 @@ async fn a_completed_upload_whose_record_was_lost_is_not_copied_again() {
     assert_eq!(origin.bytes_served(), served, "nothing fetched again");
     let stored = stack.object("lost").await.expect("stored");
     assert_eq!(sha256_hex(&stored), sha256_hex(&data));
+}
+
+/// The upload id of the job's (last) multipart upload, from its `upload#`
+/// marker: the record forgets it once final, and part items may not exist.
+async fn upload_of(stack: &Stack, job_id: &str) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let found = stack
+        .dynamodb
+        .scan()
+        .table_name(&stack.table)
+        .filter_expression("upload_job_id = :job")
+        .expression_attribute_values(":job", AttributeValue::S(job_id.to_owned()))
+        .send()
+        .await
+        .unwrap();
+    let marker = found
+        .items()
+        .iter()
+        .find(|item| text(item, "job_id").starts_with("upload#"))
+        .unwrap_or_else(|| panic!("no upload# marker among {:?}", found.items()));
+    let key = text(marker, "job_id");
+    key.strip_prefix("upload#").expect("upload# key").to_owned()
 }
 
 /// The job record's digest state, as the last worker kept it.

@@ -19,7 +19,7 @@
 //! | `create_queued` (submit) | none → `queued` | no item yet | gets the existing record back, for the caller to compare |
 //! | `claim` | none, `queued`, `retrying`, `running` whose lease lapsed → `running` | as "from"; bumps `fence` and `attempts` | the old item carries our `claim_token` |
 //! | `renew` (heartbeat) | `running` → `running` | owner + fence, no `cancel_requested_by` | writes the same values again; a cancel request fails it as `CancelRequested` |
-//! | `extend_lease` (before Complete) | `running` → `running` | owner + fence | writes the same value again |
+//! | `extend_lease` (before Complete, with the object's CRC) | `running` → `running` | owner + fence | writes the same values again |
 //! | `succeed` | `running` → `succeeded` | owner + fence | the item shows our fence, the target status and no owner (`send_leased_final`) |
 //! | `record_error` | `running` → `failed` or `retrying` | owner + fence | as `succeed` |
 //! | `record_cancelled` | `running` → `cancelled` | owner + fence | as `succeed` |

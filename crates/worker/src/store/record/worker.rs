@@ -46,14 +46,13 @@ pub struct Lease {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    Acquired(Lease),
+    /// Boxed: a lease carries its checkpoint, several times the others' size.
+    Acquired(Box<Lease>),
     /// The job already ended; its message only needs deleting.
     Final(Status),
     /// Another worker holds a lease that ends in `expires_in` (when known);
     /// if that worker died, the job can be claimed then.
-    Busy {
-        expires_in: Option<Duration>,
-    },
+    Busy { expires_in: Option<Duration> },
 }
 
 /// The heartbeat's write: lease and progress only — no index key, nothing
@@ -126,7 +125,7 @@ impl JobStore {
             .await;
         crate::metrics::health().dynamodb(answered(&result));
         let acquired = |item: &Record| {
-            Claim::Acquired(Lease {
+            Claim::Acquired(Box::new(Lease {
                 job_id: job.id.clone(),
                 owner: owner.to_owned(),
                 fence: number(item, "fence").unwrap_or(0),
@@ -138,7 +137,7 @@ impl JobStore {
                 resumes_before: number(item, "resumes").unwrap_or(0),
                 restarts_before: number(item, "restarts").unwrap_or(0),
                 cancel_requested_by: text(item, "cancel_requested_by").map(str::to_owned),
-            })
+            }))
         };
         match result {
             Ok(output) => Ok(acquired(&output.attributes.unwrap_or_default())),
@@ -210,12 +209,25 @@ impl JobStore {
         self.leased_outcome(result)
     }
 
-    /// Extends the lease only (fenced), e.g. right before Complete.
-    pub async fn extend_lease(&self, lease: &Lease, duration: Duration) -> Result<(), StoreError> {
+    /// Extends the lease (fenced) right before Complete, keeping the
+    /// full-object CRC64NVME the upload is completed with beside its
+    /// checkpoint: if the upload is then gone, an object of that CRC is the
+    /// one this Complete stored (`Checkpoint::object_crc`), with or without
+    /// part CRC items.
+    pub async fn extend_lease(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        object_crc: u64,
+    ) -> Result<(), StoreError> {
         let update = self
             .leased_update(lease)
-            .update_expression("SET #lease_expires = :expires")
-            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()));
+            .update_expression("SET #lease_expires = :expires, #object_crc = :object_crc")
+            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()))
+            .expression_attribute_values(
+                ":object_crc",
+                s(&ferry_engine::checksum::to_base64(object_crc)),
+            );
         self.send_leased(update).await
     }
 

@@ -55,6 +55,12 @@ async fn dynamodb_faults_on_every_write_of_a_job_neither_fail_nor_double_it() {
             Some("#part#"),
         ),
         (
+            "ddb.extend_lease",
+            Kind::Ranged,
+            "dynamodb:UpdateItem",
+            Some(":object_crc"),
+        ),
+        (
             "ddb.resume_checksums",
             Kind::Resumed,
             "dynamodb:BatchGetItem",

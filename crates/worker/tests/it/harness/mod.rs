@@ -164,6 +164,7 @@ impl Stack {
             retry_base_delay: Duration::from_secs(1),
             busy_recheck: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            keep_part_checksums: true,
             clock_skew_secs: 0,
             metrics_addr: None,
             destinations: Vec::new(),
@@ -322,32 +323,35 @@ impl Stack {
     /// Parts of the job's checkpointed upload that are done as far as a
     /// resuming worker can tell: S3 lists them and their CRC item exists.
     pub async fn uploaded_parts(&self, job_id: &str) -> usize {
-        let Some(record) = self.record(job_id).await else {
+        let Some((upload_id, numbers)) = self.listed_parts(job_id).await else {
             return 0;
         };
-        let Some(upload_id) = store::text(&record, "upload_id") else {
-            return 0;
-        };
-        let Ok(listed) = self
+        self.store()
+            .part_checksums(job_id, &upload_id, &numbers)
+            .await
+            .map_or(0, |found| found.len())
+    }
+
+    /// The checkpointed upload of the job (key = job id) and the part
+    /// numbers S3's ListParts shows for it.
+    pub async fn listed_parts(&self, job_id: &str) -> Option<(String, Vec<u32>)> {
+        let record = self.record(job_id).await?;
+        let upload_id = store::text(&record, "upload_id")?.to_owned();
+        let listed = self
             .s3
             .list_parts()
             .bucket(&self.bucket)
             .key(job_id)
-            .upload_id(upload_id)
+            .upload_id(&upload_id)
             .send()
             .await
-        else {
-            return 0;
-        };
-        let numbers: Vec<u32> = listed
+            .ok()?;
+        let numbers = listed
             .parts()
             .iter()
             .filter_map(|p| p.part_number().and_then(|n| u32::try_from(n).ok()))
             .collect();
-        self.store()
-            .part_checksums(job_id, upload_id, &numbers)
-            .await
-            .map_or(0, |found| found.len())
+        Some((upload_id, numbers))
     }
 
     /// Waits (bounded) for the job's checkpoint; returns its upload id.
