@@ -5,7 +5,8 @@
 //!
 //! A ranged transfer whose source has a validator writes a [`Checkpoint`]
 //! (upload id, part size, length, validator) through its [`Journal`] before the
-//! first UploadPart, and persists every acknowledged part's CRC. A later run
+//! first UploadPart, and hands it every acknowledged part's CRC to keep (for
+//! stores whose ListParts lists none). A later run
 //! handed that checkpoint reopens the upload (`transfer/reopen.rs`): S3's ListParts
 //! says which parts are done, the source must still have the same validator and
 //! length, and only the missing parts are fetched. Anything that does not add
@@ -71,8 +72,10 @@ pub trait Journal: Send + Sync {
     /// (`bytes` bytes) already.
     fn resumed(&self, parts: u32, bytes: u64) -> BoxFuture<'_, Result<(), TransferError>>;
 
-    /// S3 acknowledged `part`. Best effort: a part whose CRC was not kept is
-    /// uploaded again by a resuming run.
+    /// S3 acknowledged `part`. Best effort, and the journal may keep nothing
+    /// (when the store's ListParts lists each part's CRC64NVME): a resuming
+    /// run uploads again any part whose CRC neither ListParts nor the journal
+    /// gives.
     fn part_uploaded<'a>(&'a self, upload_id: &'a str, part: &'a UploadedPart)
     -> BoxFuture<'a, ()>;
 
