@@ -2,7 +2,7 @@
 //! upload up without fetching finished parts again — with an expected
 //! sha256/md5 too, continuing the digest from the state the record keeps.
 //!
-//! Over 500 lines: ten kill-and-resume scenarios, each a few steps that must
+//! Over 500 lines: a dozen kill-and-resume scenarios, each a few steps that must
 //! happen in order against a real worker process (start, wait for parts,
 //! SIGKILL, resume, count what was fetched again), sharing their helpers.
 
