@@ -244,11 +244,17 @@ impl Journal for LeaseJournal {
         Box::pin(async move {
             // A fenced renew: fails if another worker claimed the job, and
             // otherwise keeps everyone else out for the lease's duration.
-            let sent_at = Instant::now();
-            self.store
-                .extend_lease(&self.lease, self.lease_duration, object_crc)
-                .await
-                .map_err(|err| self.refuse(err))?;
+            // Ridden out like the journal's other writes: throttling here
+            // must not cost the whole attempt. The lease counts from the
+            // try that was applied, and Complete follows only that one.
+            let mut sent_at = Instant::now();
+            patiently("lease extension before Complete", || {
+                sent_at = Instant::now();
+                self.store
+                    .extend_lease(&self.lease, self.lease_duration, object_crc)
+            })
+            .await
+            .map_err(|err| self.refuse(err))?;
             self.renewed(sent_at);
             Ok(())
         })
