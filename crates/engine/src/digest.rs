@@ -18,10 +18,6 @@
 //! are sha2's and md-5's. [`Expected::verify`], the final check against the
 //! caller's digests, is here too, so that `checksum` need not know this module.
 //!
-//! Over 500 lines only because of its tests (about 200 lines): parts out
-//! of order, states taken and refused, and a proptest of resumed digests
-//! against the digest of the whole.
-//!
 //! Over ~500 lines only with its tests (~200 lines), which exercise the
 //! hashing, the state encoding and the resume checks together.
 
