@@ -40,7 +40,7 @@ pub fn queued_record(job: &Job) -> Record {
         ("created_at".into(), s(&now)),
         ("updated_at".into(), s(&now)),
     ]);
-    if let Some(message) = job.message_without_secrets() {
+    if let Some(message) = job.message_for_record() {
         record.insert("message".into(), s(&message));
     }
     record
@@ -238,9 +238,15 @@ impl JobStore {
             result
         };
         let kept_message = |item: &Record| {
-            text(item, "message")
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
+            let kept = text(item, "message").filter(|m| !m.is_empty())?;
+            let field = |name| text(item, name).unwrap_or_default();
+            crate::job::message_from_record(
+                kept,
+                field("job_id"),
+                field("url"),
+                field("bucket"),
+                field("key"),
+            )
         };
         let err = match named(entering(result, job_id, Status::Queued)).send().await {
             Ok(output) => {

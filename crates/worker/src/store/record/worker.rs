@@ -116,7 +116,7 @@ impl JobStore {
             // empty text, which `ferry retry` reads as "not kept".
             .expression_attribute_values(
                 ":message",
-                s(&job.message_without_secrets().unwrap_or_default()),
+                s(&job.message_for_record().unwrap_or_default()),
             )
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
