@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::destination::ObjectDefaults;
 use crate::error::TransferError;
 use crate::plan::{MAX_PART_SIZE, MIB, MIN_PART_SIZE};
 use crate::retry::RetryPolicy;
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     /// What S3 is asked to check per bucket: CRC64NVME full-object by
     /// default (see [`crate::upload_checksum`]).
     pub upload_checksum: ChecksumPolicy,
+    /// Encryption and bucket owner for destinations that name none.
+    pub object_defaults: ObjectDefaults,
     /// A test hook, never a user setting (no flag or variable sets it):
     /// checksums sent wrong on purpose.
     #[doc(hidden)]
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             progress_interval: Duration::from_secs(1),
             source: SourceConfig::default(),
             upload_checksum: ChecksumPolicy::default(),
+            object_defaults: ObjectDefaults::default(),
             checksum_fault: None,
         }
     }

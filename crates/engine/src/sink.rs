@@ -23,26 +23,48 @@ use std::future::Future;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, StorageClass,
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+    StorageClass,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use crate::checksum;
+pub use crate::destination::Destination;
+use crate::destination::Encryption;
 use crate::error::{S3Operation, TransferError, is_throttle_code};
 pub use crate::stored::{ListedPart, StoredObject, UploadedPart};
 use crate::throttle::Limiters;
 use crate::upload_checksum::{ChecksumFault, ChecksumPolicy, UploadChecksum};
 
-/// Where and how the object is stored.
-#[derive(Debug, Clone, Default)]
-pub struct Destination {
-    pub bucket: String,
-    pub key: String,
-    pub content_type: Option<String>,
-    pub metadata: HashMap<String, String>,
-    pub storage_class: Option<String>,
+/// What a new object is stored with, set on a PutObject or a
+/// CreateMultipartUpload request: the two builders share these setters but
+/// no trait, and the two must never differ.
+macro_rules! object_settings {
+    ($request:expr, $dest:expr) => {{
+        let dest: &Destination = $dest;
+        let kms = match &dest.encryption {
+            Some(Encryption::Kms { key_id, bucket_key }) => (key_id.clone(), *bucket_key),
+            _ => (None, None),
+        };
+        $request
+            .set_content_type(dest.content_type.clone())
+            .set_cache_control(dest.cache_control.clone())
+            .set_content_disposition(dest.content_disposition.clone())
+            .set_content_encoding(dest.content_encoding.clone())
+            .set_content_language(dest.content_language.clone())
+            .set_metadata(metadata(dest))
+            .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
+            .set_tagging(dest.tagging())
+            .set_server_side_encryption(
+                dest.encryption
+                    .as_ref()
+                    .map(|e| ServerSideEncryption::from(e.algorithm())),
+            )
+            .set_ssekms_key_id(kms.0)
+            .set_bucket_key_enabled(kms.1)
+    }};
 }
 
 #[derive(Clone)]
@@ -148,13 +170,11 @@ impl S3Sink {
             .client
             .create_multipart_upload()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .set_checksum_algorithm(algorithm)
-            .set_checksum_type(checksum_type)
-            .set_content_type(dest.content_type.clone())
-            .set_metadata(metadata(dest))
-            .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
-            .send();
+            .set_checksum_type(checksum_type);
+        let request = object_settings!(request, dest).send();
         let output = self
             .limited(&dest.bucket, request)
             .await
@@ -177,6 +197,7 @@ impl S3Sink {
             .client
             .upload_part()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .upload_id(upload_id)
             .part_number(part_number(number))
@@ -227,6 +248,7 @@ impl S3Sink {
             .client
             .complete_multipart_upload()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -279,6 +301,7 @@ impl S3Sink {
             .client
             .abort_multipart_upload()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .upload_id(upload_id)
             .send();
@@ -317,6 +340,8 @@ impl S3Sink {
                 .client
                 .list_parts()
                 .bucket(&dest.bucket)
+                .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
+                .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
                 .key(&dest.key)
                 .upload_id(upload_id)
                 .set_max_parts(page_size)
@@ -367,16 +392,15 @@ impl S3Sink {
             .client
             .put_object()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .content_length(size as i64)
             .set_checksum_algorithm(headers.algorithm)
             .set_checksum_crc64_nvme(headers.crc64nvme)
             .set_checksum_crc32_c(headers.crc32c)
             .set_checksum_crc32(headers.crc32)
-            .set_content_md5(headers.md5)
-            .set_content_type(dest.content_type.clone())
-            .set_metadata(metadata(dest))
-            .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
+            .set_content_md5(headers.md5);
+        let request = object_settings!(request, dest)
             .body(ByteStream::from(body))
             .customize()
             .disable_payload_signing()
@@ -402,6 +426,7 @@ impl S3Sink {
             .client
             .head_object()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .checksum_mode(ChecksumMode::Enabled)
             .send();
@@ -429,6 +454,7 @@ impl S3Sink {
             .client
             .delete_object()
             .bucket(&dest.bucket)
+            .set_expected_bucket_owner(dest.expected_bucket_owner.clone())
             .key(&dest.key)
             .send();
         self.limited(&dest.bucket, request)

@@ -91,6 +91,8 @@ pub struct Behavior {
     pub huge_header: usize,
     /// Add this many small response headers (a header flood).
     pub extra_headers: usize,
+    /// More response headers, sent as given (`Cache-Control`, …).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for Behavior {
@@ -118,6 +120,7 @@ impl Default for Behavior {
             endless: false,
             huge_header: 0,
             extra_headers: 0,
+            headers: Vec::new(),
         }
     }
 }
@@ -463,6 +466,9 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, state: &State, request: 
     }
     if let Some(encoding) = &behavior.content_encoding {
         head.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
+    for (name, value) in &behavior.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if let Some(content_type) = &behavior.content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));

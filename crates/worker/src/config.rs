@@ -11,7 +11,11 @@ use std::time::Duration;
 use clap::Args;
 use ferry_engine::plan::MIB;
 use ferry_engine::source::guard::AddressPolicy;
-use ferry_engine::{ChecksumPolicy, EngineConfig, RetryPolicy, SourceConfig, UploadChecksum};
+use ferry_engine::{
+    ChecksumPolicy, EngineConfig, ObjectDefaults, RetryPolicy, SourceConfig, UploadChecksum,
+};
+
+use crate::job;
 
 /// Problems found in the configuration; `main` exits 64 on these.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,22 @@ pub struct EngineArgs {
     /// process. Default: no limit.
     #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_HOST")]
     pub max_connections_per_host: Option<usize>,
+    /// Server-side encryption for jobs that name none: `AES256` or
+    /// `aws:kms`. Default: none asked (the bucket's default encryption).
+    #[arg(long, env = "FERRY_SSE")]
+    pub sse: Option<String>,
+    /// With `FERRY_SSE=aws:kms`: the KMS key (id, ARN or alias); default
+    /// the bucket's or AWS's managed key.
+    #[arg(long, env = "FERRY_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// With `FERRY_SSE=aws:kms`: use an S3 Bucket Key (`true`/`false`);
+    /// default the bucket's setting.
+    #[arg(long, env = "FERRY_SSE_BUCKET_KEY")]
+    pub sse_bucket_key: Option<bool>,
+    /// The account (12 digits) every destination bucket must belong to,
+    /// for jobs that name none: S3 refuses the writes otherwise.
+    #[arg(long, env = "FERRY_EXPECTED_BUCKET_OWNER")]
+    pub expected_bucket_owner: Option<String>,
 }
 
 /// AWS settings beyond the standard AWS environment.
@@ -168,6 +188,28 @@ impl EngineArgs {
             })
             .map_err(|problem| problems.push(problem))
             .unwrap_or_default();
+        let mut object_defaults = ObjectDefaults::default();
+        let refused = |(_, reason): job::limits::Refusal| {
+            format!("{reason} (the worker's default, FERRY_SSE…)")
+        };
+        match job::settings::encryption(
+            self.sse.as_deref().filter(|s| !s.is_empty()),
+            self.sse_kms_key_id.as_deref().filter(|s| !s.is_empty()),
+            self.sse_bucket_key,
+        ) {
+            Ok(encryption) => object_defaults.encryption = encryption,
+            Err(refusal) => problems.push(refused(refusal)),
+        }
+        if let Some(owner) = self
+            .expected_bucket_owner
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            match job::settings::expected_bucket_owner(owner) {
+                Ok(()) => object_defaults.expected_bucket_owner = Some(owner.to_owned()),
+                Err(refusal) => problems.push(refused(refusal)),
+            }
+        }
         let address_policy = AddressPolicy {
             allow,
             ports: (!self.source_allow_ports.is_empty()).then(|| self.source_allow_ports.clone()),
@@ -192,6 +234,7 @@ impl EngineArgs {
             },
             max_object_size: self.max_object_size_mib.map(|m| m.saturating_mul(MIB)),
             upload_checksum,
+            object_defaults,
             ..EngineConfig::default()
         };
         if let Err(err) = config.validate() {

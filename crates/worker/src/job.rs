@@ -9,8 +9,9 @@
 //! and rejected, beside the parser they pin down.
 
 pub mod limits;
+pub mod settings;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 
 use ferry_engine::source::Url;
@@ -46,6 +47,27 @@ pub struct JobMessage {
     pub metadata: Option<HashMap<String, String>>,
     #[serde(default)]
     pub storage_class: Option<String>,
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    #[serde(default)]
+    pub content_language: Option<String>,
+    /// Server-side encryption: `AES256` or `aws:kms` (with `kms_key_id`,
+    /// `bucket_key`); default the worker's `FERRY_SSE`, else the bucket's.
+    #[serde(default)]
+    pub sse: Option<String>,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub bucket_key: Option<bool>,
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The account that must own the bucket (12 digits).
+    #[serde(default)]
+    pub expected_bucket_owner: Option<String>,
     /// This job's cap on source reads, bytes per second (at least 1); the
     /// worker's `FERRY_MAX_BANDWIDTH` applies too.
     #[serde(default)]
@@ -170,6 +192,27 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
     if let Some(class) = &message.storage_class {
         limits::storage_class(class).map_err(refused)?;
     }
+    let header_fields = [
+        &message.cache_control,
+        &message.content_disposition,
+        &message.content_encoding,
+        &message.content_language,
+    ];
+    for (field, value) in settings::HEADER_FIELDS.into_iter().zip(header_fields) {
+        if let Some(value) = value {
+            settings::header_field(field, value).map_err(refused)?;
+        }
+    }
+    let encryption = settings::encryption(
+        message.sse.as_deref(),
+        message.kms_key_id.as_deref(),
+        message.bucket_key,
+    )
+    .map_err(refused)?;
+    let tags = settings::tags(message.tags.unwrap_or_default()).map_err(refused)?;
+    if let Some(owner) = &message.expected_bucket_owner {
+        settings::expected_bucket_owner(owner).map_err(refused)?;
+    }
     let max_bytes_per_sec = message
         .max_bytes_per_sec
         .map(|rate| {
@@ -195,8 +238,15 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
                 bucket: message.bucket,
                 key: message.key,
                 content_type: message.content_type,
+                cache_control: message.cache_control,
+                content_disposition: message.content_disposition,
+                content_encoding: message.content_encoding,
+                content_language: message.content_language,
                 metadata,
                 storage_class: message.storage_class,
+                encryption,
+                tags,
+                expected_bucket_owner: message.expected_bucket_owner,
             },
             expected,
             max_bytes_per_sec,
@@ -248,6 +298,43 @@ impl Job {
         }
         if let Some(class) = &destination.storage_class {
             fields.insert("storage_class".into(), class.as_str().into());
+        }
+        let header_fields = [
+            &destination.cache_control,
+            &destination.content_disposition,
+            &destination.content_encoding,
+            &destination.content_language,
+        ];
+        for ((name, _), value) in settings::HEADER_FIELDS.into_iter().zip(header_fields) {
+            if let Some(value) = value {
+                fields.insert(name.into(), value.as_str().into());
+            }
+        }
+        match &destination.encryption {
+            Some(ferry_engine::Encryption::S3Managed) => {
+                fields.insert("sse".into(), "AES256".into());
+            }
+            Some(ferry_engine::Encryption::Kms { key_id, bucket_key }) => {
+                fields.insert("sse".into(), "aws:kms".into());
+                if let Some(key_id) = key_id {
+                    fields.insert("kms_key_id".into(), key_id.as_str().into());
+                }
+                if let Some(bucket_key) = bucket_key {
+                    fields.insert("bucket_key".into(), (*bucket_key).into());
+                }
+            }
+            None => {}
+        }
+        if !destination.tags.is_empty() {
+            let tags: serde_json::Map<_, _> = destination
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().into()))
+                .collect();
+            fields.insert("tags".into(), tags.into());
+        }
+        if let Some(owner) = &destination.expected_bucket_owner {
+            fields.insert("expected_bucket_owner".into(), owner.as_str().into());
         }
         if let Some(rate) = self.spec.max_bytes_per_sec {
             fields.insert("max_bytes_per_sec".into(), rate.get().into());
@@ -612,7 +699,9 @@ mod tests {
     fn a_job_without_secrets_round_trips_through_its_stored_message() {
         let body = r#"{"url":"https://example.com/a.iso","bucket":"my-bucket","key":"k","job_id":"j1",
             "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA",
-            "max_bytes_per_sec":1048576}"#;
+            "max_bytes_per_sec":1048576,"cache_control":"no-cache","content_disposition":"inline",
+            "content_encoding":"gzip","content_language":"en","sse":"aws:kms","kms_key_id":"alias/k",
+            "bucket_key":false,"tags":{"team":"data","b":""},"expected_bucket_owner":"111122223333"}"#;
         let job = parse(body, MSG).unwrap();
         let stored = job
             .message_without_secrets()

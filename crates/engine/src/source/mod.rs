@@ -45,6 +45,7 @@ pub use stream::BodyStream;
 use crate::bandwidth::{Pacer, RateCap};
 use crate::checksum::PartCrc;
 use crate::config::SourceConfig;
+use crate::destination::OriginHeaders;
 use crate::error::TransferError;
 use crate::pool::PartBuffer;
 use guard::{AddressPolicy, GuardedResolver};
@@ -85,7 +86,8 @@ pub struct Probe {
     /// the probe's answer holds the whole resource.
     pub ranges: bool,
     pub validator: Option<Validator>,
-    pub content_type: Option<String>,
+    /// Its representation headers and validators, for the object.
+    pub origin: OriginHeaders,
     /// The body's end is marked only by its connection closing.
     pub unframed: bool,
     /// The probe's body, starting at byte 0: the first bytes when `ranges`,
@@ -250,10 +252,7 @@ impl HttpSource {
             .await?;
         let headers = response.headers();
         let validator = Validator::from_headers(headers);
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let origin = OriginHeaders::from_headers(headers);
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let range = ContentRange::from_response(&response)?;
@@ -274,7 +273,7 @@ impl HttpSource {
                     length: Some(total),
                     ranges: true,
                     validator,
-                    content_type,
+                    origin,
                     unframed: false,
                     body: Some(OpenBody { response, slot }),
                 })
@@ -291,7 +290,7 @@ impl HttpSource {
                     length: range.total,
                     ranges: true,
                     validator,
-                    content_type,
+                    origin,
                     unframed: false,
                     body: None,
                 })
@@ -300,7 +299,7 @@ impl HttpSource {
                 length: response.content_length(),
                 ranges: false,
                 validator,
-                content_type,
+                origin,
                 unframed: is_unframed(&response),
                 body: Some(OpenBody { response, slot }),
             }),
@@ -326,10 +325,7 @@ impl HttpSource {
             length: response.content_length(),
             ranges: false,
             validator: Validator::from_headers(headers),
-            content_type: headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            origin: OriginHeaders::from_headers(headers),
             unframed: is_unframed(&response),
             body: Some(OpenBody { response, slot }),
         })

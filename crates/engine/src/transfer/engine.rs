@@ -57,6 +57,7 @@ impl Engine {
         destination: &Destination,
         upload_id: &str,
     ) -> Result<(), TransferError> {
-        self.sink.abort(destination, upload_id).await
+        let destination = destination.with_defaults(&self.config.object_defaults);
+        self.sink.abort(&destination, upload_id).await
     }
 }

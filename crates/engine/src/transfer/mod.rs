@@ -96,6 +96,7 @@ impl Engine {
         }
         loop {
             let probe = self.probe(&run).await?;
+            run.learn_origin(&probe.origin);
             if let Some(length) = probe.length {
                 run.total.store(length, Ordering::Relaxed);
                 run.check_size_limit(length)?;

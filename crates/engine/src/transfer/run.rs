@@ -15,6 +15,7 @@ use super::spec::{TransferOutcome, TransferSpec};
 use crate::admission::{Deciding, MultipartSlot};
 use crate::bandwidth::Pacer;
 use crate::checksum;
+use crate::destination::{Destination, OriginHeaders};
 use crate::digest::{Binding, OrderedDigest};
 use crate::error::TransferError;
 use crate::events::{Observer, Progress, RetrySide};
@@ -55,6 +56,9 @@ pub(super) struct Run {
     pub(super) deciding: Mutex<Option<Deciding>>,
     /// How long ranged GETs wait for their answers: how far the source is.
     pub(super) request_wait: RequestWait,
+    /// The destination with what the origin's first answer told
+    /// ([`Destination::with_origin`]); until then the spec's.
+    destination: OnceLock<Destination>,
 }
 
 /// How a try at the transfer ended.
@@ -76,9 +80,12 @@ impl Run {
         cancel: CancellationToken,
         deciding: Option<Deciding>,
     ) -> Arc<Self> {
+        let mut spec = spec.clone();
+        spec.destination = spec
+            .destination
+            .with_defaults(&engine.config.object_defaults);
         Arc::new(Run {
             engine: engine.clone(),
-            spec: spec.clone(),
             pacer: Arc::new(Pacer::new(
                 engine.source.shared_bandwidth(),
                 spec.max_bytes_per_sec,
@@ -104,7 +111,22 @@ impl Run {
                 deciding.unwrap_or_else(|| engine.multipart.deciding_one()),
             )),
             request_wait: RequestWait::new(engine.config.max_concurrent_parts),
+            destination: OnceLock::new(),
+            // Last: the fields above read it.
+            spec,
         })
+    }
+
+    /// Where a new object or upload goes, and what it is stored with.
+    pub(super) fn destination(&self) -> &Destination {
+        self.destination.get().unwrap_or(&self.spec.destination)
+    }
+
+    /// Takes what the origin's first answer says about the representation;
+    /// a later probe of the same transfer changes nothing.
+    pub(super) fn learn_origin(&self, origin: &OriginHeaders) {
+        self.destination
+            .get_or_init(|| self.spec.destination.with_origin(origin));
     }
 
     /// Takes a multipart slot if one is free (or already held); without

@@ -34,7 +34,7 @@ impl Run {
         self.verify_expected(size)?;
         let uploaded = Instant::now();
         let sink = &self.engine.sink;
-        let dest = &self.spec.destination;
+        let dest = self.destination();
         let (sent, whole) = (sent.as_deref(), whole.as_ref());
         let stored = self
             .engine

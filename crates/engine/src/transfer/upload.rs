@@ -26,7 +26,7 @@ impl Run {
                 |err, attempt| self.retried(RetrySide::Upload, err, attempt),
                 |_| async {
                     self.journal.may_write()?;
-                    self.engine.sink.create(&self.spec.destination).await
+                    self.engine.sink.create(self.destination()).await
                 },
             )
             .await

@@ -20,6 +20,7 @@ mod jobs;
 mod lifecycle;
 mod long_jobs;
 mod messages;
+mod object_settings;
 mod observability;
 mod resume;
 mod security;

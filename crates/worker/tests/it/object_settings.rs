@@ -1,0 +1,231 @@
+//! What an object is stored with besides its bytes: a job's encryption,
+//! tags and representation headers, the origin's headers where the job says
+//! nothing, and the worker's defaults — read back from the store (HEAD and
+//! GetObjectTagging), for a single PutObject and a multipart upload alike.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_engine::{Encryption, ObjectDefaults};
+use ferry_testkit::{Behavior, Origin, test_bytes};
+
+use crate::harness::{PART, Stack, text};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const LAST_MODIFIED: &str = "Sun, 06 Dec 2026 10:00:00 GMT";
+
+/// An origin that describes its representation the way a media server does.
+async fn describing_origin(data: Vec<u8>) -> Origin {
+    Origin::start(
+        data,
+        Behavior {
+            content_type: Some("video/mp4".into()),
+            last_modified: Some(LAST_MODIFIED.into()),
+            headers: vec![
+                (
+                    "Content-Disposition".into(),
+                    "attachment; filename=\"talk.mp4\"".into(),
+                ),
+                ("Cache-Control".into(), "public, max-age=600".into()),
+            ],
+            ..Behavior::default()
+        },
+    )
+    .await
+}
+
+async fn tags(stack: &Stack, key: &str) -> BTreeMap<String, String> {
+    let tagging = stack
+        .s3
+        .get_object_tagging()
+        .bucket(&stack.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    tagging
+        .tag_set
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stores_its_settings_and_the_origins_representation() {
+    let stack = Stack::new().await;
+    let worker = stack.spawn_worker(stack.config());
+    let small = test_bytes(1000, 1);
+    let large = test_bytes(PART * 2 + 17, 2);
+    let small_origin = describing_origin(small.clone()).await;
+    let large_origin = describing_origin(large.clone()).await;
+    for (id, origin) in [("set-small", &small_origin), ("set-large", &large_origin)] {
+        let mut message = stack.message(id, &origin.url("talk.mp4"), id);
+        let settings = serde_json::json!({
+            "sse": "aws:kms", "kms_key_id": "alias/ferry-test", "bucket_key": true,
+            "tags": {"team": "data eng", "stage": "raw"},
+            // The job's own value wins over the origin's Cache-Control.
+            "cache_control": "no-cache",
+            "content_language": "de",
+        });
+        for (name, value) in settings.as_object().unwrap() {
+            message[name] = value.clone();
+        }
+        stack.send(&stack.queue, &message).await;
+    }
+    for (id, data) in [("set-small", &small), ("set-large", &large)] {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(text(&record, "status"), "succeeded", "{id}");
+        assert_eq!(stack.object(id).await.as_deref(), Some(&data[..]), "{id}");
+        let head = stack
+            .s3
+            .head_object()
+            .bucket(&stack.bucket)
+            .key(id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some("video/mp4"), "{id}: the origin's");
+        assert_eq!(
+            head.content_disposition(),
+            Some("attachment; filename=\"talk.mp4\""),
+            "{id}: the origin's"
+        );
+        assert_eq!(head.cache_control(), Some("no-cache"), "{id}: the job's");
+        assert_eq!(head.content_language(), Some("de"), "{id}");
+        assert_eq!(
+            head.server_side_encryption().map(|e| e.as_str()),
+            Some("aws:kms"),
+            "{id}"
+        );
+        assert!(
+            head.ssekms_key_id()
+                .is_some_and(|key| key.ends_with("alias/ferry-test")),
+            "{id}: {:?}",
+            head.ssekms_key_id()
+        );
+        // moto 5.2 keeps no bucket key for a multipart upload (its
+        // FakeMultipart has no such field); CreateMultipartUpload sends it
+        // as PutObject does, from the same `object_settings!`.
+        if id == "set-small" {
+            assert_eq!(head.bucket_key_enabled(), Some(true), "{id}");
+        }
+        let metadata = head.metadata().cloned().unwrap_or_default();
+        assert_eq!(
+            metadata.get("ferry-source-etag").map(String::as_str),
+            Some("\"v1\""),
+            "{id}: {metadata:?}"
+        );
+        assert_eq!(
+            metadata
+                .get("ferry-source-last-modified")
+                .map(String::as_str),
+            Some(LAST_MODIFIED),
+            "{id}"
+        );
+        assert_eq!(
+            tags(&stack, id).await,
+            BTreeMap::from([
+                ("stage".to_owned(), "raw".to_owned()),
+                ("team".to_owned(), "data eng".to_owned()),
+            ]),
+            "{id}"
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_encryption_applies_where_a_job_names_none() {
+    let stack = Stack::new().await;
+    let mut config = stack.config();
+    config.engine.object_defaults = ObjectDefaults {
+        encryption: Some(Encryption::S3Managed),
+        expected_bucket_owner: None,
+    };
+    let worker = stack.spawn_worker(config);
+    let data = test_bytes(PART + 5, 3);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    stack
+        .send(
+            &stack.queue,
+            &stack.message("default-sse", &origin.url("a"), "default-sse"),
+        )
+        .await;
+    let mut own = stack.message("own-sse", &origin.url("b"), "own-sse");
+    own["sse"] = "aws:kms".into();
+    stack.send(&stack.queue, &own).await;
+    for (id, algorithm) in [("default-sse", "AES256"), ("own-sse", "aws:kms")] {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(text(&record, "status"), "succeeded", "{id}");
+        let head = stack
+            .s3
+            .head_object()
+            .bucket(&stack.bucket)
+            .key(id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|e| e.as_str()),
+            Some(algorithm),
+            "{id}"
+        );
+        // Without a job or origin type: the origin's (the test origin's
+        // default), never left for S3 to guess.
+        assert_eq!(head.content_type(), Some("application/octet-stream"));
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_rejected_before_anything_is_stored() {
+    let stack = Stack::new().await;
+    let worker = stack.spawn_worker(stack.config());
+    let origin = Origin::start(test_bytes(100, 4), Behavior::default()).await;
+    let cases = [
+        (
+            "bad-sse",
+            serde_json::json!({"sse": "aws:kms:dsse"}),
+            "invalid_sse",
+        ),
+        (
+            "bad-kms",
+            serde_json::json!({"kms_key_id": "alias/k"}),
+            "invalid_sse",
+        ),
+        (
+            "bad-tags",
+            serde_json::json!({"tags": {"aws:owner": "me"}}),
+            "invalid_tags",
+        ),
+        (
+            "bad-cache",
+            serde_json::json!({"cache_control": "a\r\nx-amz-acl: public-read"}),
+            "invalid_cache_control",
+        ),
+        (
+            "bad-owner",
+            serde_json::json!({"expected_bucket_owner": "me"}),
+            "invalid_expected_bucket_owner",
+        ),
+    ];
+    for (id, fields, _) in &cases {
+        let mut message = stack.message(id, &origin.url(id), id);
+        for (name, value) in fields.as_object().unwrap() {
+            message[name] = value.clone();
+        }
+        stack.send(&stack.queue, &message).await;
+    }
+    for (id, _, kind) in cases {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(
+            (text(&record, "status"), text(&record, "error_kind")),
+            ("rejected", kind),
+            "{id}"
+        );
+        assert_eq!(stack.object(id).await, None, "{id}");
+    }
+    assert_eq!(origin.requests(), 0, "nothing was fetched");
+    assert_eq!(stack.open_uploads().await, 0);
+    worker.stop().await;
+}
