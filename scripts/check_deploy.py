@@ -48,6 +48,9 @@ WORKER_ENV = {
     "FERRY_METRICS_ADDR",
     "FERRY_GC_INTERVAL_SECS",
     "FERRY_PART_CHECKSUM_ITEMS",
+    "FERRY_SSE",
+    "FERRY_SSE_KMS_KEY_ID",
+    "FERRY_EXPECTED_BUCKET_OWNER",
     "AWS_REGION",
 }
 WORKER_REQUIRED = {"FERRY_QUEUE_URL", "FERRY_TABLE", "AWS_REGION"}
@@ -70,6 +73,7 @@ TASK_ROLE_ACTIONS = {
     "dynamodb:DescribeTable",
     "dynamodb:DescribeTimeToLive",
     "s3:PutObject",
+    "s3:PutObjectTagging",
     "s3:GetObject",
     "s3:DeleteObject",
     "s3:AbortMultipartUpload",
@@ -77,6 +81,9 @@ TASK_ROLE_ACTIONS = {
     "s3:ListBucketMultipartUploads",
     "ecs:UpdateTaskProtection",
     "ecs:GetTaskProtection",
+    # Only on the keys of KmsKeyArns, only when it names any (SSE-KMS).
+    "kms:GenerateDataKey",
+    "kms:Decrypt",
 }
 # Headroom the process needs beyond its part-buffer budget.
 MEMORY_HEADROOM_MIB = 128
@@ -501,6 +508,16 @@ def check_template(c):
         for body in bodies.values():
             if body.get("Type") == "AWS::IAM::RolePolicy":
                 actions += policy_actions([body.get("Properties", {})])
+    kms = resources.get("KmsAccess", {})
+    actions += policy_actions([kms.get("Properties", {})])
+    c.check(
+        kms.get("Condition") == "HasKmsKeyArns"
+        and all(
+            s.get("Resource") == {"Ref": "KmsKeyArns"}
+            for s in kms.get("Properties", {}).get("PolicyDocument", {}).get("Statement", [])
+        ),
+        "template: KMS actions only on KmsKeyArns, only when it names keys",
+    )
     c.check(not sorted(set(actions) - TASK_ROLE_ACTIONS), f"template: task role grants more than the contract: {sorted(set(actions) - TASK_ROLE_ACTIONS)}")
     c.check(
         not sorted(TASK_ROLE_ACTIONS - set(actions)),
