@@ -30,8 +30,12 @@ def main() -> None:
     bars = left.bar(labels, rates, color="#4c72b0")
     left.bar_label(bars, labels=[f"{c} calls/job" for c in calls], fontsize=8)
     left.set_ylabel("small jobs per second (256 KiB)")
-    emulator = small[-1].get("dynamodb", "moto") if small else "moto"
-    left.set_title(f"small jobs, DynamoDB on {emulator}")
+    last = small[-1] if small else {}
+    stand_ins = ", ".join(
+        f"{service} {last.get(key, 'moto')}"
+        for service, key in (("DynamoDB", "dynamodb"), ("SQS", "sqs"), ("S3", "s3"))
+    )
+    left.set_title(f"small jobs ({stand_ins})", fontsize=9)
     for run, marker in ((1, "o"), (2, "s")):
         eight = [r for r in large if r["run"] == run and r["jobs"] > 1]
         one = [r for r in large if r["run"] == run and r["jobs"] == 1]
