@@ -35,6 +35,78 @@ pub struct Destination {
     /// The account (12 digits) that must own the bucket: S3 refuses every
     /// call with `403 AccessDenied` when another one does.
     pub expected_bucket_owner: Option<String>,
+    /// What to do when an object is already stored under the key.
+    pub if_exists: IfExists,
+}
+
+/// What a transfer does when an object is already stored under its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IfExists {
+    /// Replace it (S3's own behaviour).
+    #[default]
+    Overwrite,
+    /// Leave it, and store nothing, when it is the same version of the
+    /// source: the same size and the validator ferry kept when it stored it
+    /// (`ferry-source-etag`, else `ferry-source-last-modified`). Anything
+    /// else is overwritten.
+    Skip,
+    /// Fail with `destination_exists` and leave it: checked before the first
+    /// byte is read, and made safe against concurrent writers by a
+    /// conditional write (`If-None-Match: *`) of the object.
+    Fail,
+}
+
+impl IfExists {
+    /// The `If-None-Match` of the write that stores the object.
+    pub fn condition(self) -> Option<String> {
+        (self == Self::Fail).then(|| "*".to_owned())
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "overwrite" => Some(Self::Overwrite),
+            "skip" => Some(Self::Skip),
+            "fail" => Some(Self::Fail),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Overwrite => "overwrite",
+            Self::Skip => "skip",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+/// An object already stored at a destination, as HEAD describes it.
+#[derive(Debug, Clone, Default)]
+pub struct ExistingObject {
+    pub size: Option<u64>,
+    pub etag: String,
+    pub crc64nvme: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl ExistingObject {
+    /// Whether this object is the version of the source `origin` and
+    /// `length` describe, as far as the validator ferry kept with it says:
+    /// a strong ETag, else a Last-Modified date (weak ETags never match).
+    pub fn same_source_version(&self, origin: &OriginHeaders, length: Option<u64>) -> bool {
+        if length.is_none() || self.size != length {
+            return false;
+        }
+        let kept = |name: &str| self.metadata.get(name).map(String::as_str);
+        match origin.etag.as_deref() {
+            Some(etag) if !etag.starts_with("W/") => kept(SOURCE_ETAG_METADATA) == Some(etag),
+            _ => {
+                origin.last_modified.is_some()
+                    && kept(SOURCE_LAST_MODIFIED_METADATA) == origin.last_modified.as_deref()
+                    && kept(SOURCE_ETAG_METADATA).is_none_or(|e| e.starts_with("W/"))
+            }
+        }
+    }
 }
 
 /// What objects are stored with when a job does not say: a worker's
@@ -257,6 +329,39 @@ mod tests {
         .with_defaults(&defaults);
         assert_eq!(own.encryption, Some(Encryption::S3Managed));
         assert_eq!(own.expected_bucket_owner.as_deref(), Some("444455556666"));
+    }
+
+    #[test]
+    fn an_object_is_the_same_version_only_by_size_and_a_kept_strong_validator() {
+        let origin = origin();
+        let stored = |etag: Option<&str>, date: Option<&str>, size| ExistingObject {
+            size: Some(size),
+            metadata: [
+                etag.map(|e| (SOURCE_ETAG_METADATA.to_owned(), e.to_owned())),
+                date.map(|d| (SOURCE_LAST_MODIFIED_METADATA.to_owned(), d.to_owned())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            ..ExistingObject::default()
+        };
+        let date = "Sun, 06 Dec 2026 10:00:00 GMT";
+        assert!(stored(Some("\"v1\""), Some(date), 10).same_source_version(&origin, Some(10)));
+        assert!(!stored(Some("\"v1\""), Some(date), 10).same_source_version(&origin, Some(11)));
+        assert!(!stored(Some("\"v1\""), None, 10).same_source_version(&origin, None));
+        assert!(!stored(Some("\"v0\""), Some(date), 10).same_source_version(&origin, Some(10)));
+        assert!(!stored(None, None, 10).same_source_version(&origin, Some(10)));
+        // Without an ETag at the origin, the date decides; a weak ETag counts as none.
+        let dated = OriginHeaders {
+            etag: Some("W/\"v1\"".into()),
+            ..origin.clone()
+        };
+        assert!(stored(None, Some(date), 10).same_source_version(&dated, Some(10)));
+        assert!(stored(Some("W/\"v1\""), Some(date), 10).same_source_version(&dated, Some(10)));
+        assert!(
+            !stored(None, Some("Mon, 07 Dec 2026 10:00:00 GMT"), 10)
+                .same_source_version(&dated, Some(10))
+        );
     }
 
     #[test]

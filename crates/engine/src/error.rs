@@ -77,6 +77,9 @@ pub enum TransferError {
     #[error("source changed during the transfer (validator no longer matches)")]
     SourceChanged,
 
+    #[error("an object is already stored at the destination, and the job's if_exists is fail")]
+    DestinationExists,
+
     #[error("object of {size} bytes cannot be stored: {reason}")]
     TooLarge { size: u64, reason: String },
 
@@ -183,7 +186,8 @@ impl TransferError {
             | Self::InvalidConfig { .. }
             | Self::TooLarge { .. }
             | Self::ChecksumMismatch { .. }
-            | Self::SizeMismatch { .. } => ErrorClass::Permanent,
+            | Self::SizeMismatch { .. }
+            | Self::DestinationExists => ErrorClass::Permanent,
         }
     }
 
@@ -206,6 +210,7 @@ impl TransferError {
             Self::SourceRange { .. } => "source_bad_range",
             Self::SourceChanged => "source_changed",
             Self::TooLarge { .. } => "too_large",
+            Self::DestinationExists => "destination_exists",
             Self::S3 { code, .. } if code.as_deref() == Some("AccessDenied") => "s3_access_denied",
             Self::S3 { code, .. } if code.as_deref() == Some("NoSuchBucket") => "s3_no_such_bucket",
             Self::S3 { code, .. } if code.as_deref() == Some("NoSuchUpload") => "s3_upload_gone",

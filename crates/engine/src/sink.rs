@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
@@ -32,7 +33,7 @@ use bytes::Bytes;
 
 use crate::checksum;
 pub use crate::destination::Destination;
-use crate::destination::Encryption;
+use crate::destination::{Encryption, ExistingObject};
 use crate::error::{S3Operation, TransferError, is_throttle_code};
 pub use crate::stored::{ListedPart, StoredObject, UploadedPart};
 use crate::throttle::Limiters;
@@ -266,6 +267,7 @@ impl S3Sink {
             // A 2024 header: sent with the mode that needs a 2024 S3 anyway,
             // not to the older stores the other modes are for.
             .set_mpu_object_size((mode == UploadChecksum::Crc64Nvme).then_some(size as i64))
+            .set_if_none_match(dest.if_exists.condition())
             .send();
         let output = self
             .limited(&dest.bucket, request)
@@ -399,7 +401,8 @@ impl S3Sink {
             .set_checksum_crc64_nvme(headers.crc64nvme)
             .set_checksum_crc32_c(headers.crc32c)
             .set_checksum_crc32(headers.crc32)
-            .set_content_md5(headers.md5);
+            .set_content_md5(headers.md5)
+            .set_if_none_match(dest.if_exists.condition());
         let request = object_settings!(request, dest)
             .body(ByteStream::from(body))
             .customize()
@@ -418,10 +421,36 @@ impl S3Sink {
         })
     }
 
-    /// The object now at the destination, if any, with its checksum. A 403
-    /// counts as missing: without `s3:ListBucket` (the stack's policy) S3
-    /// answers a missing object so.
+    /// The object now at the destination, if any, with its checksum.
     pub async fn head(&self, dest: &Destination) -> Result<Option<StoredObject>, TransferError> {
+        Ok(self.head_output(dest).await?.map(|output| StoredObject {
+            etag: output.e_tag.unwrap_or_default(),
+            crc64nvme: output.checksum_crc64_nvme,
+            crc32c: output.checksum_crc32_c,
+            crc32: output.checksum_crc32,
+            size: output.content_length.and_then(|l| u64::try_from(l).ok()),
+        }))
+    }
+
+    /// The object now at the destination, if any, with its metadata.
+    pub async fn existing(
+        &self,
+        dest: &Destination,
+    ) -> Result<Option<ExistingObject>, TransferError> {
+        Ok(self.head_output(dest).await?.map(|output| ExistingObject {
+            size: output.content_length.and_then(|l| u64::try_from(l).ok()),
+            etag: output.e_tag.unwrap_or_default(),
+            crc64nvme: output.checksum_crc64_nvme,
+            metadata: output.metadata.unwrap_or_default(),
+        }))
+    }
+
+    /// HEAD of the destination key. A 403 counts as missing: without
+    /// `s3:ListBucket` (the stack's policy) S3 answers a missing object so.
+    async fn head_output(
+        &self,
+        dest: &Destination,
+    ) -> Result<Option<HeadObjectOutput>, TransferError> {
         let request = self
             .client
             .head_object()
@@ -430,15 +459,8 @@ impl S3Sink {
             .key(&dest.key)
             .checksum_mode(ChecksumMode::Enabled)
             .send();
-        let result = self.limited(&dest.bucket, request).await;
-        match result {
-            Ok(output) => Ok(Some(StoredObject {
-                etag: output.e_tag.unwrap_or_default(),
-                crc64nvme: output.checksum_crc64_nvme,
-                crc32c: output.checksum_crc32_c,
-                crc32: output.checksum_crc32,
-                size: output.content_length.and_then(|l| u64::try_from(l).ok()),
-            })),
+        match self.limited(&dest.bucket, request).await {
+            Ok(output) => Ok(Some(output)),
             Err(SdkError::ServiceError(ctx))
                 if matches!(ctx.raw().status().as_u16(), 403 | 404) =>
             {
@@ -499,6 +521,16 @@ where
     R: std::fmt::Debug + HasStatus + 'static,
 {
     let code = err.code().map(str::to_owned);
+    // A conditional write (`If-None-Match: *`, if_exists fail) found an
+    // object there. Whether it is this transfer's own, stored by a try whose
+    // reply was lost, is the caller's question.
+    if matches!(
+        operation,
+        S3Operation::PutObject | S3Operation::CompleteMultipartUpload
+    ) && code.as_deref() == Some("PreconditionFailed")
+    {
+        return TransferError::DestinationExists;
+    }
     let throttled = throttled(&err);
     let (transient, message) = match &err {
         SdkError::TimeoutError(_) => (true, "timed out".to_owned()),
@@ -513,7 +545,15 @@ where
                 || status == 429
                 || matches!(
                     code.as_deref(),
-                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                    Some(
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            // Two conditional writes of one key at once (409):
+                            // S3 asks the loser to try again.
+                            | "ConditionalRequestConflict"
+                    )
                 );
             let message = match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),

@@ -14,6 +14,7 @@ pub mod settings;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 
+use ferry_engine::destination::IfExists;
 use ferry_engine::source::Url;
 use ferry_engine::{Destination, Expected, SourceRequest, TransferSpec};
 use serde::Deserialize;
@@ -68,6 +69,10 @@ pub struct JobMessage {
     /// The account that must own the bucket (12 digits).
     #[serde(default)]
     pub expected_bucket_owner: Option<String>,
+    /// `overwrite` (default), `skip` or `fail`: what to do when an object
+    /// is already stored under `key`.
+    #[serde(default)]
+    pub if_exists: Option<String>,
     /// This job's cap on source reads, bytes per second (at least 1); the
     /// worker's `FERRY_MAX_BANDWIDTH` applies too.
     #[serde(default)]
@@ -213,6 +218,15 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
     if let Some(owner) = &message.expected_bucket_owner {
         settings::expected_bucket_owner(owner).map_err(refused)?;
     }
+    let if_exists = match message.if_exists.as_deref() {
+        None => IfExists::Overwrite,
+        Some(text) => IfExists::parse(text).ok_or_else(|| {
+            reject(
+                "invalid_if_exists",
+                "if_exists must be \"overwrite\", \"skip\" or \"fail\"".into(),
+            )
+        })?,
+    };
     let max_bytes_per_sec = message
         .max_bytes_per_sec
         .map(|rate| {
@@ -247,6 +261,7 @@ pub fn parse(body: &str, message_id: &str) -> Result<Job, Rejection> {
                 encryption,
                 tags,
                 expected_bucket_owner: message.expected_bucket_owner,
+                if_exists,
             },
             expected,
             max_bytes_per_sec,
@@ -335,6 +350,9 @@ impl Job {
         }
         if let Some(owner) = &destination.expected_bucket_owner {
             fields.insert("expected_bucket_owner".into(), owner.as_str().into());
+        }
+        if destination.if_exists != IfExists::Overwrite {
+            fields.insert("if_exists".into(), destination.if_exists.as_str().into());
         }
         if let Some(rate) = self.spec.max_bytes_per_sec {
             fields.insert("max_bytes_per_sec".into(), rate.get().into());
@@ -701,7 +719,8 @@ mod tests {
             "expected":{"size":3},"content_type":"text/plain","metadata":{"a":"b"},"storage_class":"STANDARD_IA",
             "max_bytes_per_sec":1048576,"cache_control":"no-cache","content_disposition":"inline",
             "content_encoding":"gzip","content_language":"en","sse":"aws:kms","kms_key_id":"alias/k",
-            "bucket_key":false,"tags":{"team":"data","b":""},"expected_bucket_owner":"111122223333"}"#;
+            "bucket_key":false,"tags":{"team":"data","b":""},"expected_bucket_owner":"111122223333",
+            "if_exists":"fail"}"#;
         let job = parse(body, MSG).unwrap();
         let stored = job
             .message_without_secrets()

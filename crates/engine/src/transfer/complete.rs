@@ -1,6 +1,7 @@
 //! The end of a multipart upload: the parts' sizes and the expected digest
 //! checked, the full-object CRC composed, CompleteMultipartUpload (not
-//! cancellable; a lost reply recognised) — or, on failure, abort unless a
+//! cancellable; a lost reply recognised, also behind a conditional write's
+//! 412) — or, on failure, abort unless a
 //! later run can resume the upload.
 
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,15 @@ impl Run {
                 match self.identical_object(full_crc, whole, size).await? {
                     Some(stored) => Ok(stored),
                     None => Err(err),
+                }
+            }
+            // `if_exists: fail`: the object there may be this upload's own,
+            // completed by a try whose reply was lost (the SDK's retry then
+            // meets its own object).
+            Err(TransferError::DestinationExists) => {
+                match self.identical_object(full_crc, whole, size).await? {
+                    Some(stored) => Ok(stored),
+                    None => Err(TransferError::DestinationExists),
                 }
             }
             other => other,

@@ -19,6 +19,7 @@
 
 mod complete;
 mod engine;
+mod existing;
 mod outcome;
 mod parts;
 mod ranged;
@@ -108,6 +109,9 @@ impl Engine {
                         actual: length,
                     });
                 }
+            }
+            if let Some(skipped) = run.check_existing(&probe).await? {
+                return Ok(run.finished(skipped, started));
             }
             run.observer.on_start(probe.length);
             let ran = match (probe.ranges, probe.length) {

@@ -65,6 +65,7 @@ impl Run {
             parts_reused: 0,
             // Set by `finished`, which every outcome passes through.
             integrity: Integrity::Pinned,
+            skipped: false,
         })
     }
 }

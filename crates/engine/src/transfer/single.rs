@@ -55,7 +55,15 @@ impl Run {
                         {
                             return Ok(stored);
                         }
-                        sink.put(dest, bytes, crc, sent).await
+                        match sink.put(dest, bytes, crc, sent).await {
+                            // `if_exists: fail` met an object: this job's own
+                            // if a try whose reply was lost stored it.
+                            Err(TransferError::DestinationExists) => self
+                                .identical_object(crc, whole, size)
+                                .await?
+                                .ok_or(TransferError::DestinationExists),
+                            other => other,
+                        }
                     }
                 },
             )

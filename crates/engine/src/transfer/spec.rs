@@ -38,4 +38,7 @@ pub struct TransferOutcome {
     pub parts_reused: u32,
     /// How the stored bytes are known to be one version of the source, whole.
     pub integrity: Integrity,
+    /// Nothing was stored: the destination already held this version of
+    /// the source (`if_exists` skip); the fields above describe that object.
+    pub skipped: bool,
 }

@@ -16,6 +16,7 @@ mod first_contact;
 mod fleet_ops;
 mod gc;
 mod harness;
+mod if_exists;
 mod jobs;
 mod lifecycle;
 mod long_jobs;

@@ -249,8 +249,13 @@ impl JobStore {
                  #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
                  #bytes_refetched = :refetched, \
                  #parts_reused = :reused, #source_integrity = :integrity, \
-                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl \
-                 REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}"
+                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl{skipped} \
+                 REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}",
+                skipped = if outcome.skipped {
+                    ", #skipped = :true"
+                } else {
+                    ""
+                },
             ))
             .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(
@@ -274,6 +279,11 @@ impl JobStore {
             .expression_attribute_values(":retries", n(u64::from(outcome.retries)))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        let update = if outcome.skipped {
+            update.expression_attribute_values(":true", AttributeValue::Bool(true))
+        } else {
+            update
+        };
         self.send_leased_final(update, lease, Status::Succeeded)
             .await
     }
