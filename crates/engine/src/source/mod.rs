@@ -21,6 +21,7 @@
 //! that ends with its connection, no length or chunking to say it is whole —
 //! is reported as [`Integrity::Unframed`] for the job record.
 
+mod digests;
 pub mod guard;
 mod hosts;
 mod range;
@@ -48,6 +49,7 @@ use crate::config::SourceConfig;
 use crate::destination::OriginHeaders;
 use crate::error::TransferError;
 use crate::pool::PartBuffer;
+pub use digests::SourceDigests;
 use guard::{AddressPolicy, GuardedResolver};
 use hosts::HostSlots;
 use redirect::{headers_may_follow, redirect_target};
@@ -88,6 +90,8 @@ pub struct Probe {
     pub validator: Option<Validator>,
     /// Its representation headers and validators, for the object.
     pub origin: OriginHeaders,
+    /// What the origin says the resource hashes to, checked like `expected`.
+    pub digests: SourceDigests,
     /// The body's end is marked only by its connection closing.
     pub unframed: bool,
     /// The probe's body, starting at byte 0: the first bytes when `ranges`,
@@ -273,6 +277,7 @@ impl HttpSource {
                     length: Some(total),
                     ranges: true,
                     validator,
+                    digests: SourceDigests::from_headers(response.headers(), false),
                     origin,
                     unframed: false,
                     body: Some(OpenBody { response, slot }),
@@ -290,6 +295,7 @@ impl HttpSource {
                     length: range.total,
                     ranges: true,
                     validator,
+                    digests: SourceDigests::default(),
                     origin,
                     unframed: false,
                     body: None,
@@ -299,6 +305,7 @@ impl HttpSource {
                 length: response.content_length(),
                 ranges: false,
                 validator,
+                digests: SourceDigests::from_headers(response.headers(), true),
                 origin,
                 unframed: is_unframed(&response),
                 body: Some(OpenBody { response, slot }),
@@ -326,6 +333,7 @@ impl HttpSource {
             ranges: false,
             validator: Validator::from_headers(headers),
             origin: OriginHeaders::from_headers(headers),
+            digests: SourceDigests::from_headers(headers, true),
             unframed: is_unframed(&response),
             body: Some(OpenBody { response, slot }),
         })

@@ -36,8 +36,8 @@ impl Run {
                     actual: sum,
                 });
             }
-            self.verify_expected(size)?;
             let full_crc = checksum::compose(parts.iter().map(|p| (p.crc, p.len)));
+            self.verify_expected(size, full_crc)?;
             let count = u32::try_from(parts.len()).unwrap_or(MAX_PARTS);
             let whole = self.checksum_mode().whole_multipart(&parts);
             if self.journal.may_be_stored_already()

@@ -60,6 +60,7 @@ impl Run {
                     parts_reused: 0,
                     integrity: Integrity::Pinned,
                     skipped: true,
+                    source_digests: Vec::new(),
                 }))
             }
             IfExists::Skip | IfExists::Overwrite => Ok(None),

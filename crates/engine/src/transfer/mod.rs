@@ -97,7 +97,7 @@ impl Engine {
         }
         loop {
             let probe = self.probe(&run).await?;
-            run.learn_origin(&probe.origin);
+            run.learn_origin(&probe.origin, &probe.digests);
             if let Some(length) = probe.length {
                 run.total.store(length, Ordering::Relaxed);
                 run.check_size_limit(length)?;

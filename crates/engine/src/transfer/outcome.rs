@@ -23,6 +23,11 @@ impl Run {
             parts_reused: self.reused_parts.load(Ordering::Relaxed),
             // A resumed or adopted upload was pinned by its checkpoint.
             integrity: self.integrity.get().copied().unwrap_or(Integrity::Pinned),
+            source_digests: if stored.skipped {
+                Vec::new()
+            } else {
+                self.source_digests_checked()
+            },
             ..stored
         }
     }
@@ -66,6 +71,7 @@ impl Run {
             // Set by `finished`, which every outcome passes through.
             integrity: Integrity::Pinned,
             skipped: false,
+            source_digests: Vec::new(),
         })
     }
 }

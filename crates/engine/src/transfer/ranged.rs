@@ -138,7 +138,7 @@ impl Run {
         for spec in plan.parts() {
             let known = done.remove(&spec.number);
             if let Some(part) = &known
-                && (self.digest.is_none() || spec.number <= hashed)
+                && (self.digest().is_none() || spec.number <= hashed)
             {
                 parts.push_done(part.clone());
                 continue;

@@ -259,7 +259,7 @@ impl Run {
         checkpoint: &Checkpoint,
         done: &BTreeMap<u32, UploadedPart>,
     ) -> u32 {
-        let Some(digest) = &self.digest else {
+        let Some(digest) = self.digest() else {
             return 0;
         };
         if done.is_empty() {

@@ -15,6 +15,7 @@ use super::spec::{TransferOutcome, TransferSpec};
 use crate::admission::{Deciding, MultipartSlot};
 use crate::bandwidth::Pacer;
 use crate::checksum;
+use crate::checksum::Expected;
 use crate::destination::{Destination, OriginHeaders};
 use crate::digest::{Binding, OrderedDigest};
 use crate::error::TransferError;
@@ -23,6 +24,7 @@ use crate::pool::PartBuffer;
 use crate::reach::RequestWait;
 use crate::resume::Journal;
 use crate::sink::StoredObject;
+use crate::source::SourceDigests;
 use crate::source::{HostSlot, Integrity};
 use crate::sync::lock;
 use crate::upload_checksum::{UploadChecksum, Whole};
@@ -38,7 +40,16 @@ pub(super) struct Run {
     pub(super) fetched: AtomicU64,
     pub(super) retries: AtomicU32,
     pub(super) last_progress: Mutex<Option<Instant>>,
-    pub(super) digest: Option<Mutex<OrderedDigest>>,
+    /// The in-order sha256/md5 of the bytes, when anything is to be
+    /// checked against one ([`Run::digest`]).
+    digest: OnceLock<Option<Mutex<OrderedDigest>>>,
+    /// The job's `expected` with what the origin's digests add
+    /// ([`Run::learn_origin`]); until then the job's own.
+    expected: OnceLock<Expected>,
+    /// The origin's CRC64NVME of the whole object, and which of its digests
+    /// this run checks.
+    source_crc64nvme: OnceLock<String>,
+    source_digests: OnceLock<Vec<&'static str>>,
     /// Source length, `u64::MAX` while unknown.
     pub(super) total: AtomicU64,
     pub(super) observer: Arc<dyn Observer>,
@@ -96,10 +107,10 @@ impl Run {
             fetched: AtomicU64::new(0),
             retries: AtomicU32::new(0),
             last_progress: Mutex::new(None),
-            digest: spec
-                .expected
-                .needs_digest()
-                .then(|| Mutex::new(OrderedDigest::new(&spec.expected))),
+            digest: OnceLock::new(),
+            expected: OnceLock::new(),
+            source_crc64nvme: OnceLock::new(),
+            source_digests: OnceLock::new(),
             total: AtomicU64::new(u64::MAX),
             observer,
             journal,
@@ -122,11 +133,57 @@ impl Run {
         self.destination.get().unwrap_or(&self.spec.destination)
     }
 
-    /// Takes what the origin's first answer says about the representation;
-    /// a later probe of the same transfer changes nothing.
-    pub(super) fn learn_origin(&self, origin: &OriginHeaders) {
+    /// Takes what the origin's first answer says about the representation
+    /// and what it hashes to; a later probe of the same transfer changes
+    /// nothing. The job's own `expected` wins for an algorithm both name.
+    /// A run that already hashes (a resumed upload's digest state) keeps
+    /// what it hashes: the origin's digests are checked from a first answer
+    /// on, never half-way.
+    pub(super) fn learn_origin(&self, origin: &OriginHeaders, digests: &SourceDigests) {
         self.destination
             .get_or_init(|| self.spec.destination.with_origin(origin));
+        if self.digest.get().is_some() || self.expected.get().is_some() {
+            return;
+        }
+        let mut expected = self.spec.expected.clone();
+        let mut checked = Vec::new();
+        if expected.sha256.is_none() && digests.sha256.is_some() {
+            expected.sha256.clone_from(&digests.sha256);
+            checked.push("sha256");
+        }
+        if expected.md5.is_none() && digests.md5.is_some() {
+            expected.md5.clone_from(&digests.md5);
+            checked.push("md5");
+        }
+        if let Some(crc) = &digests.crc64nvme {
+            let _ = self.source_crc64nvme.set(crc.clone());
+            checked.push("crc64nvme");
+        }
+        let _ = self.expected.set(expected);
+        let _ = self.source_digests.set(checked);
+    }
+
+    /// What the bytes must match: the job's `expected`, and the origin's
+    /// digests once its first answer was read.
+    pub(super) fn expected(&self) -> &Expected {
+        self.expected.get_or_init(|| self.spec.expected.clone())
+    }
+
+    /// The running sha256/md5, when [`Run::expected`] names one.
+    pub(super) fn digest(&self) -> Option<&Mutex<OrderedDigest>> {
+        self.digest
+            .get_or_init(|| {
+                let expected = self.expected();
+                expected
+                    .needs_digest()
+                    .then(|| Mutex::new(OrderedDigest::new(expected)))
+            })
+            .as_ref()
+    }
+
+    /// The origin's digests this run checked (for the outcome).
+    pub(super) fn source_digests_checked(&self) -> Vec<&'static str> {
+        self.source_digests.get().cloned().unwrap_or_default()
     }
 
     /// Takes a multipart slot if one is free (or already held); without
@@ -162,9 +219,23 @@ impl Run {
         }
     }
 
-    pub(super) fn verify_expected(&self, size: u64) -> Result<(), TransferError> {
-        let digest = self.digest.as_ref().map(lock);
-        self.spec.expected.verify(size, digest.as_deref())
+    /// The size and digests checked before the object is stored: the
+    /// job's `expected`, and the origin's digests (`crc`: this object's
+    /// CRC64NVME, which ferry computes anyway).
+    pub(super) fn verify_expected(&self, size: u64, crc: u64) -> Result<(), TransferError> {
+        let digest = self.digest().map(lock);
+        self.expected().verify(size, digest.as_deref())?;
+        if let Some(theirs) = self.source_crc64nvme.get() {
+            let ours = checksum::to_base64(crc);
+            if *theirs != ours {
+                return Err(TransferError::ChecksumMismatch {
+                    algorithm: "crc64nvme",
+                    expected: theirs.clone(),
+                    actual: ours,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The destination bucket's upload checksum mode.

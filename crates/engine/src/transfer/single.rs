@@ -28,10 +28,10 @@ impl Run {
         let mode = self.checksum_mode();
         let sent = mode.of_body(&bytes);
         let whole = mode.whole_single(sent.as_deref());
-        if let Some(digest) = &self.digest {
+        if let Some(digest) = self.digest() {
             lock(digest).add(1, bytes.clone(), crc, None);
         }
-        self.verify_expected(size)?;
+        self.verify_expected(size, crc)?;
         let uploaded = Instant::now();
         let sink = &self.engine.sink;
         let dest = self.destination();

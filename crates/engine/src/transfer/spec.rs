@@ -41,4 +41,8 @@ pub struct TransferOutcome {
     /// Nothing was stored: the destination already held this version of
     /// the source (`if_exists` skip); the fields above describe that object.
     pub skipped: bool,
+    /// The origin's own digests the stored bytes were checked against
+    /// (`sha256`, `md5`, `crc64nvme`; see `source/digests.rs`). Empty when it
+    /// sent none ferry reads, or for a run resumed from a checkpoint.
+    pub source_digests: Vec<&'static str>,
 }

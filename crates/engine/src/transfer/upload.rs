@@ -109,7 +109,7 @@ impl Run {
         crc: u64,
         frozen: FrozenPart,
     ) -> Option<DigestState> {
-        let Some(digest) = &self.digest else {
+        let Some(digest) = self.digest() else {
             self.engine.pool.recycle(bytes, frozen);
             return None;
         };

@@ -27,4 +27,5 @@ mod resume;
 mod security;
 mod signals;
 mod slots;
+mod source_digests;
 mod zombie;

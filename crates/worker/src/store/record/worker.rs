@@ -249,13 +249,9 @@ impl JobStore {
                  #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
                  #bytes_refetched = :refetched, \
                  #parts_reused = :reused, #source_integrity = :integrity, \
-                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl{skipped} \
+                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl{extra} \
                  REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}",
-                skipped = if outcome.skipped {
-                    ", #skipped = :true"
-                } else {
-                    ""
-                },
+                extra = outcome_extras(outcome),
             ))
             .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(
@@ -283,6 +279,14 @@ impl JobStore {
             update.expression_attribute_values(":true", AttributeValue::Bool(true))
         } else {
             update
+        };
+        let update = if outcome.source_digests.is_empty() {
+            update
+        } else {
+            update.expression_attribute_values(
+                ":source_digests",
+                s(&outcome.source_digests.join(",")),
+            )
         };
         self.send_leased_final(update, lease, Status::Succeeded)
             .await
@@ -420,4 +424,17 @@ impl JobStore {
             Err(err) => Err(dynamo("UpdateItem", err)),
         }
     }
+}
+
+/// The success attributes only some outcomes have: `skipped` (if_exists
+/// skip) and `source_digests` (the origin's digests that were checked).
+fn outcome_extras(outcome: &TransferOutcome) -> String {
+    let mut extras = String::new();
+    if outcome.skipped {
+        extras.push_str(", #skipped = :true");
+    }
+    if !outcome.source_digests.is_empty() {
+        extras.push_str(", #source_digests = :source_digests");
+    }
+    extras
 }
