@@ -19,6 +19,7 @@ pub mod job;
 pub mod journal;
 pub mod listing;
 pub mod metrics;
+pub mod object_args;
 pub mod patience;
 pub mod preflight;
 pub mod protection;

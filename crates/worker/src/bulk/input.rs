@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _};
 
 use crate::bulk::naming::{self, Destination};
 use crate::job::{self, Job};
+use crate::object_args::ObjectArgs;
 
 /// The first line of a URL list, exactly (Storage Transfer Service's format).
 pub const TSV_HEADER: &str = "TsvHttpData-1.0";
@@ -130,13 +131,17 @@ pub enum FormatError {
 /// since its objects would have nowhere to go).
 pub struct Parser {
     dest: Option<Destination>,
+    /// Object settings for every job (`ferry submit --sse …`); a JSON
+    /// line's own fields win.
+    object: ObjectArgs,
     started: bool,
 }
 
 impl Parser {
-    pub fn new(dest: Option<Destination>) -> Self {
+    pub fn new(dest: Option<Destination>, object: ObjectArgs) -> Self {
         Self {
             dest,
+            object,
             started: false,
         }
     }
@@ -169,7 +174,7 @@ impl Parser {
             (None, true) if text.trim_end() == TSV_HEADER => {
                 Err(FormatError::TsvWithoutDest(number))
             }
-            (None, _) => Ok(Some(json_line(number, text))),
+            (None, _) => Ok(Some(json_line(number, text, &self.object))),
             (Some(_), true) if text.trim_end() == TSV_HEADER => Ok(None),
             // The rows after a missing header are still read as rows: they
             // cannot be mistaken for anything else, and a re-run after adding
@@ -177,17 +182,31 @@ impl Parser {
             (Some(_), true) => bad(format!(
                 "a URL list (--dest) must start with the line {TSV_HEADER}; this line was skipped"
             )),
-            (Some(dest), false) => Ok(Some(tsv_row(number, text, dest))),
+            (Some(dest), false) => Ok(Some(tsv_row(number, text, dest, &self.object))),
         }
     }
 }
 
 /// A JSON Lines line: a job message exactly as on the queue; a line without
 /// `job_id` gets the derived one.
-fn json_line(number: u64, text: &str) -> Result<Entry, BadLine> {
+fn json_line(number: u64, text: &str, object: &ObjectArgs) -> Result<Entry, BadLine> {
     let bad = |reason: String| BadLine {
         line: number,
         reason,
+    };
+    let merged;
+    let text = if object.is_empty() {
+        text
+    } else {
+        // A line that is no JSON object is reported by the parser below.
+        match serde_json::from_str::<Map<String, Value>>(text) {
+            Ok(mut message) => {
+                object.apply(&mut message).map_err(bad)?;
+                merged = Value::Object(message).to_string();
+                merged.as_str()
+            }
+            Err(_) => text,
+        }
     };
     // An empty fallback id is not a valid job id, so `job.id` is empty
     // exactly when the line brings no id of its own.
@@ -205,7 +224,12 @@ fn json_line(number: u64, text: &str) -> Result<Entry, BadLine> {
 }
 
 /// A URL list row: `URL[<TAB>size[<TAB>base64 MD5]]`.
-fn tsv_row(number: u64, text: &str, dest: &Destination) -> Result<Entry, BadLine> {
+fn tsv_row(
+    number: u64,
+    text: &str,
+    dest: &Destination,
+    object: &ObjectArgs,
+) -> Result<Entry, BadLine> {
     let bad = |reason: String| BadLine {
         line: number,
         reason,
@@ -247,6 +271,7 @@ fn tsv_row(number: u64, text: &str, dest: &Destination) -> Result<Entry, BadLine
     if !expected.is_empty() {
         message.insert("expected".into(), expected.into());
     }
+    object.apply(&mut message).map_err(bad)?;
     // The worker's own validation (bucket, key, …), with its reasons.
     let mut job =
         job::parse(&Value::Object(message.clone()).to_string(), "").map_err(|r| bad(r.reason))?;
@@ -308,7 +333,7 @@ mod tests {
         input: &str,
         dest: Option<Destination>,
     ) -> Result<(Vec<Entry>, Vec<BadLine>), FormatError> {
-        let mut parser = Parser::new(dest);
+        let mut parser = Parser::new(dest, ObjectArgs::default());
         let (mut entries, mut bad) = (Vec::new(), Vec::new());
         for raw in lines(input.as_bytes()).await {
             match parser.parse(raw)? {

@@ -26,6 +26,19 @@ pub fn lines(record: &Record, now: SystemTime) -> Vec<String> {
     if let (Some(bucket), Some(key)) = (view.bucket(), view.key()) {
         rows.push(("destination", format!("s3://{bucket}/{key}")));
     }
+    if let Some(settings) = text("message").and_then(object_settings) {
+        rows.push(("stored with", settings));
+    }
+    if record
+        .get("skipped")
+        .is_some_and(|v| v.as_bool().is_ok_and(|b| *b))
+    {
+        rows.push((
+            "skipped",
+            "the destination already held this version of the source; nothing was copied"
+                .to_owned(),
+        ));
+    }
     let size = view.size();
     if let Some(size) = size {
         rows.push(("size", bytes(size)));
@@ -58,6 +71,9 @@ pub fn lines(record: &Record, now: SystemTime) -> Vec<String> {
     }
     if let Some(integrity) = text("source_integrity") {
         rows.push(("source check", integrity_text(integrity)));
+    }
+    if let Some(digests) = text("source_digests") {
+        rows.push(("origin digest", format!("{digests}: matched the bytes")));
     }
     if let Some(kind) = text("error_kind") {
         let error = text("error").unwrap_or("");
@@ -117,6 +133,35 @@ fn integrity_text(integrity: &str) -> String {
 }
 
 /// What a person can do about an error, for the kinds with an answer.
+/// The object settings a job asked for (its kept message), in one line:
+/// encryption, tags, `if_exists`, the expected bucket owner. `None` when it
+/// asked for none of them.
+fn object_settings(message: &str) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_str(message).ok()?;
+    let field = |name: &str| message.get(name).and_then(|v| v.as_str());
+    let mut parts = Vec::new();
+    if let Some(sse) = field("sse") {
+        match field("kms_key_id") {
+            Some(key) => parts.push(format!("sse {sse} (key {key})")),
+            None => parts.push(format!("sse {sse}")),
+        }
+    }
+    if let Some(tags) = message.get("tags").and_then(|v| v.as_object()) {
+        let tags: Vec<String> = tags
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        parts.push(format!("tags {}", tags.join(", ")));
+    }
+    if let Some(rule) = field("if_exists") {
+        parts.push(format!("if_exists {rule}"));
+    }
+    if let Some(owner) = field("expected_bucket_owner") {
+        parts.push(format!("bucket owner {owner}"));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 fn hint(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "source_not_found" => "check the URL; the source answered 404/410",
@@ -130,11 +175,14 @@ fn hint(kind: &str) -> Option<&'static str> {
             "the source changed during the copy; the job is retried against the new version"
         }
         "checksum_mismatch" | "size_mismatch" => {
-            "the bytes differ from the job's `expected`: check the digest or size, or the source"
+            "the bytes differ from the job's `expected` or the origin's own digest: check the digest or size, or the source"
+        }
+        "destination_exists" => {
+            "an object is stored under the key and the job's if_exists is fail: choose another key, or overwrite/skip"
         }
         "too_large" => "the object is over FERRY_MAX_OBJECT_SIZE_MIB or S3's limits",
         "s3_access_denied" => {
-            "the worker's role may not write to this bucket (FERRY_ALLOWED_BUCKETS, IAM)"
+            "the worker's role may not write to this bucket (FERRY_ALLOWED_BUCKETS, IAM, a KMS key, tags), or the bucket is not the expected owner's"
         }
         "s3_no_such_bucket" => "the destination bucket does not exist",
         "destination_not_allowed" => "the bucket is not in the workers' FERRY_ALLOWED_BUCKETS",
@@ -265,5 +313,34 @@ mod tests {
         .join("\n");
         assert!(failed.contains("error: source_not_found: source answered HTTP 404"));
         assert!(failed.contains("hint: check the URL"), "{failed}");
+    }
+
+    #[test]
+    fn the_object_settings_a_skip_and_the_origins_digests_are_shown() {
+        let mut skipped = record(&[
+            ("status", "succeeded"),
+            (
+                "message",
+                r#"{"version":1,"sse":"aws:kms","kms_key_id":"alias/k","tags":{"team":"data"},"if_exists":"skip"}"#,
+            ),
+            ("source_digests", "sha256,crc64nvme"),
+        ]);
+        skipped.insert("skipped".into(), AttributeValue::Bool(true));
+        let shown = lines(&skipped, now()).join("\n");
+        for line in [
+            "stored with: sse aws:kms (key alias/k); tags team=data; if_exists skip",
+            "skipped: the destination already held this version",
+            "origin digest: sha256,crc64nvme: matched the bytes",
+        ] {
+            assert!(shown.contains(line), "{line:?} in:\n{shown}");
+        }
+        let plain = lines(
+            &record(&[("status", "succeeded"), ("message", r#"{"version":1}"#)]),
+            now(),
+        )
+        .join("\n");
+        for absent in ["stored with", "skipped", "origin digest"] {
+            assert!(!plain.contains(absent), "{absent} in:\n{plain}");
+        }
     }
 }

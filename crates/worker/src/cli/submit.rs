@@ -61,6 +61,8 @@ pub struct SubmitArgs {
         conflicts_with_all = ["url", "destination"]
     )]
     pub dest: Option<crate::bulk::naming::Destination>,
+    #[command(flatten)]
+    pub object: crate::object_args::ObjectArgs,
     /// Follow the job (with --from: every job of the file) to its end; exit 0
     /// only if it succeeded.
     #[arg(long)]
@@ -96,6 +98,9 @@ pub async fn run(
     });
     if let Some(sha256) = &args.sha256 {
         message["expected"] = serde_json::json!({ "sha256": sha256 });
+    }
+    if let Some(fields) = message.as_object_mut() {
+        args.object.apply(fields).map_err(CliError::Usage)?;
     }
     let body = message.to_string();
     // The worker's own validation, so a job the worker would reject is

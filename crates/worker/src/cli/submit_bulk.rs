@@ -83,7 +83,7 @@ pub async fn run(args: SubmitArgs, cancel: CancellationToken) -> Result<(), CliE
     // nothing outlives its chunk.
     let mut to_follow: Option<Vec<String>> = args.wait.then(Vec::new);
     let mut reader = LineReader::new(input);
-    let mut parser = Parser::new(args.dest.clone());
+    let mut parser = Parser::new(args.dest.clone(), args.object.clone());
     let mut entries: Vec<Entry> = Vec::with_capacity(CHUNK_LINES);
     let mut stopped = None;
     loop {

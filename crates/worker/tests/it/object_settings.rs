@@ -229,3 +229,111 @@ async fn bad_settings_are_rejected_before_anything_is_stored() {
     assert_eq!(stack.open_uploads().await, 0);
     worker.stop().await;
 }
+
+/// Waits (bounded) until `key` is stored.
+async fn stored(stack: &Stack, key: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        if let Some(bytes) = stack.object(key).await {
+            return bytes;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key} never stored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_flags_set_one_jobs_settings_and_every_listed_jobs() {
+    let stack = Stack::new().await;
+    let data = test_bytes(3000, 5);
+    let origin = Origin::start(data.clone(), Behavior::default()).await;
+    let worker = stack.spawn_worker(stack.config());
+    let one = format!("s3://{}/one.csv", stack.bucket);
+    stack.cli(&[
+        "submit",
+        &origin.url("one.csv"),
+        &one,
+        "--job-id",
+        "flags-one",
+        "--sse",
+        "AES256",
+        "--tag",
+        "team=data",
+        "--content-type",
+        "text/csv",
+        "--if-exists",
+        "fail",
+    ]);
+    let list = format!(
+        "TsvHttpData-1.0\n{}\n{}\n",
+        origin.url("a.bin"),
+        origin.url("b.bin")
+    );
+    let path = std::env::temp_dir().join(ferry_testkit::unique_name("ferry-flags"));
+    std::fs::write(&path, list).unwrap();
+    let dest = format!("s3://{}/list/", stack.bucket);
+    stack.cli(&[
+        "submit",
+        "--from",
+        path.to_str().unwrap(),
+        "--dest",
+        &dest,
+        "--tag",
+        "source=list",
+        "--sse",
+        "aws:kms",
+    ]);
+    let record = stack.wait_final("flags-one", LIMIT).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    for (key, algorithm, tag, content_type) in [
+        ("one.csv", "AES256", ("team", "data"), "text/csv"),
+        (
+            "list/127.0.0.1/a.bin",
+            "aws:kms",
+            ("source", "list"),
+            "application/octet-stream",
+        ),
+        (
+            "list/127.0.0.1/b.bin",
+            "aws:kms",
+            ("source", "list"),
+            "application/octet-stream",
+        ),
+    ] {
+        assert_eq!(stored(&stack, key).await, data, "{key}");
+        let head = stack
+            .s3
+            .head_object()
+            .bucket(&stack.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|e| e.as_str()),
+            Some(algorithm),
+            "{key}"
+        );
+        assert_eq!(head.content_type(), Some(content_type), "{key}");
+        assert_eq!(
+            tags(&stack, key).await,
+            BTreeMap::from([(tag.0.to_owned(), tag.1.to_owned())]),
+            "{key}"
+        );
+    }
+    // A flag the worker would refuse is refused before anything is sent.
+    let refused = stack.cli_output(&[
+        "submit",
+        &origin.url("c.bin"),
+        &format!("s3://{}/c.bin", stack.bucket),
+        "--if-exists",
+        "sometimes",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("if_exists must be"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    worker.stop().await;
+}
