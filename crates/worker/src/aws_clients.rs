@@ -52,6 +52,16 @@ pub fn sqs(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
+/// An SNS client (result events) with ferry's retry mode and timeouts.
+pub fn sns(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_sns::Client {
+    let (retry, timeouts) = patient(args, Duration::ZERO);
+    let config = aws_sdk_sns::config::Builder::from(sdk)
+        .retry_config(retry)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_sns::Client::from_conf(config)
+}
+
 /// An S3 client set up the way the engine expects.
 pub fn s3(sdk: &aws_config::SdkConfig, args: &AwsArgs) -> aws_sdk_s3::Client {
     let path_style = crate::endpoints::s3_path_style(sdk, args.s3_path_style);

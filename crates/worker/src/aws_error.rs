@@ -104,6 +104,10 @@ fn refusal(code: &str) -> Option<&'static str> {
         | "AWS.SimpleQueueService.TooManyEntriesInBatchRequest"
         | "TooManyEntriesInBatchRequest" => "invalid_batch",
         "ReceiptHandleIsInvalid" | "InvalidIdFormat" => "receipt_handle_invalid",
+        // SNS (result events).
+        "AuthorizationError" => "access_denied",
+        "NotFound" => "resource_not_found",
+        "InvalidParameter" => "invalid_parameter",
         "AWS.SimpleQueueService.MessageNotInflight" | "MessageNotInflight" => {
             "message_not_in_flight"
         }

@@ -16,6 +16,7 @@ use ferry_engine::{
 };
 
 use crate::job;
+use crate::results::ResultTargets;
 
 /// Problems found in the configuration; `main` exits 64 on these.
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +313,8 @@ pub struct WorkerConfig {
     pub destinations: Vec<AllowedDestination>,
     /// The periodic sweep for orphaned uploads, when on.
     pub gc: Option<GcSchedule>,
+    /// Where final records are published (result events), if anywhere.
+    pub results: ResultTargets,
     pub engine: EngineConfig,
 }
 
@@ -397,6 +400,13 @@ pub struct WorkerArgs {
     /// check (docs/jobs.md, "Resume").
     #[arg(long, env = "FERRY_PART_CHECKSUM_ITEMS", value_enum, default_value_t = PartChecksumItems::Keep)]
     pub part_checksum_items: PartChecksumItems,
+    /// SNS topic (ARN) every job's final record is published to (result
+    /// events, docs/jobs.md). Default: none.
+    #[arg(long, env = "FERRY_RESULT_TOPIC_ARN")]
+    pub result_topic_arn: Option<String>,
+    /// SQS queue (URL) every job's final record is sent to. Default: none.
+    #[arg(long, env = "FERRY_RESULT_QUEUE_URL")]
+    pub result_queue_url: Option<String>,
     /// Buckets jobs may write to, optionally with a key prefix
     /// (`bucket` or `bucket/prefix/`, comma-separated); default: any.
     #[arg(long, env = "FERRY_ALLOWED_BUCKETS", value_delimiter = ',')]
@@ -513,6 +523,24 @@ impl WorkerArgs {
                     .to_owned(),
             );
         }
+        let results = ResultTargets {
+            topic_arn: self.result_topic_arn.clone().filter(|t| !t.is_empty()),
+            queue_url: self.result_queue_url.clone().filter(|q| !q.is_empty()),
+        };
+        if let Some(topic) = &results.topic_arn
+            && !(topic.starts_with("arn:") && topic.contains(":sns:"))
+        {
+            problems.push(format!(
+                "FERRY_RESULT_TOPIC_ARN must be an SNS topic ARN (arn:…:sns:…), not {topic:?}"
+            ));
+        }
+        if let Some(queue) = &results.queue_url
+            && !queue.starts_with("http")
+        {
+            problems.push(format!(
+                "FERRY_RESULT_QUEUE_URL must be an SQS queue URL, not {queue:?}"
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -546,6 +574,7 @@ impl WorkerArgs {
                 interval: Duration::from_secs(self.gc_interval_secs),
                 older_than: Duration::from_secs(self.gc_older_than_secs),
             }),
+            results,
             engine,
         })
     }

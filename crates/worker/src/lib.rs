@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod protection;
 pub mod queue;
 pub mod redact;
+pub mod results;
 pub mod runner;
 pub mod s3url;
 pub mod store;

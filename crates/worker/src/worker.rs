@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::config::WorkerConfig;
 use crate::protection::TaskProtection;
 use crate::queue::{Queue, QueueError, Received};
+use crate::results::Publisher;
 use crate::runner::{self, Context};
 use crate::store::JobStore;
 
@@ -29,6 +30,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Result events to an SNS topic (used only when one is configured).
+    pub sns: aws_sdk_sns::Client,
     /// ECS scale-in protection while jobs run (disabled off ECS).
     pub protection: TaskProtection,
 }
@@ -65,6 +68,7 @@ pub async fn run(
             .map_err(|source| WorkerError::Metrics { addr, source })?;
     }
     let ctx = Arc::new(Context {
+        results: Publisher::new(clients.sns, clients.sqs.clone(), config.results.clone()),
         queue: Queue::new(clients.sqs),
         store: JobStore::new(clients.dynamodb, config.table.clone())
             .with_clock_skew(config.clock_skew_secs),

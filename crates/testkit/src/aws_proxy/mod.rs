@@ -416,7 +416,7 @@ async fn forward(
 
 fn internal_code(service: Service) -> &'static str {
     match service {
-        Service::S3 | Service::Sqs => "InternalError",
+        Service::S3 | Service::Sqs | Service::Sns => "InternalError",
         Service::DynamoDb => "InternalServerError",
     }
 }
@@ -426,6 +426,7 @@ fn throttle_shape(service: Service) -> (u16, &'static str) {
         Service::S3 => (503, "SlowDown"),
         Service::DynamoDb => (400, "ProvisionedThroughputExceededException"),
         Service::Sqs => (400, "ThrottlingException"),
+        Service::Sns => (400, "Throttling"),
     }
 }
 
@@ -451,14 +452,14 @@ fn error_response(
                  <Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
             ),
         ),
-        Service::Sqs if query_protocol => (
+        Service::Sqs | Service::Sns if query_protocol => (
             "text/xml",
             format!(
                 "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>\
                  <Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
             ),
         ),
-        Service::Sqs => (
+        Service::Sqs | Service::Sns => (
             "application/x-amz-json-1.0",
             format!(r#"{{"__type":"com.amazonaws.sqs#{code}","message":"{message}"}}"#),
         ),

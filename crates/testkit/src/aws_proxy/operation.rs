@@ -1,6 +1,7 @@
 //! Which AWS operation a request is, from the request alone: S3 by method,
 //! path and query; DynamoDB and SQS by `X-Amz-Target` (JSON protocols) or the
-//! `Action` form field (SQS's query protocol).
+//! `Action` form field (the query protocol: SQS's older one, SNS's only one,
+//! told apart by the signature's credential scope).
 
 use hyper::Method;
 use hyper::http::request::Parts;
@@ -11,6 +12,7 @@ pub enum Service {
     S3,
     DynamoDb,
     Sqs,
+    Sns,
 }
 
 impl Service {
@@ -19,6 +21,7 @@ impl Service {
             Self::S3 => "s3",
             Self::DynamoDb => "dynamodb",
             Self::Sqs => "sqs",
+            Self::Sns => "sns",
         }
     }
 }
@@ -61,7 +64,12 @@ pub fn recognise(parts: &Parts, body: &[u8]) -> Operation {
     if header("content-type").starts_with("application/x-www-form-urlencoded")
         && let Some(action) = form_field(body, "Action")
     {
-        return json_operation(Service::Sqs, &action);
+        let service = if header("authorization").contains("/sns/aws4_request") {
+            Service::Sns
+        } else {
+            Service::Sqs
+        };
+        return json_operation(service, &action);
     }
     s3_operation(parts)
 }
@@ -190,6 +198,21 @@ mod tests {
         assert_eq!(
             recognise(&form, b"Action=SendMessage&QueueUrl=x").qualified(),
             "sqs:SendMessage"
+        );
+        let sns = parts(
+            "POST",
+            "/",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                (
+                    "authorization",
+                    "AWS4-HMAC-SHA256 Credential=test/20261206/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0",
+                ),
+            ],
+        );
+        assert_eq!(
+            recognise(&sns, b"Action=Publish&TopicArn=x").qualified(),
+            "sns:Publish"
         );
     }
 }

@@ -55,6 +55,7 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
         s3: crate::aws_clients::s3(&sdk, &args.aws),
         sqs: crate::aws_clients::sqs(&sdk, &args.aws),
         dynamodb: crate::aws_clients::dynamodb(&sdk, &args.aws),
+        sns: crate::aws_clients::sns(&sdk, &args.aws),
     };
     // Before the first receive: a worker that cannot record jobs takes none.
     for queue in &config.queues {
@@ -62,6 +63,9 @@ pub async fn run(args: WorkerCommand, shutdown: CancellationToken) -> Result<(),
     }
     if let Some(dlq) = &config.dlq_url {
         crate::preflight::queue(&sdk, &clients.sqs, dlq).await?;
+    }
+    if let Some(results) = &config.results.queue_url {
+        crate::preflight::queue(&sdk, &clients.sqs, results).await?;
     }
     crate::preflight::table(&sdk, &clients.dynamodb, &config.table).await?;
     worker::run(config, clients, shutdown)

@@ -58,6 +58,7 @@ pub(super) async fn conclude(
                 return;
             }
             metrics::counter!("ferry_jobs_total", "outcome" => "succeeded").increment(1);
+            ctx.results.job_final(&ctx.store, &attempt.job.id).await;
             let deleted = delete(ctx, message).await;
             // Bytes fetched more than once: retried ranges, and parts earlier
             // attempts fetched but did not finish.
@@ -181,6 +182,7 @@ pub(super) async fn conclude(
                             warn!(error = %abort, "could not abort the job's multipart upload");
                         }
                     }
+                    ctx.results.job_final(&ctx.store, &attempt.job.id).await;
                     let _ = delete(ctx, message).await;
                 }
                 metrics::counter!("ferry_jobs_total", "outcome" => "failed").increment(1);

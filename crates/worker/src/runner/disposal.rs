@@ -35,6 +35,7 @@ async fn record_and_dispose(ctx: &Context, message: &Received, rejection: &Rejec
             // Counted once the rejection is recorded: a message that comes
             // back for another try is not a second rejected job.
             metrics::counter!("ferry_jobs_total", "outcome" => "rejected").increment(1);
+            ctx.results.job_final(&ctx.store, &rejection.job_id).await;
             written
         }
         Err(err) if err.class() == ErrorClass::Transient => {

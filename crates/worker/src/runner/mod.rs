@@ -32,6 +32,7 @@ use crate::job::{self, Job, Rejection};
 use crate::journal::LeaseJournal;
 use crate::patience::{self, patiently};
 use crate::queue::{self, Queue, QueueError, Received};
+use crate::results::Publisher;
 use crate::store::{Claim, JobStore, Lease, StoreError};
 
 /// How long each of a release's two writes may take: the shutdown grace
@@ -48,6 +49,8 @@ pub struct Context {
     pub queue: Queue,
     pub store: JobStore,
     pub engine: Engine,
+    /// Publishes final records (result events), when configured.
+    pub results: Publisher,
 }
 
 /// Handles one received message completely. `stop` fires when the shutdown
@@ -110,6 +113,9 @@ async fn run(
         Claim::Acquired(lease) => *lease,
         Claim::Final(status) => {
             metrics::counter!("ferry_jobs_duplicate_total").increment(1);
+            // Published again (the same event id): the worker that made it
+            // final may have died before it published.
+            ctx.results.job_final(&ctx.store, &job.id).await;
             let deleted = delete(ctx, &message).await;
             info!(
                 status = status.as_str(),
@@ -258,6 +264,7 @@ async fn finish_cancelled(
         }
         upload_aborted = Some(aborted.is_ok());
     }
+    ctx.results.job_final(&ctx.store, &job.id).await;
     let deleted = delete(ctx, message).await;
     metrics::counter!("ferry_jobs_total", "outcome" => "cancelled").increment(1);
     info!(

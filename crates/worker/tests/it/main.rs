@@ -23,6 +23,7 @@ mod long_jobs;
 mod messages;
 mod object_settings;
 mod observability;
+mod results;
 mod resume;
 mod security;
 mod signals;

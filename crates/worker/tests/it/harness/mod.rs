@@ -53,6 +53,7 @@ pub struct Stack {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sns: aws_sdk_sns::Client,
     pub bucket: String,
     pub queue: String,
     pub dlq: String,
@@ -71,6 +72,7 @@ impl Stack {
         );
         let sqs = moto.sqs().await;
         let dynamodb = moto.dynamodb().await;
+        let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
         let bucket = unique_name("bucket");
         s3.create_bucket().bucket(&bucket).send().await.unwrap();
         let table = unique_name("jobs");
@@ -80,6 +82,7 @@ impl Stack {
             s3,
             sqs,
             dynamodb,
+            sns,
             bucket,
             queue: String::new(),
             dlq: String::new(),
@@ -169,6 +172,7 @@ impl Stack {
             metrics_addr: None,
             destinations: Vec::new(),
             gc: None,
+            results: Default::default(),
             engine: engine_config(),
         }
     }
@@ -178,6 +182,7 @@ impl Stack {
             s3: self.s3.clone(),
             sqs: self.sqs.clone(),
             dynamodb: self.dynamodb.clone(),
+            sns: self.sns.clone(),
             protection: ferry_worker::protection::TaskProtection::disabled(),
         }
     }

@@ -144,6 +144,7 @@ pub async fn proxied_clients(proxy: &ferry_testkit::AwsProxy) -> Clients {
     let s3 = ferry_worker::aws_clients::s3(&sdk, &aws);
     let sqs = ferry_worker::aws_clients::sqs(&sdk, &aws);
     let dynamodb = ferry_worker::aws_clients::dynamodb(&sdk, &aws);
+    let sns = ferry_worker::aws_clients::sns(&sdk, &aws);
     Clients {
         s3: aws_sdk_s3::Client::from_conf(
             s3.config()
@@ -162,6 +163,12 @@ pub async fn proxied_clients(proxy: &ferry_testkit::AwsProxy) -> Clients {
                 .config()
                 .to_builder()
                 .retry_partition(partition("dynamodb"))
+                .build(),
+        ),
+        sns: aws_sdk_sns::Client::from_conf(
+            sns.config()
+                .to_builder()
+                .retry_partition(partition("sns"))
                 .build(),
         ),
         protection: ferry_worker::protection::TaskProtection::disabled(),
