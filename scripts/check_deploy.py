@@ -51,6 +51,8 @@ WORKER_ENV = {
     "FERRY_SSE",
     "FERRY_SSE_KMS_KEY_ID",
     "FERRY_EXPECTED_BUCKET_OWNER",
+    "FERRY_RESULT_TOPIC_ARN",
+    "FERRY_RESULT_QUEUE_URL",
     "AWS_REGION",
 }
 WORKER_REQUIRED = {"FERRY_QUEUE_URL", "FERRY_TABLE", "AWS_REGION"}
@@ -84,6 +86,8 @@ TASK_ROLE_ACTIONS = {
     # Only on the keys of KmsKeyArns, only when it names any (SSE-KMS).
     "kms:GenerateDataKey",
     "kms:Decrypt",
+    # Result events, only to the stack's own topic (ResultEvents).
+    "sns:Publish",
 }
 # Headroom the process needs beyond its part-buffer budget.
 MEMORY_HEADROOM_MIB = 128
@@ -510,6 +514,10 @@ def check_template(c):
                 actions += policy_actions([body.get("Properties", {})])
     kms = resources.get("KmsAccess", {})
     actions += policy_actions([kms.get("Properties", {})])
+    for name, condition in (("ResultTopicAccess", "HasResultTopic"), ("ResultQueueAccess", "HasResultQueue")):
+        policy = resources.get(name, {})
+        actions += policy_actions([policy.get("Properties", {})])
+        c.check(policy.get("Condition") == condition, f"template: {name} only with its result target ({condition})")
     c.check(
         kms.get("Condition") == "HasKmsKeyArns"
         and all(

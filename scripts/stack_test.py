@@ -58,6 +58,8 @@ PARAMETERS = {
     "AllowedBuckets": f"{BUCKET},other.bucket-name",
     "Subnets": "subnet-0123456789abcdef0",
     "SecurityGroups": "sg-0123456789abcdef0",
+    # Every optional resource made: the result topic and queue too.
+    "ResultEvents": "both",
 }
 # Resource types moto 5.2.5's CloudFormation skips ("No Moto CloudFormation
 # support for …"), or accepts without making anything its own API can show.
@@ -221,6 +223,10 @@ def lookup(aws, kind, logical, physical, props, outputs):
         return bool(physical) and "QueueArn" in aws("sqs").get_queue_attributes(
             QueueUrl=physical, AttributeNames=["QueueArn"]
         )["Attributes"]
+    if kind == "AWS::SNS::Topic":
+        return bool(physical) and "TopicArn" in aws("sns").get_topic_attributes(
+            TopicArn=physical
+        )["Attributes"]
     if kind == "AWS::DynamoDB::Table":
         return aws("dynamodb").describe_table(TableName=physical)["Table"]["TableStatus"] == "ACTIVE"
     if kind == "AWS::ECS::Cluster":
@@ -244,7 +250,8 @@ def lookup(aws, kind, logical, physical, props, outputs):
     if kind == "AWS::IAM::RolePolicy":
         role = role_names(aws)["TaskRole"]
         names = aws("iam").list_role_policies(RoleName=role)["PolicyNames"]
-        return props["PolicyName"]["Fn::Sub"] in names
+        name = props["PolicyName"]
+        return (name["Fn::Sub"] if isinstance(name, dict) else name) in names
     if kind == "AWS::IAM::ManagedPolicy":
         return bool(aws("iam").get_policy(PolicyArn=physical)["Policy"])
     if kind == "AWS::ApplicationAutoScaling::ScalableTarget":
@@ -502,6 +509,25 @@ def take_from(sqs, queue_url, body, timeout=5):
     return bool(wait_for(f"{body!r} on {queue_url.rsplit('/', 1)[-1]}", probe, timeout=timeout))
 
 
+def result_event(sqs, queue_url, job_id, timeout=TIMEOUT):
+    """The status of `job_id`'s result event on `queue_url`, if one comes."""
+    found = {}
+
+    def probe():
+        for message in sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
+            event = json.loads(message["Body"])
+            if event.get("job_id") == job_id:
+                found["status"] = event.get("status")
+                return True
+        return False
+
+    if queue_url:
+        wait_for(f"{job_id}'s result event", probe, timeout=timeout)
+    return found.get("status")
+
+
 # ------------------------------------------------------------ the worker
 
 
@@ -557,6 +583,15 @@ def run_worker_job(c, aws, ferry, endpoint, outputs, work):
                 listed.stdout + listed.stderr,
             )
             sqs = aws("sqs")
+            c.check(
+                environment.get("FERRY_RESULT_QUEUE_URL") == outputs.get("ResultQueueUrl")
+                and environment.get("FERRY_RESULT_TOPIC_ARN") == outputs.get("ResultTopicArn"),
+                "task env names the stack's result queue and topic (ResultEvents both)",
+            )
+            c.check(
+                result_event(sqs, outputs.get("ResultQueueUrl"), "stack-job") == "succeeded",
+                "the job's final record arrives on the stack's result queue",
+            )
             sqs.send_message(QueueUrl=outputs["QueueUrl"], MessageBody="this is not a job")
             c.check(
                 take_from(sqs, outputs["DeadLetterQueueUrl"], "this is not a job", timeout=TIMEOUT),
