@@ -36,6 +36,9 @@ pub struct Operation {
     pub target: String,
     /// S3: the `uploadId` the request names, if any.
     pub upload_id: Option<String>,
+    /// The request's `x-amz-*` headers as `name: value` lines, for rules
+    /// that match on one (`x-amz-expected-bucket-owner: 111122223333`).
+    pub amz_headers: String,
 }
 
 impl Operation {
@@ -47,6 +50,17 @@ impl Operation {
 
 /// Recognises the operation of a request whose body is `body`.
 pub fn recognise(parts: &Parts, body: &[u8]) -> Operation {
+    let mut op = recognise_name(parts, body);
+    op.amz_headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-amz-"))
+        .filter_map(|(name, value)| Some(format!("{name}: {}\n", value.to_str().ok()?)))
+        .collect();
+    op
+}
+
+fn recognise_name(parts: &Parts, body: &[u8]) -> Operation {
     let header = |name: &str| {
         parts
             .headers
@@ -80,6 +94,7 @@ fn json_operation(service: Service, name: &str) -> Operation {
         name: name.to_owned(),
         target: String::new(),
         upload_id: None,
+        amz_headers: String::new(),
     }
 }
 
@@ -141,6 +156,7 @@ fn s3_operation(parts: &Parts) -> Operation {
         name: name.to_owned(),
         target: path.to_owned(),
         upload_id,
+        amz_headers: String::new(),
     }
 }
 

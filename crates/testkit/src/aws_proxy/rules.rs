@@ -78,7 +78,8 @@ pub struct Rule {
     /// Operations selected: `s3:UploadPart`, `dynamodb:*`, `*`. Empty: all.
     #[serde(default)]
     pub ops: Vec<String>,
-    /// Only requests whose S3 target or body contains this text.
+    /// Only requests whose S3 target, body or an `x-amz-*` header line
+    /// (`name: value`) contains this text.
     #[serde(default)]
     pub matching: Option<String>,
     /// Selected requests passed over before the first injection.
@@ -197,6 +198,7 @@ impl Installed {
         }
         if let Some(text) = &rule.matching
             && !op.target.contains(text.as_str())
+            && !op.amz_headers.contains(text.as_str())
             && !contains(body, text.as_bytes())
         {
             return false;

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_engine::{Encryption, ObjectDefaults};
+use ferry_testkit::aws_proxy::{AwsProxy, Fault, Rule};
 use ferry_testkit::{Behavior, Origin, test_bytes};
 
-use crate::harness::{PART, Stack, text};
+use crate::harness::{PART, Stack, proxied_clients, spawn_worker_with, store_checks, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const LAST_MODIFIED: &str = "Sun, 06 Dec 2026 10:00:00 GMT";
@@ -105,8 +106,9 @@ async fn a_job_stores_its_settings_and_the_origins_representation() {
         );
         // moto 5.2 keeps no bucket key for a multipart upload (its
         // FakeMultipart has no such field); CreateMultipartUpload sends it
-        // as PutObject does, from the same `object_settings!`.
-        if id == "set-small" {
+        // as PutObject does, from the same `object_settings!`, and the
+        // strict S3 shows it.
+        if id == "set-small" || store_checks() {
             assert_eq!(head.bucket_key_enabled(), Some(true), "{id}");
         }
         let metadata = head.metadata().cloned().unwrap_or_default();
@@ -335,5 +337,65 @@ async fn submit_flags_set_one_jobs_settings_and_every_listed_jobs() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    worker.stop().await;
+}
+
+/// `expected_bucket_owner` goes with every S3 call of a job. Neither
+/// moto nor the pinned LocalStack checks it, so the fault proxy plays S3's
+/// part: any S3 request naming another account answers `403 AccessDenied`,
+/// as S3 does when the bucket's owner differs. The job naming the right
+/// owner is stored; the others fail with `s3_access_denied`, nothing stored,
+/// no upload left — and every S3 call they made carried the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_of_another_account_is_never_written() {
+    let stack = Stack::new().await;
+    let proxy = AwsProxy::start(stack.moto.endpoint()).await;
+    let other = "111122223333";
+    proxy.set_rules(vec![
+        Rule::new(
+            "s3:*",
+            Fault::Error {
+                status: Some(403),
+                code: Some("AccessDenied".into()),
+            },
+        )
+        .matching(&format!("x-amz-expected-bucket-owner: {other}"))
+        .id("another account's bucket"),
+    ]);
+    let worker = spawn_worker_with(stack.config(), proxied_clients(&proxy).await);
+    let small = Origin::start(test_bytes(1000, 7), Behavior::default()).await;
+    let large = Origin::start(test_bytes(PART + 1, 8), Behavior::default()).await;
+    for (id, origin, owner) in [
+        ("owner-right", &small, "444455556666"),
+        ("owner-wrong-small", &small, other),
+        ("owner-wrong-large", &large, other),
+    ] {
+        let mut message = stack.message(id, &origin.url(id), id);
+        message["expected_bucket_owner"] = owner.into();
+        stack.send(&stack.queue, &message).await;
+    }
+    let record = stack.wait_final("owner-right", LIMIT).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    for id in ["owner-wrong-small", "owner-wrong-large"] {
+        let record = stack.wait_final(id, LIMIT).await;
+        assert_eq!(
+            (text(&record, "status"), text(&record, "error_kind")),
+            ("failed", "s3_access_denied"),
+            "{id}: {record:?}"
+        );
+        assert_eq!(stack.object(id).await, None, "{id}");
+    }
+    assert_eq!(stack.open_uploads().await, 0);
+    // The refused calls were the jobs' first writes, each carrying the
+    // owner: PutObject (small) and CreateMultipartUpload (large).
+    let refused: std::collections::BTreeSet<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.rules.iter().any(|r| r == "another account's bucket"))
+        .map(|e| e.op)
+        .collect();
+    for op in ["s3:PutObject", "s3:CreateMultipartUpload"] {
+        assert!(refused.contains(op), "{op} not refused: {refused:?}");
+    }
     worker.stop().await;
 }
