@@ -235,7 +235,25 @@ mod tests {
             name: name.to_owned(),
             target: "bucket/key".to_owned(),
             upload_id: None,
+            amz_headers: "x-amz-expected-bucket-owner: 111122223333\n".to_owned(),
         }
+    }
+
+    #[test]
+    fn matching_finds_text_in_an_amz_header() {
+        let mut never = || 0.0;
+        let mut rule = Installed::new(
+            Rule::new("s3:PutObject", Fault::Reset)
+                .matching("x-amz-expected-bucket-owner: 111122223333"),
+            0,
+        );
+        assert!(rule.fires(&op("PutObject"), b"", &mut never));
+        let mut other = Installed::new(
+            Rule::new("s3:PutObject", Fault::Reset)
+                .matching("x-amz-expected-bucket-owner: 444455556666"),
+            0,
+        );
+        assert!(!other.fires(&op("PutObject"), b"", &mut never));
     }
 
     #[test]
