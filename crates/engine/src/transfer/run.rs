@@ -224,12 +224,31 @@ impl Run {
     /// CRC64NVME, which ferry computes anyway).
     pub(super) fn verify_expected(&self, size: u64, crc: u64) -> Result<(), TransferError> {
         let digest = self.digest().map(lock);
-        self.expected().verify(size, digest.as_deref())?;
+        self.expected()
+            .verify(size, digest.as_deref())
+            .map_err(|err| match err {
+                // Say whose digest it was: the job's, or the origin's own.
+                TransferError::ChecksumMismatch {
+                    algorithm,
+                    expected,
+                    actual,
+                } if self.source_digests_checked().contains(&algorithm) => {
+                    TransferError::ChecksumMismatch {
+                        algorithm: match algorithm {
+                            "sha256" => "sha256 (the origin's digest)",
+                            _ => "md5 (the origin's digest)",
+                        },
+                        expected,
+                        actual,
+                    }
+                }
+                other => other,
+            })?;
         if let Some(theirs) = self.source_crc64nvme.get() {
             let ours = checksum::to_base64(crc);
             if *theirs != ours {
                 return Err(TransferError::ChecksumMismatch {
-                    algorithm: "crc64nvme",
+                    algorithm: "crc64nvme (the origin's x-amz-checksum-crc64nvme)",
                     expected: theirs.clone(),
                     actual: ours,
                 });

@@ -73,7 +73,7 @@ pub fn lines(record: &Record, now: SystemTime) -> Vec<String> {
         rows.push(("source check", integrity_text(integrity)));
     }
     if let Some(digests) = text("source_digests") {
-        rows.push(("origin digest", format!("{digests}: matched the bytes")));
+        rows.push(("origin hash", format!("{digests}: matched the bytes")));
     }
     if let Some(kind) = text("error_kind") {
         let error = text("error").unwrap_or("");
@@ -330,7 +330,7 @@ mod tests {
         for line in [
             "stored with: sse aws:kms (key alias/k); tags team=data; if_exists skip",
             "skipped: the destination already held this version",
-            "origin digest: sha256,crc64nvme: matched the bytes",
+            "origin hash: sha256,crc64nvme: matched the bytes",
         ] {
             assert!(shown.contains(line), "{line:?} in:\n{shown}");
         }
@@ -339,7 +339,7 @@ mod tests {
             now(),
         )
         .join("\n");
-        for absent in ["stored with", "skipped", "origin digest"] {
+        for absent in ["stored with", "skipped", "origin hash"] {
             assert!(!plain.contains(absent), "{absent} in:\n{plain}");
         }
     }
