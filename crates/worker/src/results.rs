@@ -91,6 +91,29 @@ pub fn event(record: &Record) -> Option<Value> {
     Some(Value::Object(event))
 }
 
+/// What an event carries besides its body, on SNS and SQS alike: a FIFO
+/// target's group and deduplication ids, and the `event_id` and `status`
+/// attributes (subscription filter policies select on them). The two SDKs'
+/// request builders share these setters but no trait.
+macro_rules! envelope {
+    ($request:expr, $attribute:ty, $target:expr, $event_id:expr, $status:expr) => {{
+        let fifo = $target.ends_with(".fifo");
+        let mut request = $request
+            .set_message_group_id(fifo.then(|| group_of($event_id)))
+            .set_message_deduplication_id(fifo.then(|| deduplication_id($event_id)));
+        for (name, value) in [("event_id", $event_id), ("status", $status)] {
+            if let Ok(value) = <$attribute>::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+            {
+                request = request.message_attributes(name, value);
+            }
+        }
+        request
+    }};
+}
+
 /// Publishes final records to the configured targets.
 #[derive(Clone)]
 pub struct Publisher {
@@ -177,27 +200,10 @@ impl Publisher {
         aws_sdk_sns::operation::publish::PublishOutput,
         aws_sdk_sns::error::SdkError<aws_sdk_sns::operation::publish::PublishError>,
     > {
-        let attribute = |value: &str| {
-            SnsAttribute::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-        };
-        let fifo = topic.ends_with(".fifo");
-        let mut request = self
-            .sns
-            .publish()
-            .topic_arn(topic)
-            .message(body)
-            .set_message_group_id(fifo.then(|| group_of(event_id)))
-            .set_message_deduplication_id(fifo.then(|| deduplication_id(event_id)));
-        // Subscription filter policies can select on these.
-        for (name, value) in [("event_id", event_id), ("status", status)] {
-            if let Ok(value) = attribute(value) {
-                request = request.message_attributes(name, value);
-            }
-        }
-        request.send().await
+        let request = self.sns.publish().topic_arn(topic).message(body);
+        envelope!(request, SnsAttribute, topic, event_id, status)
+            .send()
+            .await
     }
 
     async fn send_sqs(
@@ -210,26 +216,10 @@ impl Publisher {
         aws_sdk_sqs::operation::send_message::SendMessageOutput,
         aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>,
     > {
-        let attribute = |value: &str| {
-            SqsAttribute::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-        };
-        let fifo = queue.ends_with(".fifo");
-        let mut request = self
-            .sqs
-            .send_message()
-            .queue_url(queue)
-            .message_body(body)
-            .set_message_group_id(fifo.then(|| group_of(event_id)))
-            .set_message_deduplication_id(fifo.then(|| deduplication_id(event_id)));
-        for (name, value) in [("event_id", event_id), ("status", status)] {
-            if let Ok(value) = attribute(value) {
-                request = request.message_attributes(name, value);
-            }
-        }
-        request.send().await
+        let request = self.sqs.send_message().queue_url(queue).message_body(body);
+        envelope!(request, SqsAttribute, queue, event_id, status)
+            .send()
+            .await
     }
 }
 

@@ -46,7 +46,6 @@ impl Run {
             IfExists::Fail => Err(TransferError::DestinationExists),
             IfExists::Skip if existing.same_source_version(&probe.origin, probe.length) => {
                 tracing::info!("the destination already holds this version of the source: skipped");
-                let _ = self.integrity.set(Integrity::Pinned);
                 Ok(Some(TransferOutcome {
                     size: existing.size.unwrap_or_default(),
                     etag: existing.etag,
@@ -58,6 +57,8 @@ impl Run {
                     retries: 0,
                     bytes_fetched: 0,
                     parts_reused: 0,
+                    // Nothing was read; the worker records no integrity
+                    // for a skipped job.
                     integrity: Integrity::Pinned,
                     skipped: true,
                     source_digests: Vec::new(),

@@ -48,6 +48,7 @@ async fn skip_leaves_the_same_version_and_copies_another() {
         "{record:?}"
     );
     assert_eq!(origin.requests() - before, 1, "the first answer only");
+    assert!(!record.contains_key("source_integrity"), "nothing was read");
     assert_eq!(stack.object("k").await.as_deref(), Some(&first[..]));
 
     // Another version of the source (another strong ETag) is copied.
@@ -70,6 +71,15 @@ async fn skip_leaves_the_same_version_and_copies_another() {
     assert_eq!(text(&record, "status"), "succeeded");
     assert!(!record.contains_key("skipped"), "{record:?}");
     assert_eq!(stack.object("k").await.as_deref(), Some(&second[..]));
+
+    // The skipped job run again: v1 is not what `k` holds now, so it is
+    // copied, and its record no longer says it was skipped.
+    stack.cli(&["retry", "v1-again", "--force"]);
+    let record = stack.wait_final("v1-again", LIMIT).await;
+    assert_eq!(text(&record, "status"), "succeeded");
+    assert!(!record.contains_key("skipped"), "{record:?}");
+    assert!(record.contains_key("source_integrity"), "{record:?}");
+    assert_eq!(stack.object("k").await.as_deref(), Some(&first[..]));
     worker.stop().await;
 }
 

@@ -35,6 +35,22 @@ async fn describing_origin(data: Vec<u8>) -> Origin {
     .await
 }
 
+async fn head_of(stack: &Stack, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+    stack
+        .s3
+        .head_object()
+        .bucket(&stack.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The object's server-side encryption, as S3 names it.
+fn sse(head: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Option<&str> {
+    head.server_side_encryption().map(|e| e.as_str())
+}
+
 async fn tags(stack: &Stack, key: &str) -> BTreeMap<String, String> {
     let tagging = stack
         .s3
@@ -77,14 +93,7 @@ async fn a_job_stores_its_settings_and_the_origins_representation() {
         let record = stack.wait_final(id, LIMIT).await;
         assert_eq!(text(&record, "status"), "succeeded", "{id}");
         assert_eq!(stack.object(id).await.as_deref(), Some(&data[..]), "{id}");
-        let head = stack
-            .s3
-            .head_object()
-            .bucket(&stack.bucket)
-            .key(id)
-            .send()
-            .await
-            .unwrap();
+        let head = head_of(&stack, id).await;
         assert_eq!(head.content_type(), Some("video/mp4"), "{id}: the origin's");
         assert_eq!(
             head.content_disposition(),
@@ -93,11 +102,7 @@ async fn a_job_stores_its_settings_and_the_origins_representation() {
         );
         assert_eq!(head.cache_control(), Some("no-cache"), "{id}: the job's");
         assert_eq!(head.content_language(), Some("de"), "{id}");
-        assert_eq!(
-            head.server_side_encryption().map(|e| e.as_str()),
-            Some("aws:kms"),
-            "{id}"
-        );
+        assert_eq!(sse(&head), Some("aws:kms"), "{id}");
         assert!(
             head.ssekms_key_id()
                 .is_some_and(|key| key.ends_with("alias/ferry-test")),
@@ -159,19 +164,8 @@ async fn the_workers_encryption_applies_where_a_job_names_none() {
     for (id, algorithm) in [("default-sse", "AES256"), ("own-sse", "aws:kms")] {
         let record = stack.wait_final(id, LIMIT).await;
         assert_eq!(text(&record, "status"), "succeeded", "{id}");
-        let head = stack
-            .s3
-            .head_object()
-            .bucket(&stack.bucket)
-            .key(id)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            head.server_side_encryption().map(|e| e.as_str()),
-            Some(algorithm),
-            "{id}"
-        );
+        let head = head_of(&stack, id).await;
+        assert_eq!(sse(&head), Some(algorithm), "{id}");
         // Without a job or origin type: the origin's (the test origin's
         // default), never left for S3 to guess.
         assert_eq!(head.content_type(), Some("application/octet-stream"));
@@ -303,19 +297,8 @@ async fn submit_flags_set_one_jobs_settings_and_every_listed_jobs() {
         ),
     ] {
         assert_eq!(stored(&stack, key).await, data, "{key}");
-        let head = stack
-            .s3
-            .head_object()
-            .bucket(&stack.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            head.server_side_encryption().map(|e| e.as_str()),
-            Some(algorithm),
-            "{key}"
-        );
+        let head = head_of(&stack, key).await;
+        assert_eq!(sse(&head), Some(algorithm), "{key}");
         assert_eq!(head.content_type(), Some(content_type), "{key}");
         assert_eq!(
             tags(&stack, key).await,

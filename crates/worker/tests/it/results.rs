@@ -40,7 +40,9 @@ async fn subscribed_topic(stack: &Stack) -> (String, String) {
     (topic, subscriber)
 }
 
-/// Reads events from `queue` until `count` arrived (bounded).
+/// Takes events off `queue` until `count` arrived (bounded). Each is
+/// deleted once read (unlike `Stack::drain`): a later read must see only
+/// what was published since.
 async fn events(stack: &Stack, queue: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + LIMIT;
     let mut seen = Vec::new();

@@ -240,6 +240,7 @@ impl JobStore {
         total_fetched: u64,
     ) -> Result<(), StoreError> {
         let secs = outcome.duration.as_secs_f64();
+        let (set, remove) = outcome_extras(outcome);
         let update = self
             .leased_update(lease)
             .update_expression(format!(
@@ -248,10 +249,9 @@ impl JobStore {
                  #duration_secs = :secs, #throughput_mbps = :mbps, #parts = :parts, \
                  #part_size = :part_size, #retries = :retries, #bytes_fetched = :fetched, \
                  #bytes_refetched = :refetched, \
-                 #parts_reused = :reused, #source_integrity = :integrity, \
-                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl{extra} \
-                 REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}",
-                extra = outcome_extras(outcome),
+                 #parts_reused = :reused, \
+                 #finished_at = :now_text, #updated_at = :now_text, #expires_at = :ttl{set} \
+                 REMOVE #lease_owner, #lease_expires, #error_kind, #error, {CHECKPOINT_ATTRIBUTES}{remove}",
             ))
             .expression_attribute_values(":fetched", n(total_fetched))
             .expression_attribute_values(
@@ -259,7 +259,6 @@ impl JobStore {
                 n(total_fetched.saturating_sub(outcome.size)),
             )
             .expression_attribute_values(":reused", n(u64::from(outcome.parts_reused)))
-            .expression_attribute_values(":integrity", s(outcome.integrity.as_str()))
             .expression_attribute_values(":succeeded", s(Status::Succeeded.as_str()))
             .expression_attribute_values(":size", n(outcome.size))
             .expression_attribute_values(":etag", s(&outcome.etag))
@@ -275,10 +274,12 @@ impl JobStore {
             .expression_attribute_values(":retries", n(u64::from(outcome.retries)))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":ttl", n(now_secs() + RETENTION.as_secs()));
+        // A skipped job read nothing: how its object is known to be whole is
+        // the earlier job's to say.
         let update = if outcome.skipped {
             update.expression_attribute_values(":true", AttributeValue::Bool(true))
         } else {
-            update
+            update.expression_attribute_values(":integrity", s(outcome.integrity.as_str()))
         };
         let update = if outcome.source_digests.is_empty() {
             update
@@ -426,15 +427,23 @@ impl JobStore {
     }
 }
 
-/// The success attributes only some outcomes have: `skipped` (if_exists
-/// skip) and `source_digests` (the origin's digests that were checked).
-fn outcome_extras(outcome: &TransferOutcome) -> String {
-    let mut extras = String::new();
+/// The success attributes only some outcomes have — `skipped` (if_exists
+/// skip) or else `source_integrity`, and `source_digests` (the origin's
+/// digests that were checked) — as what to SET and what to REMOVE: a record
+/// run again (`ferry retry --force`) must not keep an earlier run's.
+fn outcome_extras(outcome: &TransferOutcome) -> (String, String) {
+    let (mut set, mut remove) = (String::new(), String::new());
     if outcome.skipped {
-        extras.push_str(", #skipped = :true");
+        set.push_str(", #skipped = :true");
+        remove.push_str(", #source_integrity");
+    } else {
+        set.push_str(", #source_integrity = :integrity");
+        remove.push_str(", #skipped");
     }
-    if !outcome.source_digests.is_empty() {
-        extras.push_str(", #source_digests = :source_digests");
+    if outcome.source_digests.is_empty() {
+        remove.push_str(", #source_digests");
+    } else {
+        set.push_str(", #source_digests = :source_digests");
     }
-    extras
+    (set, remove)
 }
