@@ -12,10 +12,16 @@
 //! Every request waits for its bucket's [`Limiter`](crate::throttle::Limiter)
 //! and tells it whether S3 throttled it.
 //!
-//! Over ~500 lines because each of the seven S3 calls is spelled out with
+//! What a new object is stored with (SSE, tags, representation headers,
+//! metadata) is set by one `object_settings!` on PutObject and
+//! CreateMultipartUpload alike; `if_exists: fail` makes those two writes
+//! conditional; every call names the expected bucket owner.
+//!
+//! Over ~500 lines because each of the eight S3 calls is spelled out with
 //! its checksum-mode headers beside it, and the SDK error mapping every call
 //! shares lives here too; which mode sends what is decided in
-//! [`crate::upload_checksum`], not here.
+//! [`crate::upload_checksum`], what an object is stored with in
+//! [`crate::destination`], not here.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -4,6 +4,9 @@
 //!
 //! It reads one line at a time and keeps none, so a file of any length is
 //! read in bounded memory. It never sends anything; `chunk` does.
+//!
+//! Just over 500 lines, half of them the tests of both formats beside the
+//! parser they pin down.
 
 use std::io;
 
