@@ -427,12 +427,26 @@ async fn run_cells(mut cells: Vec<Cell>) {
         }
     }
     failures.sort();
-    assert!(
-        failures.is_empty(),
-        "{} of {total} cells failed:\n{}",
+    if failures.is_empty() {
+        return;
+    }
+    // The report is the last thing printed and no backtrace follows it
+    // (`resume_unwind` skips the panic hook): a CI log that keeps only the
+    // tail of a failing test's output still names each cell and why.
+    let summary: Vec<&str> = failures
+        .iter()
+        .map(|failure| failure.lines().next().unwrap_or_default())
+        .collect();
+    println!(
+        "{} of {total} cells failed:\n{}\n\nin short:\n{}",
         failures.len(),
-        failures.join("\n")
+        failures.join("\n"),
+        summary.join("\n")
     );
+    std::panic::resume_unwind(Box::new(format!(
+        "{} of {total} cells failed",
+        failures.len()
+    )));
 }
 
 /// `ferry ARGS` as a process whose AWS endpoint is the proxy.
