@@ -3,9 +3,9 @@
 //! gated on the lease.
 //!
 //! The lease gate is local and conservative: this worker may write only until
-//! `lease_valid_until` — the time its last successful renew was *sent* plus
-//! three quarters of the lease — and never after the heartbeat saw the lease
-//! taken over. Another worker can claim the job only once the lease expired,
+//! `lease_valid_until` — the time the newest successful renew was *sent*
+//! plus three quarters of the lease — and never after the heartbeat saw the
+//! lease taken over. Another worker can claim the job only once the lease expired,
 //! so two workers never write to one upload at the same time (as long as the
 //! clocks agree within a quarter of the lease).
 
@@ -69,9 +69,13 @@ impl LeaseJournal {
         }
     }
 
-    /// A renew sent at `sent_at` succeeded.
+    /// A renew sent at `sent_at` succeeded. Renewals can end out of order
+    /// (one ridden out through minutes of throttling ends after later
+    /// heartbeats), and none shortens the lease in DynamoDB: the newest
+    /// one sent stands.
     pub fn renewed(&self, sent_at: Instant) {
-        *lock(&self.valid_until) = sent_at + self.lease_duration * 3 / 4;
+        let mut valid_until = lock(&self.valid_until);
+        *valid_until = (*valid_until).max(sent_at + self.lease_duration * 3 / 4);
     }
 
     /// The heartbeat found the job taken over.

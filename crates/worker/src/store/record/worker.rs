@@ -55,6 +55,31 @@ pub enum Claim {
     Busy { expires_in: Option<Duration> },
 }
 
+/// The condition that keeps a lease write from moving the expiry back. The
+/// SDK resends a request whose reply was lost or late with the expiry it was
+/// built with; applied after a later renewal, it would shorten the lease
+/// under the worker's feet (the worker counts from the later renewal).
+const NEVER_SHORTER: &str = "#lease_expires <= :expires";
+
+/// Whether `item`, the record as a failed condition found it, is still held
+/// under `lease`.
+fn held(item: &Record, lease: &Lease) -> bool {
+    text(item, "lease_owner") == Some(lease.owner.as_str())
+        && number(item, "fence") == Some(lease.fence)
+}
+
+/// Whether a renewal later than the one that expires at `expires` was
+/// applied first: the lease already reaches further. Counted with the
+/// replayed writes: it is one of ours, answered after its successor.
+fn superseded(item: &Record, expires: u64) -> bool {
+    let later = number(item, "lease_expires").is_some_and(|at| at > expires);
+    if later {
+        metrics::counter!("ferry_dynamodb_replayed_writes_total", "operation" => "lease")
+            .increment(1);
+    }
+    later
+}
+
 /// The heartbeat's write: lease and progress only — no index key, nothing
 /// the index projects.
 pub const RENEW_UPDATE: &str = "SET #lease_expires = :expires, #updated_at = :now_text, \
@@ -183,28 +208,34 @@ impl JobStore {
         let mut update = self
             .leased_update(lease)
             .update_expression(RENEW_UPDATE)
-            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()))
             .expression_attribute_values(":now_text", s(&now_text()))
             .expression_attribute_values(":done", n(bytes_done))
             .expression_attribute_values(":fetched", n(fetched))
             // A cancel request fails the renewal: the heartbeat is how a
             // running job learns of it, within one beat.
-            .condition_expression(
-                "#lease_owner = :owner AND #fence = :fence AND attribute_not_exists(#cancel_requested_by)",
-            )
+            .condition_expression(format!(
+                "#lease_owner = :owner AND #fence = :fence AND {NEVER_SHORTER} \
+                 AND attribute_not_exists(#cancel_requested_by)"
+            ))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         update = match bytes_total {
             Some(total) => update.expression_attribute_values(":total", n(total)),
             None => update.expression_attribute_values(":total", AttributeValue::Null(true)),
         };
-        let result = named(update).send().await;
+        let expires = self.lease_clock() + duration.as_secs();
+        let result = named(update.expression_attribute_values(":expires", n(expires)))
+            .send()
+            .await;
         if let Err(err) = &result
             && let Some(item) = condition_failure_item(err)
-            && text(item, "lease_owner") == Some(lease.owner.as_str())
-            && number(item, "fence") == Some(lease.fence)
-            && let Some(by) = text(item, "cancel_requested_by")
+            && held(item, lease)
         {
-            return Err(StoreError::CancelRequested { by: by.to_owned() });
+            if let Some(by) = text(item, "cancel_requested_by") {
+                return Err(StoreError::CancelRequested { by: by.to_owned() });
+            }
+            if superseded(item, expires) {
+                return Ok(());
+            }
         }
         self.leased_outcome(result)
     }
@@ -214,21 +245,40 @@ impl JobStore {
     /// checkpoint: if the upload is then gone, an object of that CRC is the
     /// one this Complete stored (`Checkpoint::object_crc`), with or without
     /// part CRC items.
+    ///
+    /// Like the heartbeat, it never shortens the lease: when a later renewal
+    /// was applied first (this write's retry arriving after it), only the
+    /// CRC is written, under the lease that renewal already extended.
     pub async fn extend_lease(
         &self,
         lease: &Lease,
         duration: Duration,
         object_crc: u64,
     ) -> Result<(), StoreError> {
+        let crc = s(&ferry_engine::checksum::to_base64(object_crc));
+        let expires = self.lease_clock() + duration.as_secs();
         let update = self
             .leased_update(lease)
+            .condition_expression(format!(
+                "#lease_owner = :owner AND #fence = :fence AND {NEVER_SHORTER}"
+            ))
             .update_expression("SET #lease_expires = :expires, #object_crc = :object_crc")
-            .expression_attribute_values(":expires", n(self.lease_clock() + duration.as_secs()))
-            .expression_attribute_values(
-                ":object_crc",
-                s(&ferry_engine::checksum::to_base64(object_crc)),
-            );
-        self.send_leased(update).await
+            .expression_attribute_values(":expires", n(expires))
+            .expression_attribute_values(":object_crc", crc.clone())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = named(update).send().await;
+        if let Err(err) = &result
+            && let Some(item) = condition_failure_item(err)
+            && held(item, lease)
+            && superseded(item, expires)
+        {
+            let crc_only = self
+                .leased_update(lease)
+                .update_expression("SET #object_crc = :object_crc")
+                .expression_attribute_values(":object_crc", crc);
+            return self.send_leased(crc_only).await;
+        }
+        self.leased_outcome(result)
     }
 
     /// Records success. `total_fetched` is what all attempts fetched; what

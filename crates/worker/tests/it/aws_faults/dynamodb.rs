@@ -255,3 +255,54 @@ async fn a_worker_whose_lease_cannot_be_renewed_never_writes_the_object() {
     assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
     assert_eq!(f.completions("job"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_extension_answered_after_later_heartbeats_shortens_nothing() {
+    // The extension before Complete is applied, its reply lost; the SDK's
+    // retry (the same request, the same expiry) is held until heartbeats
+    // have renewed the lease further, then applied. The whole call outlasts
+    // ¾ of the 6 s lease. It must neither move the lease's expiry back nor
+    // make the worker count its lease from the call's start: the job
+    // completes in its first attempt.
+    let f = Faulty::new().await;
+    let data = test_bytes(12 << 20, 9);
+    let origin = ferry_testkit::Origin::start(data.clone(), Behavior::default()).await;
+    let extension = |fault: Fault, id: &str, times: u64| {
+        Rule::new("dynamodb:UpdateItem", fault)
+            .matching(":object_crc")
+            .id(id)
+            .times(times)
+    };
+    f.proxy.set_rules(vec![
+        extension(Fault::Delay { ms: 2_500 }, "held", 2),
+        extension(Fault::Lost, "lost", 1),
+    ]);
+    f.stack
+        .send(
+            &f.stack.queue,
+            &f.stack.message("job", &origin.url("f"), "job"),
+        )
+        .await;
+    let worker = spawn_worker_with(f.stack.config(), f.clients().await);
+    let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
+    worker.stop().await;
+
+    let extensions: Vec<_> = f
+        .proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.rules.iter().any(|rule| rule == "held"))
+        .collect();
+    assert_eq!(extensions.len(), 2, "both tries were held: {extensions:?}");
+    assert_eq!(extensions[0].fault, Some("lost"), "{extensions:?}");
+    assert_eq!(
+        extensions[1].upstream_status,
+        Some(400),
+        "the late retry, applied after a later renewal, failed its condition: {extensions:?}"
+    );
+    let record_json = ferry_worker::store::to_json(&record);
+    assert_eq!(text(&record, "status"), "succeeded", "{record_json}");
+    assert_eq!(number(&record, "attempts"), 1, "{record_json}");
+    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
+    assert_eq!(f.completions("job"), 1);
+}
