@@ -200,6 +200,11 @@ impl Run {
                     .map_or("absent", Validator::as_header_value)
             )));
         }
+        // The same version as the first attempt's (its validator matched):
+        // what this answer says it hashes to is checked as the first
+        // attempt's answer was, from the digest state that attempt kept
+        // when it hashed the same algorithms, else from byte 0.
+        self.learn_origin(&probe.origin, &probe.digests);
         Ok(Reopen::Resumed(Reopened {
             plan,
             done,

@@ -134,11 +134,10 @@ impl Run {
     }
 
     /// Takes what the origin's first answer says about the representation
-    /// and what it hashes to; a later probe of the same transfer changes
-    /// nothing. The job's own `expected` wins for an algorithm both name.
-    /// A run that already hashes (a resumed upload's digest state) keeps
-    /// what it hashes: the origin's digests are checked from a first answer
-    /// on, never half-way.
+    /// and what it hashes to (a resumed run's first answer is its reopening
+    /// probe); a later probe of the same transfer changes nothing. The job's
+    /// own `expected` wins for an algorithm both name. Once the run hashes,
+    /// what it checks is fixed.
     pub(super) fn learn_origin(&self, origin: &OriginHeaders, digests: &SourceDigests) {
         self.destination
             .get_or_init(|| self.spec.destination.with_origin(origin));

@@ -2,7 +2,8 @@
 //! `x-amz-checksum-crc64nvme`) checked end to end like a job's `expected`:
 //! a match is recorded, a mismatch fails the job and leaves no object, and
 //! a digest of another representation (a range's body, a GCS object served
-//! decompressed) is not held against the bytes.
+//! decompressed) is not held against the bytes; a resumed attempt checks
+//! them too.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use ferry_engine::checksum;
 use ferry_testkit::{Behavior, Origin, test_bytes};
 use md5::Digest as _;
 
-use crate::harness::{PART, Stack, text};
+use crate::harness::{PART, Stack, number, slow, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -181,4 +182,77 @@ async fn digests_of_another_representation_are_not_held_against_the_bytes() {
         assert!(!record.contains_key("source_digests"), "{id}: {record:?}");
         assert_eq!(stack.object(id).await.as_deref(), Some(&data[..]), "{id}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_attempt_checks_the_origins_digest_too() {
+    // Two slow ranged jobs whose origin sends a Repr-Digest: one true, one
+    // of other bytes. The first worker is stopped once both uploads hold
+    // parts (it releases them, keeping their checkpoints); the second
+    // resumes them from a ranged answer.
+    let stack = Stack::new().await;
+    let data = test_bytes(6 * PART, 7);
+    let other = test_bytes(64, 8);
+    let slowly_sending = |digest_of: &[u8]| Behavior {
+        chunk_delay: slow().chunk_delay,
+        ..sending(
+            vec![(
+                "Repr-Digest",
+                format!("sha-256=:{}:", sha256_b64(digest_of)),
+            )],
+            true,
+        )
+    };
+    let true_origin = Origin::start(data.clone(), slowly_sending(&data)).await;
+    let lying_origin = Origin::start(data.clone(), slowly_sending(&other)).await;
+    for (id, origin) in [("true", &true_origin), ("lying", &lying_origin)] {
+        stack
+            .send(&stack.queue, &stack.message(id, &origin.url("f"), id))
+            .await;
+    }
+    let mut config = stack.config();
+    config.shutdown_grace = Duration::ZERO;
+    let first = stack.spawn_worker(config);
+    for id in ["true", "lying"] {
+        stack.wait_for_parts(id, 2, LIMIT).await;
+    }
+    // The first attempt hashed the true job's bytes for the origin's digest
+    // and kept that state.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while stack
+        .record("true")
+        .await
+        .is_none_or(|record| !record.contains_key("digest_state"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no digest state kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.stop().await;
+
+    true_origin.set(|b| b.chunk_delay = None);
+    lying_origin.set(|b| b.chunk_delay = None);
+    let second = stack.spawn_worker(stack.config());
+    let resumed = stack.wait_final("true", LIMIT).await;
+    let lied = stack.wait_final("lying", LIMIT).await;
+    second.stop().await;
+
+    assert_eq!(text(&resumed, "status"), "succeeded", "{resumed:?}");
+    assert_eq!(number(&resumed, "resumes"), 1, "{resumed:?}");
+    assert_eq!(text(&resumed, "source_digests"), "sha256", "{resumed:?}");
+    assert_eq!(stack.object("true").await.as_deref(), Some(&data[..]));
+    // The hash went on from the kept state: the finished parts were not
+    // read again to hash them.
+    assert!(
+        number(&resumed, "bytes_refetched") < number(&resumed, "bytes_reused"),
+        "{resumed:?}"
+    );
+
+    assert_eq!(
+        (text(&lied, "status"), text(&lied, "error_kind")),
+        ("failed", "checksum_mismatch"),
+        "{lied:?}"
+    );
+    assert_eq!(number(&lied, "resumes"), 1, "{lied:?}");
+    assert_eq!(stack.object("lying").await, None);
+    assert_eq!(stack.open_uploads().await, 0);
 }
