@@ -86,8 +86,10 @@ TASK_ROLE_ACTIONS = {
     # Only on the keys of KmsKeyArns, only when it names any (SSE-KMS).
     "kms:GenerateDataKey",
     "kms:Decrypt",
-    # Result events, only to the stack's own topic (ResultEvents).
+    # Result events, only to the stack's own topic (ResultEvents); doctor
+    # reads the topic.
     "sns:Publish",
+    "sns:GetTopicAttributes",
 }
 # Headroom the process needs beyond its part-buffer budget.
 MEMORY_HEADROOM_MIB = 128

@@ -88,6 +88,7 @@ pub struct QuickClients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
+    pub sns: aws_sdk_sns::Client,
 }
 
 impl QuickClients {
@@ -106,6 +107,10 @@ impl QuickClients {
             .retry_config(retry.clone())
             .timeout_config(timeouts.clone())
             .build();
+        let sns = aws_sdk_sns::config::Builder::from(sdk)
+            .retry_config(retry.clone())
+            .timeout_config(timeouts.clone())
+            .build();
         // The engine's S3 settings (checksums), so a probe upload is made
         // the way a job's is.
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
@@ -118,6 +123,7 @@ impl QuickClients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            sns: aws_sdk_sns::Client::from_conf(sns),
         }
     }
 }

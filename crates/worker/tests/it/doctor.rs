@@ -3,7 +3,7 @@
 //! the right ✗ line with its fix, every other check unaffected, exit 1, and
 //! never a multipart upload left open.
 //!
-//! Over 500 lines because each of its 19 tests breaks one thing and reads
+//! Over 500 lines because each of its 20 tests breaks one thing and reads
 //! every line doctor prints about it; they share one set-up and its helpers.
 
 use std::collections::HashMap;
@@ -32,6 +32,9 @@ struct Setup {
     table_without_ttl: String,
     table_without_index: String,
     table_keyed_id: String,
+    /// A result topic with one subscribed queue, and a result queue.
+    result_topic: String,
+    result_queue: String,
 }
 
 fn setup() -> &'static Setup {
@@ -85,6 +88,25 @@ impl Setup {
                 .await
                 .unwrap();
         }
+        let result_topic = stack
+            .sns
+            .create_topic()
+            .name(unique_name("doctor-results"))
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        let result_queue = stack.create_queue("doctor-results").await;
+        stack
+            .sns
+            .subscribe()
+            .topic_arn(&result_topic)
+            .protocol("sqs")
+            .endpoint(stack.queue_arn(&result_queue).await)
+            .send()
+            .await
+            .unwrap();
         Self {
             endpoint: stack.moto.endpoint().to_owned(),
             bucket: stack.bucket.clone(),
@@ -95,6 +117,8 @@ impl Setup {
             table_without_ttl,
             table_without_index,
             table_keyed_id,
+            result_topic,
+            result_queue,
         }
     }
 
@@ -328,6 +352,72 @@ async fn doctor_says_whether_the_store_verifies_the_checksum_mode() {
         .find(|l| l.starts_with("✗ config: "))
         .unwrap();
     assert!(config.contains("\"sha1\" is not one of crc64nvme"), "{run}");
+}
+
+#[tokio::test]
+async fn doctor_reads_the_result_targets_it_is_given_and_publishes_nothing() {
+    let mut env = setup().env("results");
+    env.insert("FERRY_RESULT_TOPIC_ARN", setup().result_topic.clone());
+    env.insert("FERRY_RESULT_QUEUE_URL", setup().result_queue.clone());
+    let run = doctor(&env, &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let line = |name: &str| {
+        run.lines
+            .iter()
+            .find(|l| l.starts_with(&format!("✓ {name}: ")))
+            .unwrap_or_else(|| panic!("no ✓ {name} line:\n{run}"))
+    };
+    // moto counts no subscription as confirmed (AWS confirms a queue's at
+    // once): the line says what the topic's attributes say.
+    let topic = line("result topic");
+    assert!(
+        topic.contains("exists") && topic.contains("confirmed subscription"),
+        "{run}"
+    );
+    assert!(line("result queue").contains("exists"), "{run}");
+    // Nothing reached the queue, which is also the topic's subscriber.
+    let waiting = Moto::shared()
+        .sqs()
+        .await
+        .get_queue_attributes()
+        .queue_url(&setup().result_queue)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default()
+        .remove(&QueueAttributeName::ApproximateNumberOfMessages);
+    assert_eq!(waiting.as_deref(), Some("0"), "{run}");
+
+    let missing_topic = setup()
+        .result_topic
+        .rsplit_once(':')
+        .map(|(account, _)| format!("{account}:{}", unique_name("doctor-gone")))
+        .unwrap();
+    let missing_queue = format!(
+        "{}/{}",
+        setup().result_queue.rsplit_once('/').unwrap().0,
+        unique_name("doctor-gone")
+    );
+    env.insert("FERRY_RESULT_TOPIC_ARN", missing_topic.clone());
+    env.insert("FERRY_RESULT_QUEUE_URL", missing_queue.clone());
+    let run = doctor(&env, &[]);
+    run.assert_failed(&["result topic", "result queue"]);
+    let topic = run.failure("result topic");
+    assert!(
+        topic.contains(&format!(
+            "— create the topic, or correct FERRY_RESULT_TOPIC_ARN ({missing_topic})"
+        )),
+        "{run}"
+    );
+    let queue = run.failure("result queue");
+    assert!(
+        queue.contains(&format!(
+            "— create the queue, or correct FERRY_RESULT_QUEUE_URL ({missing_queue})"
+        )),
+        "{run}"
+    );
 }
 
 #[tokio::test]

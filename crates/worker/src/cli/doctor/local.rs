@@ -28,6 +28,9 @@ pub(super) struct Plan {
     /// Each bucket's upload checksum mode (an unreadable setting is the
     /// config check's to report; the default is probed meanwhile).
     pub checksums: ChecksumPolicy,
+    /// FERRY_RESULT_TOPIC_ARN and FERRY_RESULT_QUEUE_URL, when set.
+    pub result_topic: Option<String>,
+    pub result_queue: Option<String>,
 }
 
 pub(super) enum Metrics {
@@ -73,8 +76,17 @@ impl Plan {
                 .to_config()
                 .map(|config| config.upload_checksum)
                 .unwrap_or_default(),
+            result_topic: set(worker.result_topic_arn.as_deref()),
+            result_queue: set(worker.result_queue_url.as_deref()),
         }
     }
+}
+
+fn set(value: Option<&str>) -> Option<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 fn non_empty(values: &[String]) -> Vec<String> {

@@ -8,13 +8,14 @@
 //! look at. It changes nothing it does not undo: its writes are multipart
 //! uploads per allowed bucket (the bucket probe; the checksum probe's, with
 //! one-byte parts), aborted at once. It never touches messages or
-//! job records.
+//! job records, and publishes no result event.
 
 mod bucket;
 mod checksum;
 mod identity;
 mod local;
 mod queue;
+mod results;
 mod sdk_error;
 mod table;
 
@@ -31,8 +32,9 @@ use crate::cli::worker::WorkerCommand;
     long_about = "Check a worker's configuration end to end and print a checklist (✓/✗ with the fix):\n\
         the worker's settings, region, credentials, the queue (redrive policy, maxReceiveCount\n\
         against FERRY_MAX_ATTEMPTS), the dead-letter queue, the table (key, TTL, job index), each\n\
-        allowed bucket (a multipart upload is created and aborted under its prefix), the metrics\n\
-        address and the source policy.\n\n\
+        allowed bucket (a multipart upload is created and aborted under its prefix), the result\n\
+        topic and queue when set (read, never published to), the metrics address and the source\n\
+        policy.\n\n\
         Takes the same flags and FERRY_* variables as `ferry worker`, so it can run with a\n\
         worker's environment (docs/deploy.md: as a one-off ECS task). Exits 0 when every check\n\
         passes, 1 otherwise."
@@ -161,11 +163,18 @@ async fn diagnose(args: &DoctorArgs) -> Vec<Check> {
     checks.extend(identity::endpoints(&sdk));
     match missing {
         None => checks.extend(aws_checks(&plan, &QuickClients::new(&sdk, &args.worker.aws)).await),
-        Some(why) => checks.extend(
-            ["queue", "dlq", "table", "bucket"]
-                .into_iter()
-                .map(|name| Check::skipped(name, why)),
-        ),
+        Some(why) => {
+            let results = [
+                plan.result_topic.as_ref().map(|_| "result topic"),
+                plan.result_queue.as_ref().map(|_| "result queue"),
+            ];
+            checks.extend(
+                ["queue", "dlq", "table", "bucket"]
+                    .into_iter()
+                    .chain(results.into_iter().flatten())
+                    .map(|name| Check::skipped(name, why)),
+            );
+        }
     }
     checks.push(local::metrics(&plan));
     checks.push(local::source_policy(&plan));
@@ -183,7 +192,13 @@ async fn aws_checks(plan: &local::Plan, clients: &QuickClients) -> Vec<Check> {
     let dlq = queue::dlq(&clients.sqs, plan.dlq.as_deref());
     let table = table::table(&clients.dynamodb, plan.table.as_deref());
     let buckets = bucket::buckets(&clients.s3, &plan.destinations, plan.any_bucket);
-    let (queues, dlq, table, buckets) = tokio::join!(queues, dlq, table, buckets);
+    let results = results::targets(
+        &clients.sns,
+        &clients.sqs,
+        plan.result_topic.as_deref(),
+        plan.result_queue.as_deref(),
+    );
+    let (queues, dlq, table, buckets, results) = tokio::join!(queues, dlq, table, buckets, results);
     // Probing checksums needs buckets that take uploads; a failed bucket
     // check already says what to fix first.
     let checksums = if buckets.iter().all(|check| check.ok) {
@@ -198,5 +213,6 @@ async fn aws_checks(plan: &local::Plan, clients: &QuickClients) -> Vec<Check> {
         .chain(table)
         .chain(buckets)
         .chain(checksums)
+        .chain(results)
         .collect()
 }
