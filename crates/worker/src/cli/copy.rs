@@ -1,17 +1,20 @@
-//! `ferry copy URL s3://BUCKET/KEY`: the engine directly, no queue.
+//! `ferry copy URL s3://BUCKET/KEY`: the engine directly, no queue. The
+//! copy is the job `ferry submit` would send, parsed by the worker's own
+//! parser, so its settings mean and are checked the same.
 
 use std::sync::Arc;
 
 use clap::Args;
-use ferry_engine::source::{HeaderMap, Url};
-use ferry_engine::{Destination, Engine, Expected, SourceRequest, TransferSpec};
+use ferry_engine::source::Url;
+use ferry_engine::{Engine, TransferSpec};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::BarObserver;
-use crate::CliError;
 use crate::config::{AwsArgs, EngineArgs};
+use crate::object_args::StoredArgs;
 use crate::redact::RedactedUrl;
 use crate::s3url::S3Url;
+use crate::{CliError, job};
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -28,6 +31,11 @@ pub struct CopyArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    // Encryption and the bucket owner are the engine's defaults (`--sse`,
+    // `--sse-kms-key-id`, `--sse-bucket-key`, `--expected-bucket-owner`),
+    // which a copy that names none takes.
+    #[command(flatten)]
+    pub stored: StoredArgs,
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -35,6 +43,7 @@ pub struct CopyArgs {
 }
 
 pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliError> {
+    let spec = spec(&args)?;
     let config = args.engine.to_config().map_err(CliError::Config)?;
     let sdk = crate::preflight::aws().await?;
     let s3 = crate::aws_clients::s3(&sdk, &args.aws);
@@ -42,24 +51,6 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
     crate::preflight::bucket(&sdk, &s3, &args.destination.bucket).await?;
     let engine = Engine::new(config, s3)
         .map_err(|err| CliError::Config(crate::config::ConfigError::one(err.to_string())))?;
-    let spec = TransferSpec {
-        source: SourceRequest {
-            url: args.url.clone(),
-            headers: HeaderMap::new(),
-            headers_cross_origin: false,
-        },
-        destination: Destination {
-            bucket: args.destination.bucket.clone(),
-            key: args.destination.key.clone(),
-            ..Destination::default()
-        },
-        expected: Expected {
-            sha256: args.sha256.map(|h| h.to_ascii_lowercase()),
-            md5: args.md5.map(|h| h.to_ascii_lowercase()),
-            size: None,
-        },
-        max_bytes_per_sec: None,
-    };
     let bar = Arc::new(BarObserver::new(args.quiet));
     let result = engine.transfer(&spec, bar.clone(), &cancel).await;
     bar.finish();
@@ -67,6 +58,16 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
         kind: err.kind(),
         message: err.to_string(),
     })?;
+    if outcome.skipped {
+        out!(
+            "skipped {} -> {}: already stored, {} bytes of this version of the source, crc64nvme {}",
+            RedactedUrl::new(&args.url),
+            args.destination,
+            outcome.size,
+            outcome.checksum_crc64nvme,
+        );
+        return Ok(());
+    }
     let secs = outcome.duration.as_secs_f64();
     out!(
         "copied {} -> {}: {} bytes in {:.2} s ({:.1} MB/s), {} parts, crc64nvme {}{}",
@@ -91,4 +92,31 @@ pub async fn run(args: CopyArgs, cancel: CancellationToken) -> Result<(), CliErr
         );
     }
     Ok(())
+}
+
+/// The job this copy is, checked like a queued one (a bad setting is a
+/// usage error with the worker's reason, before anything is contacted).
+fn spec(args: &CopyArgs) -> Result<TransferSpec, CliError> {
+    let mut message = serde_json::json!({
+        "version": job::SUPPORTED_VERSION,
+        "job_id": "copy",
+        "url": args.url.as_str(),
+        "bucket": args.destination.bucket,
+        "key": args.destination.key,
+    });
+    let mut expected = serde_json::Map::new();
+    for (name, value) in [("sha256", &args.sha256), ("md5", &args.md5)] {
+        if let Some(hex) = value {
+            expected.insert(name.into(), hex.to_ascii_lowercase().into());
+        }
+    }
+    if let Some(fields) = message.as_object_mut() {
+        if !expected.is_empty() {
+            fields.insert("expected".into(), expected.into());
+        }
+        args.stored.apply(fields).map_err(CliError::Usage)?;
+    }
+    job::parse(&message.to_string(), "copy")
+        .map(|job| job.spec)
+        .map_err(|rejection| CliError::Usage(rejection.reason))
 }

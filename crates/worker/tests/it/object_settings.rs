@@ -323,6 +323,83 @@ async fn submit_flags_set_one_jobs_settings_and_every_listed_jobs() {
     worker.stop().await;
 }
 
+/// `ferry copy ARGS` (sources on loopback allowed), run beside this test's
+/// runtime, which serves the origin.
+async fn copy(stack: &Stack, args: &[&str]) -> std::process::Output {
+    let mut command = stack.ferry_at(stack.moto.endpoint(), &["copy"]);
+    command
+        .args(args)
+        .args(["--quiet", "--source-allow-cidrs", "127.0.0.0/8"]);
+    tokio::task::spawn_blocking(move || command.output().expect("run ferry copy"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_copy_takes_the_settings_a_job_takes() {
+    let stack = Stack::new().await;
+    let data = test_bytes(3000, 6);
+    let origin = describing_origin(data.clone()).await;
+    let url = origin.url("talk.mp4");
+    let to = format!("s3://{}/copied.mp4", stack.bucket);
+    let flags = [
+        "--sse",
+        "AES256",
+        "--tag",
+        "team=media",
+        "--cache-control",
+        "no-cache",
+    ];
+    let copied = copy(&stack, &[&[url.as_str(), to.as_str()][..], &flags].concat()).await;
+    assert!(copied.status.success(), "{copied:?}");
+    assert_eq!(stored(&stack, "copied.mp4").await, data);
+    let head = head_of(&stack, "copied.mp4").await;
+    assert_eq!(sse(&head), Some("AES256"));
+    assert_eq!(
+        head.cache_control(),
+        Some("no-cache"),
+        "the copy's own wins"
+    );
+    assert_eq!(head.content_type(), Some("video/mp4"), "the origin's");
+    assert_eq!(
+        tags(&stack, "copied.mp4").await,
+        BTreeMap::from([("team".to_owned(), "media".to_owned())])
+    );
+
+    // The same version again: skip reads one answer and copies nothing;
+    // fail refuses to overwrite.
+    let served = origin.requests();
+    let skipped = copy(&stack, &[url.as_str(), to.as_str(), "--if-exists", "skip"]).await;
+    let said = String::from_utf8_lossy(&skipped.stdout);
+    assert!(skipped.status.success(), "{skipped:?}");
+    assert!(said.starts_with("skipped "), "{said}");
+    assert_eq!(origin.requests(), served + 1, "only the first answer");
+    let refused = copy(&stack, &[url.as_str(), to.as_str(), "--if-exists", "fail"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("(destination_exists)"),
+        "{refused:?}"
+    );
+
+    // A setting the worker would refuse is refused before the origin is
+    // asked: a job's (usage, 2) and the engine's default encryption
+    // (configuration, 64).
+    let served = origin.requests();
+    for (flag, value, code, reason) in [
+        ("--if-exists", "sometimes", 2, "if_exists must be"),
+        ("--sse", "rot13", 64, "sse must be"),
+    ] {
+        let bad = copy(&stack, &[url.as_str(), to.as_str(), flag, value]).await;
+        assert_eq!(bad.status.code(), Some(code), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains(reason),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(origin.requests(), served);
+    assert_eq!(stored(&stack, "copied.mp4").await, data);
+}
+
 /// `expected_bucket_owner` goes with every S3 call of a job. Neither
 /// moto nor the pinned LocalStack checks it, so the fault proxy plays S3's
 /// part: any S3 request naming another account answers `403 AccessDenied`,
