@@ -62,16 +62,26 @@ async fn renew_lease(
         }
         let sent_at = Instant::now();
         let fetched = lease.fetched_before + progress.fetched.load(Ordering::Relaxed);
-        // A hung or slow renewal must not hold the job's end back.
+        let renewal = ctx.store.renew(
+            lease,
+            config.lease,
+            progress.done.load(Ordering::Relaxed),
+            progress.total(),
+            fetched,
+        );
+        // A hung or slow renewal must not hold the job's end back, nor the
+        // lease: one unanswered after two beats is dropped for a fresh one.
+        // The SDK may hold a try back for seconds (an attempt timeout; after
+        // throttling its rate limiter charges a retry five first tries), a
+        // fresh request goes first, and the dropped one, if it is applied
+        // after all, cannot shorten the lease (`JobStore::renew`).
         let renewed = tokio::select! {
             () = stop.cancelled() => return,
-            renewed = ctx.store.renew(
-                lease,
-                config.lease,
-                progress.done.load(Ordering::Relaxed),
-                progress.total(),
-                fetched,
-            ) => renewed,
+            renewed = tokio::time::timeout(config.heartbeat * 2, renewal) => renewed,
+        };
+        let Ok(renewed) = renewed else {
+            warn!("lease renewal unanswered after two heartbeats; sending a fresh one");
+            continue;
         };
         match renewed {
             Ok(()) => journal.renewed(sent_at),

@@ -306,3 +306,46 @@ async fn a_lease_extension_answered_after_later_heartbeats_shortens_nothing() {
     assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
     assert_eq!(f.completions("job"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_hangs_is_replaced_before_the_lease_gate_closes() {
+    // The first two renewal requests hang: the SDK gives up on each after
+    // its attempt timeout (4 s), so the first renewal's call lasts ~9 s,
+    // far past the point up to which the claim alone lets the worker write
+    // (¾ of 6 s). The first part is sent at ~8 s: only a fresh renewal
+    // meanwhile lets it go, in the first attempt.
+    let f = Faulty::new().await;
+    let data = test_bytes(12 << 20, 10);
+    let origin = ferry_testkit::Origin::start(
+        data.clone(),
+        Behavior {
+            chunk_delay: Some(Duration::from_millis(100)),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    f.proxy.set_rules(vec![
+        Rule::new("dynamodb:UpdateItem", Fault::Hang { ms: Some(30_000) })
+            .matching(":done")
+            .id("hung-renewal")
+            .times(2),
+    ]);
+    f.stack
+        .send(
+            &f.stack.queue,
+            &f.stack.message("job", &origin.url("f"), "job"),
+        )
+        .await;
+    let worker = spawn_worker_with(f.stack.config(), f.clients().await);
+    let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert!(
+        !f.proxy.faults("dynamodb:UpdateItem").is_empty(),
+        "the renewal was held"
+    );
+    let record_json = ferry_worker::store::to_json(&record);
+    assert_eq!(text(&record, "status"), "succeeded", "{record_json}");
+    assert_eq!(number(&record, "attempts"), 1, "{record_json}");
+    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
+    assert_eq!(f.completions("job"), 1);
+}
