@@ -1,5 +1,6 @@
 //! DynamoDB faults: every write of a job, outages longer than the SDK's
-//! retries, a failed release write, and a lease that cannot be renewed.
+//! retries, a failed release write, a lease that cannot be renewed, and
+//! lease writes answered late or hung.
 
 use super::*;
 
@@ -277,16 +278,7 @@ async fn a_lease_extension_answered_after_later_heartbeats_shortens_nothing() {
         extension(Fault::Delay { ms: 2_500 }, "held", 2),
         extension(Fault::Lost, "lost", 1),
     ]);
-    f.stack
-        .send(
-            &f.stack.queue,
-            &f.stack.message("job", &origin.url("f"), "job"),
-        )
-        .await;
-    let worker = spawn_worker_with(f.stack.config(), f.clients().await);
-    let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
-    worker.stop().await;
-
+    let record = one_job_on_test_leases(&f, &origin).await;
     let extensions: Vec<_> = f
         .proxy
         .log()
@@ -300,11 +292,7 @@ async fn a_lease_extension_answered_after_later_heartbeats_shortens_nothing() {
         Some(400),
         "the late retry, applied after a later renewal, failed its condition: {extensions:?}"
     );
-    let record_json = ferry_worker::store::to_json(&record);
-    assert_eq!(text(&record, "status"), "succeeded", "{record_json}");
-    assert_eq!(number(&record, "attempts"), 1, "{record_json}");
-    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
-    assert_eq!(f.completions("job"), 1);
+    assert_stored_once_in_one_attempt(&f, &record, &data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,6 +318,20 @@ async fn a_renewal_that_hangs_is_replaced_before_the_lease_gate_closes() {
             .id("hung-renewal")
             .times(2),
     ]);
+    let record = one_job_on_test_leases(&f, &origin).await;
+    assert!(
+        !f.proxy.faults("dynamodb:UpdateItem").is_empty(),
+        "the renewal was held"
+    );
+    assert_stored_once_in_one_attempt(&f, &record, &data).await;
+}
+
+/// Runs job `job` from `origin` to its end with one worker on the test
+/// stack's short leases (6 s, a heartbeat a second).
+async fn one_job_on_test_leases(
+    f: &Faulty,
+    origin: &ferry_testkit::Origin,
+) -> ferry_worker::store::Record {
     f.stack
         .send(
             &f.stack.queue,
@@ -339,13 +341,17 @@ async fn a_renewal_that_hangs_is_replaced_before_the_lease_gate_closes() {
     let worker = spawn_worker_with(f.stack.config(), f.clients().await);
     let record = f.stack.wait_final("job", Duration::from_secs(60)).await;
     worker.stop().await;
-    assert!(
-        !f.proxy.faults("dynamodb:UpdateItem").is_empty(),
-        "the renewal was held"
-    );
-    let record_json = ferry_worker::store::to_json(&record);
-    assert_eq!(text(&record, "status"), "succeeded", "{record_json}");
-    assert_eq!(number(&record, "attempts"), 1, "{record_json}");
-    assert_eq!(f.stack.object("job").await.as_deref(), Some(&data[..]));
+    record
+}
+
+async fn assert_stored_once_in_one_attempt(
+    f: &Faulty,
+    record: &ferry_worker::store::Record,
+    data: &[u8],
+) {
+    let record_json = ferry_worker::store::to_json(record);
+    assert_eq!(text(record, "status"), "succeeded", "{record_json}");
+    assert_eq!(number(record, "attempts"), 1, "{record_json}");
+    assert_eq!(f.stack.object("job").await.as_deref(), Some(data));
     assert_eq!(f.completions("job"), 1);
 }
